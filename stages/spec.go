@@ -1,0 +1,133 @@
+package stages
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// Spec is the part of the pipeline file that stages read. The loader fills
+// it from the file, validated and with defaults applied; stages treat it as
+// read-only.
+type Spec struct {
+	Name string `yaml:"name"`
+	// Dir is the directory of the pipeline file; relative paths in the
+	// file are relative to it.
+	Dir          string                 `yaml:"-"`
+	Version      VersionPolicy          `yaml:"version"`
+	Registry     ImageRegistry          `yaml:"registry"`
+	GitHub       GitHub                 `yaml:"github"`
+	Repos        map[string]Repo        `yaml:"repos"`
+	Services     map[string]Service     `yaml:"services"`
+	Environments map[string]Environment `yaml:"environments"`
+}
+
+// VersionPolicy says how release versions are named and bumped.
+type VersionPolicy struct {
+	TagPrefix string `yaml:"tag_prefix"` // default "v"
+	Bump      string `yaml:"bump"`       // major, minor, patch or auto; default minor
+}
+
+// ImageRegistry is the container registry images are pushed to. Credentials come
+// from the Docker config or the environment, never from the pipeline file.
+type ImageRegistry struct {
+	URL      string `yaml:"url"`
+	Insecure bool   `yaml:"insecure"`
+}
+
+// GitHub is where release notes are published.
+type GitHub struct {
+	Owner    string `yaml:"owner"`
+	APIURL   string `yaml:"api_url"`
+	TokenEnv string `yaml:"token_env"` // the name of the variable, never the token
+}
+
+// Repo is one Git repository of the release train.
+type Repo struct {
+	URL      string `yaml:"url"`
+	Branch   string `yaml:"branch"`    // default main
+	TokenEnv string `yaml:"token_env"` // https: the variable holding the token
+	SSHKey   string `yaml:"ssh_key"`   // ssh: a key file; the agent otherwise
+}
+
+// Service is one container built from a repo and deployed to environments.
+type Service struct {
+	Repo       string            `yaml:"repo"`
+	Context    string            `yaml:"context"`    // inside the repo; default "."
+	Dockerfile string            `yaml:"dockerfile"` // relative to context; default Dockerfile
+	Image      string            `yaml:"image"`      // repository name in the registry
+	DependsOn  []string          `yaml:"depends_on"`
+	Port       int               `yaml:"port"`
+	Health     Health            `yaml:"health"`
+	Env        map[string]string `yaml:"env"`
+	Volumes    []string          `yaml:"volumes"`
+}
+
+// Health is how a deploy decides a new container may take traffic.
+type Health struct {
+	HTTP    string        `yaml:"http"`    // path probed on the service's port
+	Timeout time.Duration `yaml:"timeout"` // default 30s
+}
+
+// Environment is a named deploy target.
+type Environment struct {
+	From     string   `yaml:"from"`
+	Hosts    []string `yaml:"hosts"`
+	Proxy    *Proxy   `yaml:"proxy"`
+	Approval string   `yaml:"approval"` // "required" or ""
+	Swarm    bool     `yaml:"swarm"`
+}
+
+// Proxy is the reverse proxy in front of an environment's services.
+type Proxy struct {
+	Caddy string `yaml:"caddy"` // admin API address
+}
+
+// DeployOrder returns the services in depends_on order, each after the ones
+// it depends on; ties are broken by name. The loader has rejected cycles.
+func (s *Spec) DeployOrder() []string {
+	var order []string
+	seen := map[string]bool{}
+	var visit func(string)
+	visit = func(n string) {
+		if seen[n] {
+			return
+		}
+		seen[n] = true
+		deps := slices.Clone(s.Services[n].DependsOn)
+		slices.Sort(deps)
+		for _, d := range deps {
+			visit(d)
+		}
+		order = append(order, n)
+	}
+	for _, n := range s.ServiceNames() {
+		visit(n)
+	}
+	return order
+}
+
+// ServiceNames returns the service names, sorted.
+func (s *Spec) ServiceNames() []string { return sortedKeys(s.Services) }
+
+// RepoNames returns the repo names, sorted.
+func (s *Spec) RepoNames() []string { return sortedKeys(s.Repos) }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func sortStrings(s []string) { slices.Sort(s) }
+
+func joinQuoted(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = `"` + n + `"`
+	}
+	return strings.Join(q, ", ")
+}

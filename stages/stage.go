@@ -1,0 +1,171 @@
+// Package stages is the contract between the engine and the stage kinds it
+// runs: the Stage interface, the read-only run data a stage sees (Env), the
+// part of the pipeline file stages may read (Spec), and the registry of kinds.
+//
+// The lifecycle of a stage:
+//
+//  1. The loader looks up the stage's kind (`uses:`) in a Registry and calls
+//     Kind.New for a fresh zero value.
+//  2. The loader decodes the stage's `with:` block strictly into that value
+//     (unknown keys are errors), then calls Validate if the stage has it.
+//  3. The executor calls Run once per node and attempt, possibly for several
+//     nodes of the same stage at once (fan-out), so Run must not mutate the
+//     stage value. Everything that varies per node comes in through *Env.
+//  4. Run returns the node's outputs, which the executor records in the run
+//     and hands to downstream nodes; a resumed run reuses them.
+package stages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Stage is one node type of the DAG.
+type Stage interface {
+	Run(ctx context.Context, env *Env) (Outputs, error)
+}
+
+// Validator is implemented by stages that check their `with:` configuration
+// beyond what strict decoding checks. The error is reported at the stage's
+// position in the pipeline file by `release validate`.
+type Validator interface {
+	Validate(spec *Spec) error
+}
+
+// Doctor is implemented by stages that can check the outside world they
+// depend on (hosts, registries, remotes, tokens) for `release doctor`.
+type Doctor interface {
+	Doctor(ctx context.Context, spec *Spec) []Check
+}
+
+// Check is one verdict of `release doctor`.
+type Check struct {
+	Name string // what was checked, e.g. "registry 127.0.0.1:5000"
+	Err  error  // nil when it is fine
+}
+
+// Outputs are the string results of one node, recorded in the run state.
+// Keys are lowerCamel, like the JSON the command line prints.
+type Outputs map[string]string
+
+// Env is the read-only run data of one node. A stage must not modify it.
+type Env struct {
+	RunID       string
+	RunKind     string // run, promote, rollback, tag
+	Version     string // the release version, without prefix changes
+	Node        string // node id, e.g. "push[api]"
+	Stage       string // stage name, e.g. "push"
+	Item        string // the for_each item (a service name), or ""
+	Environment string // the stage's environment, or ""
+	Attempt     int    // 1 for the first attempt
+
+	Spec *Spec
+	// WorkDir is where stages keep caches (repo mirrors, build contexts):
+	// the state directory beside the pipeline file, e.g. ".release".
+	WorkDir string
+
+	// Commits are the pinned commits of the run, by repo name.
+	Commits map[string]string
+	// Inputs are the outputs of every node that succeeded in this run so
+	// far, by node id; a node sees at least those of its upstream nodes.
+	Inputs map[string]Outputs
+	// Images are the release's image digests by service
+	// ("127.0.0.1:5000/sweepboard/api@sha256:…"): from the release record
+	// when promoting, or from the "image" output of upstream per-service
+	// nodes in a run.
+	Images map[string]string
+	// Approval is set on an approval node that has been approved.
+	Approval *Approval
+
+	// Log receives the node's output (command output, build logs); it is
+	// stored in the run's log. Logger is for structured progress.
+	Log    io.Writer
+	Logger *slog.Logger
+}
+
+// Approval records who let a waiting node go on, and when.
+type Approval struct {
+	By      string    `json:"by"`
+	At      time.Time `json:"at"`
+	UpFront bool      `json:"upFront"` // given with --yes when the run started
+}
+
+// ErrWaiting is returned by a stage that cannot go on until someone approves
+// it. The node becomes "waiting" and the run stops, resumable.
+var ErrWaiting = errors.New("waiting for approval")
+
+// Error is a stage failure that the user should read as is: bad input or a
+// refusal by the outside world, as opposed to a bug. Retry tells the executor
+// whether another attempt may help.
+type Error struct {
+	Err   error
+	Retry bool
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Permanent marks err as not worth retrying.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Err: err}
+}
+
+// IsPermanent reports whether err was marked as not worth retrying.
+func IsPermanent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && !e.Retry
+}
+
+// Kind is a registered stage type.
+type Kind struct {
+	Name string
+	// New returns a fresh zero stage; its exported fields with yaml tags
+	// are its `with:` configuration.
+	New func() Stage
+}
+
+// Registry maps kind names to kinds. The zero value is empty and usable.
+type Registry struct {
+	kinds map[string]Kind
+}
+
+// Register adds a kind. It panics on an empty or duplicate name: both are
+// programming errors in the list that builds the registry.
+func (r *Registry) Register(k Kind) {
+	if k.Name == "" || k.New == nil {
+		panic("stages: Register of a kind without a name or constructor")
+	}
+	if _, dup := r.kinds[k.Name]; dup {
+		panic(fmt.Sprintf("stages: kind %q registered twice", k.Name))
+	}
+	if r.kinds == nil {
+		r.kinds = make(map[string]Kind)
+	}
+	r.kinds[k.Name] = k
+}
+
+// Lookup returns the kind registered under name. The error of an unknown
+// name lists the known ones, sorted.
+func (r *Registry) Lookup(name string) (Kind, error) {
+	if k, ok := r.kinds[name]; ok {
+		return k, nil
+	}
+	return Kind{}, fmt.Errorf("unknown stage kind %q (known: %s)", name, joinQuoted(r.Names()))
+}
+
+// Names returns the registered kind names, sorted.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.kinds))
+	for n := range r.kinds {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	return names
+}
