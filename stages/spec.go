@@ -80,7 +80,10 @@ type Environment struct {
 
 // Proxy is the reverse proxy in front of an environment's services.
 type Proxy struct {
-	Caddy string `yaml:"caddy"` // admin API address
+	Caddy string `yaml:"caddy"` // admin API address, e.g. http://127.0.0.1:2019
+	// Listen is the address the proxy serves each service on, by service
+	// name, e.g. {api: "127.0.0.1:8081"}.
+	Listen map[string]string `yaml:"listen"`
 }
 
 // DeployOrder returns the services in depends_on order, each after the ones

@@ -12,7 +12,9 @@
 //     nodes of the same stage at once (fan-out), so Run must not mutate the
 //     stage value. Everything that varies per node comes in through *Env.
 //  4. Run returns the node's outputs, which the executor records in the run
-//     and hands to downstream nodes; a resumed run reuses them.
+//     and hands to downstream nodes; a resumed run reuses them. Outputs
+//     returned together with an error are recorded too, as partial progress
+//     (for example which repos a tag stage already pushed).
 package stages
 
 import (
