@@ -1,0 +1,368 @@
+// Package repos handles the Git repositories of a release train: local bare
+// mirrors of every repo of the pipeline file, their branch heads, the one
+// release version they share, annotated tags pushed to all of them or none,
+// per-repo changelogs and the GitHub releases that carry them.
+//
+// A Set is built from the pipeline's Spec. Its methods are safe for
+// concurrent use; each repo's mirror is fetched at most once per Set.
+package repos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+
+	"github.com/sweepboard/release/stages"
+)
+
+// DefaultParallel is how many repos are fetched or pushed at once unless
+// WithParallel says otherwise.
+const DefaultParallel = 8
+
+// Set is the repos of one pipeline file, with their mirrors under a work
+// directory.
+type Set struct {
+	spec     *stages.Spec
+	workDir  string
+	logger   *slog.Logger
+	getenv   func(string) string
+	parallel int
+
+	mu      sync.Mutex
+	mirrors map[string]*mirror
+}
+
+// mirror is the local bare copy of one repo. mu serialises the first fetch,
+// so concurrent Open calls for the same repo wait for one fetch instead of
+// racing two into the same directory.
+type mirror struct {
+	mu   sync.Mutex
+	repo *git.Repository
+}
+
+// Option configures a Set.
+type Option func(*Set)
+
+// WithLogger sends progress to l. The default discards it.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Set) { s.logger = l }
+}
+
+// WithGetenv replaces os.Getenv for reading the token variables named in the
+// pipeline file; tests use it to avoid touching the process environment.
+func WithGetenv(getenv func(string) string) Option {
+	return func(s *Set) { s.getenv = getenv }
+}
+
+// WithParallel bounds how many repos are fetched or pushed at once.
+func WithParallel(n int) Option {
+	return func(s *Set) {
+		if n > 0 {
+			s.parallel = n
+		}
+	}
+}
+
+// New returns the Set of the repos in spec.Repos. Mirrors live under
+// filepath.Join(workDir, "repos", NAME+".git"); nothing is fetched until a
+// method needs it.
+func New(spec *stages.Spec, workDir string, opts ...Option) *Set {
+	s := &Set{
+		spec:     spec,
+		workDir:  workDir,
+		logger:   slog.New(slog.DiscardHandler),
+		getenv:   os.Getenv,
+		parallel: DefaultParallel,
+		mirrors:  make(map[string]*mirror),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Names returns the repo names, sorted.
+func (s *Set) Names() []string { return s.spec.RepoNames() }
+
+// TagPrefix is the prefix of release tags, "v" unless the file says
+// otherwise.
+func (s *Set) TagPrefix() string {
+	if s.spec.Version.TagPrefix == "" {
+		return "v"
+	}
+	return s.spec.Version.TagPrefix
+}
+
+// MirrorDir is where the bare mirror of the named repo lives.
+func (s *Set) MirrorDir(name string) string {
+	return filepath.Join(s.workDir, "repos", name+".git")
+}
+
+// Open returns the bare mirror of the named repo, cloning it on first use
+// and fetching its branches and tags once per Set. Concurrent callers for the
+// same repo share one fetch. A failed fetch is not remembered: the next call
+// tries again.
+func (s *Set) Open(ctx context.Context, name string) (*git.Repository, error) {
+	m, err := s.mirror(name)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.repo != nil {
+		return m.repo, nil
+	}
+	r, err := s.fetchMirror(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	m.repo = r
+	return r, nil
+}
+
+// Heads returns the commit SHA at the head of every repo's branch, fetched
+// from the remotes, by repo name. The engine pins these when a run starts.
+func (s *Set) Heads(ctx context.Context) (map[string]string, error) {
+	heads := make(map[string]string)
+	var mu sync.Mutex
+	err := s.each(ctx, s.Names(), func(ctx context.Context, name string) error {
+		r, err := s.Open(ctx, name)
+		if err != nil {
+			return err
+		}
+		branch := s.branch(name)
+		ref, err := r.Reference(plumbing.NewBranchReferenceName(branch), true)
+		if err != nil {
+			return fmt.Errorf("resolve branch %s of repo %s: %w", branch, name, err)
+		}
+		mu.Lock()
+		heads[name] = ref.Hash().String()
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return heads, nil
+}
+
+func (s *Set) mirror(name string) (*mirror, error) {
+	if _, ok := s.spec.Repos[name]; !ok {
+		return nil, fmt.Errorf("unknown repo %q", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.mirrors[name]
+	if m == nil {
+		m = &mirror{}
+		s.mirrors[name] = m
+	}
+	return m, nil
+}
+
+func (s *Set) branch(name string) string {
+	if b := s.spec.Repos[name].Branch; b != "" {
+		return b
+	}
+	return "main"
+}
+
+// mirrorRefSpecs keep the mirror an exact copy of the remote's branches and
+// tags. Forcing is right here: the mirror follows the remote, it is never the
+// source of truth.
+var mirrorRefSpecs = []config.RefSpec{
+	"+refs/heads/*:refs/heads/*",
+	"+refs/tags/*:refs/tags/*",
+}
+
+func (s *Set) fetchMirror(ctx context.Context, name string) (*git.Repository, error) {
+	rem, err := s.remote(name)
+	if err != nil {
+		return nil, err
+	}
+	dir := s.MirrorDir(name)
+	r, err := git.PlainOpen(dir)
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return nil, fmt.Errorf("create mirror directory of repo %s: %w", name, err)
+		}
+		r, err = git.PlainInit(dir, true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open mirror of repo %s at %s: %w", name, dir, err)
+	}
+	s.logger.Debug("fetch", "repo", name, "url", rem.display)
+	err = git.NewRemote(r.Storer, rem.config()).FetchContext(ctx, &git.FetchOptions{
+		RefSpecs: mirrorRefSpecs,
+		Auth:     rem.auth,
+		Tags:     git.NoTags,
+		Prune:    true,
+	})
+	switch {
+	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate), errors.Is(err, transport.ErrEmptyRemoteRepository):
+	default:
+		return nil, rem.errorf("fetch", err)
+	}
+	return r, nil
+}
+
+// remote is a resolved repo URL with its credentials. display is the URL
+// without any user information, safe to print.
+type remote struct {
+	name    string
+	url     string
+	display string
+	auth    transport.AuthMethod
+}
+
+func (r *remote) config() *config.RemoteConfig {
+	return &config.RemoteConfig{Name: "origin", URLs: []string{r.url}}
+}
+
+// errorf names the action and the remote. go-git's errors do not carry the
+// credentials, and the URL shown is stripped of user information.
+func (r *remote) errorf(action string, err error) error {
+	return fmt.Errorf("%s repo %s (%s): %w", action, r.name, r.display, err)
+}
+
+// remote resolves the named repo's URL: a local path (relative to the
+// pipeline file), file://, https (token from Repo.TokenEnv as the basic-auth
+// password of user x-access-token, as GitHub expects) or ssh (Repo.SSHKey,
+// else the agent).
+func (s *Set) remote(name string) (*remote, error) {
+	repo, ok := s.spec.Repos[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown repo %q", name)
+	}
+	raw := repo.URL
+	if raw == "" {
+		return nil, fmt.Errorf("repo %s: no url", name)
+	}
+	if isLocalPath(raw) {
+		p := raw
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(s.spec.Dir, p)
+		}
+		p, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("resolve path of repo %s: %w", name, err)
+		}
+		return &remote{name: name, url: p, display: p}, nil
+	}
+	ep, err := transport.NewEndpoint(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse url of repo %s: %w", name, redactURLError(err, raw))
+	}
+	rem := &remote{name: name, url: raw, display: displayURL(ep)}
+	switch ep.Protocol {
+	case "file":
+	case "http", "https":
+		if repo.TokenEnv != "" {
+			token := s.getenv(repo.TokenEnv)
+			if token == "" {
+				return nil, fmt.Errorf("repo %s: token variable %s is empty", name, repo.TokenEnv)
+			}
+			rem.auth = &githttp.BasicAuth{Username: "x-access-token", Password: token}
+		}
+	case "ssh":
+		user := ep.User
+		if user == "" {
+			user = "git"
+		}
+		if repo.SSHKey != "" {
+			key := repo.SSHKey
+			if !filepath.IsAbs(key) {
+				key = filepath.Join(s.spec.Dir, key)
+			}
+			auth, err := gitssh.NewPublicKeysFromFile(user, key, "")
+			if err != nil {
+				return nil, fmt.Errorf("read ssh key of repo %s: %w", name, err)
+			}
+			rem.auth = auth
+		} else {
+			auth, err := gitssh.NewSSHAgentAuth(user)
+			if err != nil {
+				return nil, fmt.Errorf("connect to the ssh agent for repo %s: %w", name, err)
+			}
+			rem.auth = auth
+		}
+	default:
+		return nil, fmt.Errorf("repo %s: unsupported url scheme %q", name, ep.Protocol)
+	}
+	return rem, nil
+}
+
+// isLocalPath reports whether raw is a plain path rather than a URL or an
+// scp-like address (git@host:path).
+func isLocalPath(raw string) bool {
+	if strings.Contains(raw, "://") {
+		return false
+	}
+	if filepath.IsAbs(raw) || strings.HasPrefix(raw, ".") {
+		return true
+	}
+	colon := strings.Index(raw, ":")
+	slash := strings.Index(raw, "/")
+	return colon < 0 || (slash >= 0 && slash < colon)
+}
+
+func displayURL(ep *transport.Endpoint) string {
+	if ep.Protocol == "file" {
+		return ep.Path
+	}
+	u := url.URL{Scheme: ep.Protocol, Host: ep.Host, Path: ep.Path}
+	if ep.Port != 0 {
+		u.Host = fmt.Sprintf("%s:%d", ep.Host, ep.Port)
+	}
+	if ep.User != "" && ep.Protocol == "ssh" {
+		u.User = url.User(ep.User)
+	}
+	return u.String()
+}
+
+// redactURLError keeps a URL that carries a password out of an error text.
+func redactURLError(err error, raw string) error {
+	u, perr := url.Parse(raw)
+	if perr != nil || u.User == nil {
+		return errors.New(strings.ReplaceAll(err.Error(), raw, "<url>"))
+	}
+	if p, ok := u.User.Password(); ok && p != "" {
+		return errors.New(strings.ReplaceAll(err.Error(), p, "***"))
+	}
+	return err
+}
+
+// each runs fn for every name with at most s.parallel at once and returns
+// the errors joined, in the order of names.
+func (s *Set) each(ctx context.Context, names []string, fn func(ctx context.Context, name string) error) error {
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, s.parallel)
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			errs[i] = fn(ctx, name)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
