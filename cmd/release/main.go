@@ -1,0 +1,124 @@
+// Command release runs a release pipeline: build the images once, push them,
+// deploy to dev, promote the same digests to staging and prod, tag every
+// repo, and keep a record of every step.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/sweepboard/release/stages/builtin"
+)
+
+func main() { os.Exit(run()) }
+
+// run is the whole program; testscript calls it as the "release" command.
+func run() int {
+	f := &Factory{IO: SystemIO(), Registry: builtin.Registry, Getenv: os.Getenv}
+	defer f.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := NewCmdRoot(f)
+	cmd.SetArgs(os.Args[1:])
+	err := cmd.ExecuteContext(ctx)
+	if err != nil && strings.HasPrefix(err.Error(), "unknown command") {
+		err = &codedError{code: exitUsage, err: err}
+	}
+	code := exitCode(err)
+	if err != nil && !errors.Is(err, errSilent) {
+		fmt.Fprintf(f.IO.ErrOut, "release: %v\n", err)
+	}
+	return code
+}
+
+// errSilent marks an error whose message the command already printed.
+var errSilent = errors.New("")
+
+// silent wraps err so that main prints nothing more for it but still exits
+// with its code.
+func silent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &silentError{err}
+}
+
+type silentError struct{ err error }
+
+func (e *silentError) Error() string { return e.err.Error() }
+func (e *silentError) Unwrap() []error {
+	return []error{e.err, errSilent}
+}
+
+// NewCmdRoot builds the command tree.
+func NewCmdRoot(f *Factory) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "release",
+		Short: "Run a release pipeline: build once, promote by digest, tag all repos",
+		Long: `release runs the pipeline in pipeline.yaml as a DAG of stages, records every step
+in a state store, and can resume, promote, roll back and report.
+
+` + exitCodesHelp,
+		Example: `  release validate
+  release plan --bump minor
+  release run --yes
+  release runs show 20261126-091500-3fa9c1 -o json`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if f.Getenv("NO_COLOR") != "" {
+				f.NoColor = true
+			}
+			return f.checkOutput()
+		},
+	}
+	root.SetOut(f.IO.Out)
+	root.SetErr(f.IO.ErrOut)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &codedError{code: exitUsage, err: err}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVarP(&f.File, "file", "f", "", "pipeline file (default pipeline.yaml; RELEASE_FILE)")
+	pf.StringVar(&f.State, "state", "", "state store: a file path or postgres:// URL (RELEASE_STATE)")
+	pf.StringVarP(&f.Output, "output", "o", "text", "output format: text or json")
+	pf.BoolVar(&f.NoColor, "no-color", false, "no colour in output (also NO_COLOR)")
+	pf.BoolVarP(&f.Verbose, "verbose", "v", false, "print stage output as it happens")
+
+	root.AddCommand(
+		NewCmdValidate(f, nil),
+		NewCmdPlan(f, nil),
+		NewCmdGraph(f, nil),
+		NewCmdRun(f, nil),
+		NewCmdResume(f, nil),
+		NewCmdApprove(f, nil),
+		NewCmdCancel(f, nil),
+		NewCmdRuns(f),
+		NewCmdLogs(f, nil),
+	)
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with the usage exit code.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return &codedError{code: exitUsage, err: err}
+		}
+		return nil
+	}
+}
+
+func rangeArgs(lo, hi int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.RangeArgs(lo, hi)(cmd, args); err != nil {
+			return &codedError{code: exitUsage, err: err}
+		}
+		return nil
+	}
+}

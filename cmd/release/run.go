@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/repos"
+	"github.com/sweepboard/release/stages"
+)
+
+// RunOptions are the inputs of `release run`.
+type RunOptions struct {
+	f        *Factory
+	Bump     string
+	Version  string
+	Parallel int
+	Yes      bool
+}
+
+// NewCmdRun builds `release run`.
+func NewCmdRun(f *Factory, runF func(*RunOptions) error) *cobra.Command {
+	opts := &RunOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the whole pipeline as a new release",
+		Long: `Start a run of the whole pipeline: pin the head commit of every repo, pick the
+version, and run every stage as soon as the stages it needs have succeeded, up to
+--parallel at once. The run id is printed first; progress goes to stderr, live on a
+terminal and one line per change otherwise. A failed run can be resumed; a run
+that reaches an approval gate stops with exit code 5 until it is approved.`,
+		Example: `  release run
+  release run --bump major --yes
+  release run --version 2.0.0-rc.1 --parallel 4`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Parallel < 0 {
+				return usageErrorf("--parallel %d: must be at least 1", opts.Parallel)
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return runRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().StringVar(&opts.Bump, "bump", "", "major, minor, patch or auto (default: the file's version.bump)")
+	cmd.Flags().StringVar(&opts.Version, "version", "", "release this exact version instead of bumping")
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
+	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "approve every approval gate up front (recorded as such)")
+	return cmd
+}
+
+func runRun(ctx context.Context, opts *RunOptions) error {
+	f := opts.f
+	p, err := f.Pipeline()
+	if err != nil {
+		return err
+	}
+	plan, err := p.Plan(pipeline.Slice{})
+	if err != nil {
+		return err
+	}
+	st, err := f.Store(ctx)
+	if err != nil {
+		return err
+	}
+	var commits map[string]string
+	if len(p.Spec.Repos) > 0 {
+		commits, err = repos.New(p.Spec, f.WorkDir()).Heads(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	v, err := resolveVersion(ctx, f, p, st, opts.Bump, opts.Version, commits)
+	if err != nil {
+		return err
+	}
+	run := pipeline.NewRun("run", p, plan, time.Now())
+	run.Version, run.Commits = v.Version, commits
+	run.Params["versionReason"] = v.Reason
+	if opts.Bump != "" {
+		run.Params["bump"] = opts.Bump
+	}
+	if opts.Yes {
+		approveUpFront(f, p, run)
+	}
+	markOwner(run)
+	if err := st.CreateRun(ctx, run); err != nil {
+		return err
+	}
+	return execute(ctx, f, p, plan, run, opts.Parallel)
+}
+
+// approveUpFront records a --yes approval on every approval node.
+func approveUpFront(f *Factory, p *pipeline.Pipeline, run *pipeline.Run) {
+	now := time.Now().UTC()
+	for _, n := range run.Nodes {
+		if p.Stages[n.Stage].Uses == "approval" && n.Approval == nil {
+			n.Approval = &stages.Approval{By: f.User(), At: now, UpFront: true}
+		}
+	}
+	run.Params["yes"] = "true"
+}
+
+// markOwner records which process runs the run, so resume and cancel can
+// tell a live run from one whose process died.
+func markOwner(run *pipeline.Run) {
+	host, _ := os.Hostname()
+	run.Params["host"] = host
+	run.Params["pid"] = strconv.Itoa(os.Getpid())
+}
+
+// ownerAlive reports whether the process that last ran run still lives.
+func ownerAlive(run *pipeline.Run) bool {
+	host, _ := os.Hostname()
+	pid, err := strconv.Atoi(run.Params["pid"])
+	if err != nil || run.Params["host"] != host || pid == os.Getpid() {
+		return false
+	}
+	return syscall.Kill(pid, 0) == nil
+}
+
+// execute runs the nodes of run that have not succeeded and reports.
+func execute(ctx context.Context, f *Factory, p *pipeline.Pipeline, plan *pipeline.Plan, run *pipeline.Run, parallel int) error {
+	st, err := f.Store(ctx)
+	if err != nil {
+		return err
+	}
+	if f.JSON() {
+		fmt.Fprintf(f.IO.ErrOut, "run %s\n", run.ID)
+	} else {
+		fmt.Fprintln(f.IO.Out, run.ID)
+	}
+	prog := newProgress(f.IO.ErrOut, f.IO.ErrTTY && !f.Verbose, f.IO.ErrTTY && !f.NoColor, run)
+	x := &pipeline.Executor{
+		Store:    st,
+		Parallel: parallel,
+		WorkDir:  f.WorkDir(),
+		Observe:  prog.event,
+	}
+	if f.Verbose {
+		x.LogTo = func(l pipeline.LogLine) { prog.log(l) }
+	}
+	start := time.Now()
+	err = x.Execute(ctx, p, plan, run)
+	prog.done()
+	status := fmt.Sprintf("run %s %s in %s", run.ID, run.Status, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintln(f.IO.ErrOut, status)
+	if f.JSON() {
+		if jerr := writeJSON(f.IO.Out, newRunView(run)); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+	}
+	var we *pipeline.WaitingError
+	if errors.As(err, &we) {
+		for _, n := range we.Nodes {
+			fmt.Fprintf(f.IO.ErrOut, "waiting for approval: release approve %s %s\n", run.ID, n)
+		}
+		return silent(err)
+	}
+	var fe *pipeline.FailedError
+	if errors.As(err, &fe) {
+		fmt.Fprintf(f.IO.ErrOut, "resume with: release resume %s\n", run.ID)
+	}
+	if errors.Is(err, pipeline.ErrInterrupted) {
+		fmt.Fprintf(f.IO.ErrOut, "interrupted; resume with: release resume %s\n", run.ID)
+		return silent(err)
+	}
+	return err
+}
+
+// ResumeOptions are the inputs of `release resume`.
+type ResumeOptions struct {
+	f            *Factory
+	RunID        string
+	Parallel     int
+	AllowChanged bool
+}
+
+// NewCmdResume builds `release resume`.
+func NewCmdResume(f *Factory, runF func(*ResumeOptions) error) *cobra.Command {
+	opts := &ResumeOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "resume RUN",
+		Short: "Continue a run that failed, waited or was interrupted",
+		Long: `Continue a run from its record: nodes that succeeded keep their outputs and are not
+run again; every other node runs. The run's version and pinned commits do not
+change. If the pipeline file now gives another DAG, resume refuses unless
+--allow-changed is given (and even then every node of the new DAG must exist in
+the run).`,
+		Example: `  release resume 20261126-091500-3fa9c1
+  release resume 20261126-0915 --parallel 1`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.RunID = args[0]
+			if runF != nil {
+				return runF(opts)
+			}
+			return resumeRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
+	cmd.Flags().BoolVar(&opts.AllowChanged, "allow-changed", false, "resume even if the pipeline file changed the DAG")
+	return cmd
+}
+
+func resumeRun(ctx context.Context, opts *ResumeOptions) error {
+	f := opts.f
+	p, err := f.Pipeline()
+	if err != nil {
+		return err
+	}
+	st, err := f.Store(ctx)
+	if err != nil {
+		return err
+	}
+	run, err := st.Run(ctx, opts.RunID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case run.Status == pipeline.Succeeded:
+		return fmt.Errorf("run %s already succeeded; nothing to resume", run.ID)
+	case run.Params["cancelledBy"] != "":
+		return fmt.Errorf("run %s was cancelled by %s; start a new run instead", run.ID, run.Params["cancelledBy"])
+	case ownerAlive(run):
+		return fmt.Errorf("run %s is still running in process %s", run.ID, run.Params["pid"])
+	}
+	plan, err := p.Plan(sliceOf(run))
+	if err != nil {
+		return err
+	}
+	if h := plan.Hash(); h != run.PlanHash {
+		if !opts.AllowChanged {
+			return &codedError{code: exitUsage, err: fmt.Errorf("run %s: the pipeline file changed the DAG since the run started (plan %s, now %s); resume with --allow-changed to run the new DAG, or start a new run", run.ID, run.PlanHash, h)}
+		}
+		for _, n := range plan.Nodes {
+			if run.Node(n.ID) == nil {
+				return fmt.Errorf("run %s: the changed pipeline adds node %s, which the run does not have; start a new run", run.ID, n.ID)
+			}
+		}
+		run.PlanHash = h
+	}
+	markOwner(run)
+	return execute(ctx, f, p, plan, run, opts.Parallel)
+}
+
+// sliceOf is the part of the pipeline a run covers.
+func sliceOf(run *pipeline.Run) pipeline.Slice {
+	if run.Kind == "promote" || run.Kind == "rollback" {
+		return pipeline.Slice{Environment: run.Environment}
+	}
+	return pipeline.Slice{}
+}

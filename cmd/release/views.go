@@ -1,0 +1,76 @@
+package main
+
+import (
+	"time"
+
+	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/stages"
+)
+
+// runView is the documented JSON shape of a run (`runs show -o json`, and
+// the output of run, resume, promote with -o json).
+type runView struct {
+	ID          string            `json:"id"`
+	Kind        string            `json:"kind"`
+	Status      string            `json:"status"`
+	Version     string            `json:"version"`
+	Environment string            `json:"environment,omitempty"`
+	StartedAt   time.Time         `json:"startedAt"`
+	FinishedAt  *time.Time        `json:"finishedAt"`
+	Commits     map[string]string `json:"commits"`
+	Images      map[string]string `json:"images"`
+	Stages      []nodeView        `json:"stages"`
+}
+
+type nodeView struct {
+	ID       string           `json:"id"`
+	Stage    string           `json:"stage"`
+	Item     string           `json:"item"`
+	Status   string           `json:"status"`
+	Attempts int              `json:"attempts"`
+	Outputs  stages.Outputs   `json:"outputs"`
+	Error    string           `json:"error"`
+	Approval *stages.Approval `json:"approval,omitempty"`
+}
+
+func newRunView(r *pipeline.Run) runView {
+	v := runView{
+		ID: r.ID, Kind: r.Kind, Status: string(r.Status), Version: r.Version, Environment: r.Environment,
+		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+		Commits: orEmpty(r.Commits), Images: orEmpty(r.Images), Stages: []nodeView{},
+	}
+	for _, n := range r.Nodes {
+		v.Stages = append(v.Stages, nodeView{
+			ID: n.ID, Stage: n.Stage, Item: n.Item, Status: string(n.Status), Attempts: n.Attempts,
+			Outputs: stages.Outputs(orEmpty(n.Outputs)), Error: n.Error, Approval: n.Approval,
+		})
+	}
+	return v
+}
+
+// runSummary is one run in `runs list -o json`.
+type runSummary struct {
+	ID          string     `json:"id"`
+	Kind        string     `json:"kind"`
+	Status      string     `json:"status"`
+	Version     string     `json:"version"`
+	Environment string     `json:"environment,omitempty"`
+	StartedAt   time.Time  `json:"startedAt"`
+	FinishedAt  *time.Time `json:"finishedAt"`
+}
+
+func orEmpty[M ~map[string]string](m M) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	return keys
+}

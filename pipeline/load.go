@@ -1,0 +1,416 @@
+// Package pipeline loads and validates pipeline files, expands them into a
+// DAG of nodes, runs that DAG with the stages of a registry, and keeps the
+// state of every run in a Store.
+package pipeline
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sweepboard/release/pipeline/dag"
+	"github.com/sweepboard/release/stages"
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxFileSize bounds the pipeline file read.
+const MaxFileSize = 4 << 20
+
+// file is the pipeline file as written.
+type file struct {
+	stages.Spec `yaml:",inline"`
+	State       string              `yaml:"state"`
+	Stages      map[string]stageDef `yaml:"stages"`
+	Schedules   map[string]Schedule `yaml:"schedules"`
+}
+
+type stageDef struct {
+	Uses        string        `yaml:"uses"`
+	ForEach     string        `yaml:"for_each"`
+	Needs       []string      `yaml:"needs"`
+	Environment string        `yaml:"environment"`
+	With        yaml.Node     `yaml:"with"`
+	Retry       Retry         `yaml:"retry"`
+	Timeout     time.Duration `yaml:"timeout"`
+}
+
+// Retry says how often a failing node is tried again, and how long to wait
+// between attempts (doubling each time).
+type Retry struct {
+	Attempts int           `yaml:"attempts"` // total attempts; 0 and 1 mean one
+	Backoff  time.Duration `yaml:"backoff"`
+}
+
+// Schedule starts runs on a cron expression.
+type Schedule struct {
+	Cron     string `yaml:"cron"`
+	Bump     string `yaml:"bump"`
+	TimeZone string `yaml:"time_zone"`
+}
+
+// Stage is one stage of a loaded pipeline.
+type Stage struct {
+	Name        string
+	Uses        string
+	ForEach     string // "service" or ""
+	Needs       []string
+	Environment string
+	Retry       Retry
+	Timeout     time.Duration
+	Impl        stages.Stage
+	Pos         Pos
+}
+
+// Pipeline is a loaded, valid pipeline file.
+type Pipeline struct {
+	Path      string // the file, absolute
+	Spec      *stages.Spec
+	State     string // the state store: a path (absolute) or a postgres:// URL
+	Stages    map[string]*Stage
+	Schedules map[string]Schedule
+}
+
+// Load reads and validates a pipeline file. The error of an invalid file is
+// an Errors with every problem found, each at its place.
+func Load(name string, reg *stages.Registry) (*Pipeline, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("read pipeline file: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read pipeline file: %w", err)
+	}
+	if info.Size() > MaxFileSize {
+		return nil, Errors{{Pos: Pos{File: name, Line: 1, Col: 1}, Msg: fmt.Sprintf("file is %d bytes, more than the %d allowed", info.Size(), MaxFileSize)}}
+	}
+	data := make([]byte, info.Size())
+	if _, err := f.ReadAt(data, 0); err != nil && info.Size() > 0 {
+		return nil, fmt.Errorf("read pipeline file: %w", err)
+	}
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(name, abs, data, reg)
+}
+
+// Parse validates pipeline file content. display is the file name used in
+// messages; abs locates relative paths.
+func Parse(display, abs string, data []byte, reg *stages.Registry) (*Pipeline, error) {
+	d := newDecoder(display)
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, Errors{syntaxError(display, err)}
+	}
+	if root.Kind == 0 || len(root.Content) == 0 {
+		return nil, Errors{{Pos: Pos{File: display, Line: 1, Col: 1}, Msg: "the pipeline file is empty"}}
+	}
+	if depth(&root, 0) > maxDepth {
+		return nil, Errors{{Pos: Pos{File: display, Line: 1, Col: 1}, Msg: fmt.Sprintf("nesting deeper than %d levels", maxDepth)}}
+	}
+	var f file
+	d.decode(&root, reflect.ValueOf(&f).Elem(), "")
+	p := &Pipeline{
+		Path:      abs,
+		Spec:      &f.Spec,
+		Stages:    map[string]*Stage{},
+		Schedules: f.Schedules,
+	}
+	p.Spec.Dir = filepath.Dir(abs)
+	v := &validator{d: d, f: &f, p: p, reg: reg}
+	v.validate()
+	if len(d.errs) > 0 {
+		d.errs.sort()
+		return nil, d.errs
+	}
+	return p, nil
+}
+
+const maxDepth = 64
+
+// depth measures nesting without recursion into aliases, stopping early.
+func depth(n *yaml.Node, d int) int {
+	if d > maxDepth {
+		return d
+	}
+	m := d
+	for _, c := range n.Content {
+		if cd := depth(c, d+1); cd > m {
+			m = cd
+			if m > maxDepth {
+				return m
+			}
+		}
+	}
+	return m
+}
+
+// syntaxError turns a YAML parser error ("yaml: line 3: …") into a
+// positioned one.
+func syntaxError(file string, err error) *Error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 1
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, after, ok := strings.Cut(rest, ": "); ok {
+			if _, scanErr := fmt.Sscanf(n, "%d", &line); scanErr == nil {
+				msg = after
+			}
+		}
+	}
+	return &Error{Pos: Pos{File: file, Line: line, Col: 1}, Msg: msg}
+}
+
+type validator struct {
+	d   *decoder
+	f   *file
+	p   *Pipeline
+	reg *stages.Registry
+}
+
+func (v *validator) errorf(path []string, format string, args ...any) {
+	v.d.errorAt(v.d.posOf(path...), format, args...)
+}
+
+func (v *validator) validate() {
+	f, spec := v.f, v.p.Spec
+	if f.Name == "" {
+		v.errorf(nil, "name: required")
+	}
+	if spec.Version.TagPrefix == "" {
+		spec.Version.TagPrefix = "v"
+	}
+	if spec.Version.Bump == "" {
+		spec.Version.Bump = "minor"
+	}
+	if !slices.Contains(Bumps, spec.Version.Bump) {
+		v.errorf([]string{"version", "bump"}, "version.bump: %q is not one of %s", spec.Version.Bump, strings.Join(Bumps, ", "))
+	}
+	v.state()
+	v.repos()
+	v.services()
+	v.environments()
+	v.stages()
+	v.schedules()
+}
+
+// Bumps are the ways a version may be bumped.
+var Bumps = []string{"major", "minor", "patch", "auto"}
+
+func (v *validator) state() {
+	s := v.f.State
+	switch {
+	case s == "":
+		s = filepath.Join(v.p.Spec.Dir, ".release", "state.db")
+	case strings.HasPrefix(s, "postgres://"), strings.HasPrefix(s, "postgresql://"):
+	case filepath.IsAbs(s):
+	default:
+		s = filepath.Join(v.p.Spec.Dir, s)
+	}
+	v.p.State = s
+}
+
+func (v *validator) repos() {
+	for _, name := range sortedKeys(v.f.Repos) {
+		r := v.f.Repos[name]
+		if r.URL == "" {
+			v.errorf([]string{"repos", name}, "repos.%s.url: required", name)
+		}
+		if r.Branch == "" {
+			r.Branch = "main"
+		}
+		v.f.Repos[name] = r
+	}
+}
+
+func (v *validator) services() {
+	spec := v.p.Spec
+	for _, name := range sortedKeys(spec.Services) {
+		s := spec.Services[name]
+		at := []string{"services", name}
+		if s.Repo == "" {
+			v.errorf(at, "services.%s.repo: required", name)
+		} else if _, ok := spec.Repos[s.Repo]; !ok {
+			v.errorf(append(at, "repo"), "services.%s.repo: unknown repo %q (known: %s)", name, s.Repo, known(spec.Repos))
+		}
+		if s.Image == "" {
+			v.errorf(at, "services.%s.image: required", name)
+		}
+		if s.Context == "" {
+			s.Context = "."
+		}
+		if s.Dockerfile == "" {
+			s.Dockerfile = "Dockerfile"
+		}
+		if err := insideRepo(s.Context); err != nil {
+			v.errorf(append(at, "context"), "services.%s.context: %v", name, err)
+		}
+		if err := insideRepo(path.Join(s.Context, s.Dockerfile)); err != nil {
+			v.errorf(append(at, "dockerfile"), "services.%s.dockerfile: %v", name, err)
+		}
+		if s.Health.Timeout == 0 {
+			s.Health.Timeout = 30 * time.Second
+		}
+		for i, dep := range s.DependsOn {
+			if _, ok := spec.Services[dep]; !ok {
+				v.errorf(append(at, "depends_on", fmt.Sprint(i)), "services.%s.depends_on: unknown service %q (known: %s)", name, dep, known(spec.Services))
+			}
+		}
+		spec.Services[name] = s
+	}
+	names := sortedKeys(spec.Services)
+	if c := dag.FindCycle(names, func(n string) []string { return spec.Services[n].DependsOn }); c != nil {
+		v.errorf([]string{"services", c[0], "depends_on"}, "services: depends_on cycle: %s", strings.Join(c, " → "))
+	}
+}
+
+// insideRepo rejects paths that could leave the repo.
+func insideRepo(p string) error {
+	if path.IsAbs(p) || filepath.IsAbs(p) {
+		return fmt.Errorf("%q is absolute; it must be inside the repo", p)
+	}
+	clean := path.Clean(p)
+	if clean == ".." || strings.HasPrefix(clean, "../") {
+		return fmt.Errorf("%q leaves the repo", p)
+	}
+	return nil
+}
+
+func (v *validator) environments() {
+	envs := v.p.Spec.Environments
+	for _, name := range sortedKeys(envs) {
+		e := envs[name]
+		at := []string{"environments", name}
+		if e.From != "" {
+			if _, ok := envs[e.From]; !ok {
+				v.errorf(append(at, "from"), "environments.%s.from: unknown environment %q (known: %s)", name, e.From, known(envs))
+			}
+		}
+		if e.Approval != "" && e.Approval != "required" {
+			v.errorf(append(at, "approval"), "environments.%s.approval: %q is not \"required\"", name, e.Approval)
+		}
+		if e.Proxy != nil {
+			for _, svc := range sortedKeys(e.Proxy.Listen) {
+				if _, ok := v.p.Spec.Services[svc]; !ok {
+					v.errorf(append(at, "proxy", "listen", svc), "environments.%s.proxy.listen: unknown service %q (known: %s)", name, svc, known(v.p.Spec.Services))
+				}
+			}
+		}
+	}
+	names := sortedKeys(envs)
+	if c := dag.FindCycle(names, func(n string) []string {
+		if f := envs[n].From; f != "" {
+			return []string{f}
+		}
+		return nil
+	}); c != nil {
+		v.errorf([]string{"environments", c[0], "from"}, "environments: from cycle: %s", strings.Join(c, " → "))
+	}
+}
+
+func (v *validator) stages() {
+	if len(v.f.Stages) == 0 {
+		v.errorf([]string{"stages"}, "stages: at least one stage is required")
+		return
+	}
+	for _, name := range sortedKeys(v.f.Stages) {
+		def := v.f.Stages[name]
+		at := []string{"stages", name}
+		if strings.ContainsAny(name, "[]") || name == "" {
+			v.errorf(at, "stages.%s: a stage name cannot contain [ or ]", name)
+		}
+		st := &Stage{
+			Name:        name,
+			Uses:        def.Uses,
+			ForEach:     def.ForEach,
+			Needs:       def.Needs,
+			Environment: def.Environment,
+			Retry:       def.Retry,
+			Timeout:     def.Timeout,
+			Pos:         v.d.posOf(at...),
+		}
+		v.p.Stages[name] = st
+		switch def.ForEach {
+		case "", "service":
+		default:
+			v.errorf(append(at, "for_each"), "stages.%s.for_each: %q is not \"service\"", name, def.ForEach)
+		}
+		if def.Environment != "" {
+			if _, ok := v.p.Spec.Environments[def.Environment]; !ok {
+				v.errorf(append(at, "environment"), "stages.%s.environment: unknown environment %q (known: %s)", name, def.Environment, known(v.p.Spec.Environments))
+			}
+		}
+		for i, need := range def.Needs {
+			if _, ok := v.f.Stages[need]; !ok {
+				v.errorf(append(at, "needs", fmt.Sprint(i)), "stages.%s.needs: unknown stage %q (known: %s)", name, need, known(v.f.Stages))
+			}
+		}
+		if def.Retry.Attempts < 0 {
+			v.errorf(append(at, "retry", "attempts"), "stages.%s.retry.attempts: must not be negative", name)
+		}
+		if def.Uses == "" {
+			v.errorf(at, "stages.%s.uses: required", name)
+			continue
+		}
+		kind, err := v.reg.Lookup(def.Uses)
+		if err != nil {
+			v.errorf(append(at, "uses"), "stages.%s.uses: %v", name, err)
+			continue
+		}
+		st.Impl = kind.New()
+		if def.With.Kind != 0 {
+			v.d.decode(&def.With, reflect.ValueOf(st.Impl).Elem(), "stages."+name+".with")
+		}
+		if val, ok := st.Impl.(stages.Validator); ok {
+			if err := val.Validate(v.p.Spec); err != nil {
+				v.errorf(append(at, "with"), "stages.%s: %v", name, err)
+			}
+		}
+	}
+	names := sortedKeys(v.f.Stages)
+	if c := dag.FindCycle(names, func(n string) []string { return v.f.Stages[n].Needs }); c != nil {
+		v.errorf([]string{"stages", c[0], "needs"}, "stages: needs cycle: %s", strings.Join(c, " → "))
+	}
+}
+
+func (v *validator) schedules() {
+	for _, name := range sortedKeys(v.f.Schedules) {
+		s := v.f.Schedules[name]
+		at := []string{"schedules", name}
+		if s.Cron == "" {
+			v.errorf(at, "schedules.%s.cron: required", name)
+		} else if err := checkCron(s.Cron); err != nil {
+			v.errorf(append(at, "cron"), "schedules.%s.cron: %v", name, err)
+		}
+		if s.Bump != "" && !slices.Contains(Bumps, s.Bump) {
+			v.errorf(append(at, "bump"), "schedules.%s.bump: %q is not one of %s", name, s.Bump, strings.Join(Bumps, ", "))
+		}
+		if s.TimeZone != "" {
+			if _, err := time.LoadLocation(s.TimeZone); err != nil {
+				v.errorf(append(at, "time_zone"), "schedules.%s.time_zone: unknown time zone %q", name, s.TimeZone)
+			}
+		}
+	}
+}
+
+func known[V any](m map[string]V) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	return strings.Join(sortedKeys(m), ", ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

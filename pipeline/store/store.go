@@ -1,0 +1,435 @@
+// Package store keeps run state in SQL: an embedded SQLite file by default,
+// PostgreSQL for a team. Both implement pipeline.Store with the same
+// numbered migrations and pass the same conformance suite.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sweepboard/release/pipeline"
+	_ "modernc.org/sqlite" // the embedded store's driver
+)
+
+// Open opens the store named by dsn: a postgres:// URL, or a file path for
+// SQLite, created with its directory when missing. Migrations run first.
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return nil, fmt.Errorf("open state store: postgres is not supported yet")
+	}
+	return OpenSQLite(ctx, dsn)
+}
+
+// OpenSQLite opens (or creates) a SQLite state file in WAL mode with full
+// synchronous commits: a write that returned survives a crash.
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	s := &DB{db: db, dialect: sqlite, name: path}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+type dialect int
+
+const (
+	sqlite dialect = iota
+	postgres
+)
+
+// DB is a SQL state store.
+type DB struct {
+	db      *sql.DB
+	dialect dialect
+	name    string
+}
+
+// rebind turns ? placeholders into $n for PostgreSQL.
+func (s *DB) rebind(q string) string {
+	if s.dialect != postgres {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func (s *DB) exec(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
+	_, err := tx.ExecContext(ctx, s.rebind(q), args...)
+	return err
+}
+
+// Close closes the database.
+func (s *DB) Close() error { return s.db.Close() }
+
+// migrations are numbered by their index + 1 and never edited once shipped:
+// a change is a new entry.
+var migrations = []struct{ sqlite, postgres string }{
+	{
+		sqlite: `
+CREATE TABLE runs (
+	id TEXT PRIMARY KEY, kind TEXT NOT NULL, pipeline TEXT NOT NULL, environment TEXT NOT NULL,
+	version TEXT NOT NULL, status TEXT NOT NULL, plan_hash TEXT NOT NULL,
+	commits TEXT NOT NULL, images TEXT NOT NULL, params TEXT NOT NULL,
+	started_at TEXT NOT NULL, finished_at TEXT);
+CREATE TABLE nodes (
+	run_id TEXT NOT NULL REFERENCES runs(id), id TEXT NOT NULL, seq INTEGER NOT NULL,
+	stage TEXT NOT NULL, item TEXT NOT NULL, environment TEXT NOT NULL, needs TEXT NOT NULL,
+	status TEXT NOT NULL, attempts INTEGER NOT NULL, outputs TEXT NOT NULL, error TEXT NOT NULL,
+	approval TEXT, started_at TEXT, finished_at TEXT,
+	PRIMARY KEY (run_id, id));
+CREATE TABLE logs (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, node TEXT NOT NULL,
+	at TEXT NOT NULL, text TEXT NOT NULL);
+CREATE INDEX logs_run ON logs (run_id, node, seq);`,
+		postgres: `
+CREATE TABLE runs (
+	id TEXT PRIMARY KEY, kind TEXT NOT NULL, pipeline TEXT NOT NULL, environment TEXT NOT NULL,
+	version TEXT NOT NULL, status TEXT NOT NULL, plan_hash TEXT NOT NULL,
+	commits TEXT NOT NULL, images TEXT NOT NULL, params TEXT NOT NULL,
+	started_at TEXT NOT NULL, finished_at TEXT);
+CREATE TABLE nodes (
+	run_id TEXT NOT NULL REFERENCES runs(id), id TEXT NOT NULL, seq INTEGER NOT NULL,
+	stage TEXT NOT NULL, item TEXT NOT NULL, environment TEXT NOT NULL, needs TEXT NOT NULL,
+	status TEXT NOT NULL, attempts INTEGER NOT NULL, outputs TEXT NOT NULL, error TEXT NOT NULL,
+	approval TEXT, started_at TEXT, finished_at TEXT,
+	PRIMARY KEY (run_id, id));
+CREATE TABLE logs (
+	seq BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, node TEXT NOT NULL,
+	at TEXT NOT NULL, text TEXT NOT NULL);
+CREATE INDEX logs_run ON logs (run_id, node, seq);`,
+	},
+}
+
+// SchemaVersion is the number of the newest migration.
+var SchemaVersion = len(migrations)
+
+func (s *DB) migrate(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	if err := s.exec(ctx, tx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var have int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this release understands (%d)", have, len(migrations))
+	}
+	for i := have; i < len(migrations); i++ {
+		q := migrations[i].sqlite
+		if s.dialect == postgres {
+			q = migrations[i].postgres
+		}
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if err := s.exec(ctx, tx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, i+1, stamp(time.Now())); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	return tx.Commit()
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func stampPtr(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return stamp(*t)
+}
+
+func parseStamp(s string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s)
+	return t
+}
+
+func parseStampPtr(s sql.NullString) *time.Time {
+	if !s.Valid {
+		return nil
+	}
+	t := parseStamp(s.String)
+	return &t
+}
+
+func toJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("store: marshal %T: %v", v, err)) // only plain maps and structs are stored
+	}
+	return string(b)
+}
+
+func (s *DB) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// CreateRun records a new run and its nodes in one transaction.
+func (s *DB) CreateRun(ctx context.Context, r *pipeline.Run) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		err := s.exec(ctx, tx, `INSERT INTO runs (id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.ID, r.Kind, r.Pipeline, r.Environment, r.Version, string(r.Status), r.PlanHash,
+			toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stamp(r.StartedAt), stampPtr(r.FinishedAt))
+		if err != nil {
+			return err
+		}
+		for i, n := range r.Nodes {
+			err := s.exec(ctx, tx, `INSERT INTO nodes (run_id, id, seq, stage, item, environment, needs, status, attempts, outputs, error, approval, started_at, finished_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				r.ID, n.ID, i, n.Stage, n.Item, n.Environment, toJSON(n.Needs), string(n.Status), n.Attempts,
+				toJSON(n.Outputs), n.Error, approvalJSON(n), stampPtr(n.StartedAt), stampPtr(n.FinishedAt))
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+func approvalJSON(n *pipeline.Node) any {
+	if n.Approval == nil {
+		return nil
+	}
+	return toJSON(n.Approval)
+}
+
+// SaveRun updates the run's own fields.
+func (s *DB) SaveRun(ctx context.Context, r *pipeline.Run) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.rebind(`UPDATE runs SET version = ?, status = ?, plan_hash = ?, commits = ?, images = ?, params = ?, finished_at = ? WHERE id = ?`),
+			r.Version, string(r.Status), r.PlanHash, toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stampPtr(r.FinishedAt), r.ID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return pipeline.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// SaveNodes updates nodes of a run in one transaction.
+func (s *DB) SaveNodes(ctx context.Context, runID string, nodes ...*pipeline.Node) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for _, n := range nodes {
+			res, err := tx.ExecContext(ctx, s.rebind(`UPDATE nodes SET status = ?, attempts = ?, outputs = ?, error = ?, approval = ?, started_at = ?, finished_at = ? WHERE run_id = ? AND id = ?`),
+				string(n.Status), n.Attempts, toJSON(n.Outputs), n.Error, approvalJSON(n), stampPtr(n.StartedAt), stampPtr(n.FinishedAt), runID, n.ID)
+			if err != nil {
+				return err
+			}
+			if c, _ := res.RowsAffected(); c == 0 {
+				return fmt.Errorf("node %s: %w", n.ID, pipeline.ErrNotFound)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record run %s: %w", runID, err)
+	}
+	return nil
+}
+
+const runColumns = `id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at`
+
+func scanRun(row interface{ Scan(...any) error }) (*pipeline.Run, error) {
+	var r pipeline.Run
+	var status, commits, images, params, started string
+	var finished sql.NullString
+	if err := row.Scan(&r.ID, &r.Kind, &r.Pipeline, &r.Environment, &r.Version, &status, &r.PlanHash, &commits, &images, &params, &started, &finished); err != nil {
+		return nil, err
+	}
+	r.Status = pipeline.Status(status)
+	r.StartedAt = parseStamp(started)
+	r.FinishedAt = parseStampPtr(finished)
+	for _, f := range []struct {
+		src string
+		dst *map[string]string
+	}{{commits, &r.Commits}, {images, &r.Images}, {params, &r.Params}} {
+		if err := json.Unmarshal([]byte(f.src), f.dst); err != nil {
+			return nil, fmt.Errorf("run %s: corrupt record: %w", r.ID, err)
+		}
+	}
+	return &r, nil
+}
+
+// Run returns a run with its nodes; a unique prefix of its id will do.
+func (s *DB) Run(ctx context.Context, id string) (*pipeline.Run, error) {
+	if id == "" {
+		return nil, fmt.Errorf("run %q: %w", id, pipeline.ErrNotFound)
+	}
+	rows, err := s.db.QueryContext(ctx, s.rebind(`SELECT id FROM runs WHERE id = ? OR id LIKE ? ORDER BY id LIMIT 3`), id, likePrefix(id))
+	if err != nil {
+		return nil, fmt.Errorf("read run %s: %w", id, err)
+	}
+	var ids []string
+	for rows.Next() {
+		var got string
+		if err := rows.Scan(&got); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read run %s: %w", id, err)
+		}
+		if got == id {
+			ids = []string{got}
+			break
+		}
+		ids = append(ids, got)
+	}
+	rows.Close()
+	switch {
+	case len(ids) == 0:
+		return nil, fmt.Errorf("run %s: %w", id, pipeline.ErrNotFound)
+	case len(ids) > 1:
+		return nil, fmt.Errorf("run %s: the prefix matches several runs (%s, …)", id, strings.Join(ids[:2], ", "))
+	}
+	r, err := scanRun(s.db.QueryRowContext(ctx, s.rebind(`SELECT `+runColumns+` FROM runs WHERE id = ?`), ids[0]))
+	if err != nil {
+		return nil, fmt.Errorf("read run %s: %w", id, err)
+	}
+	nrows, err := s.db.QueryContext(ctx, s.rebind(`SELECT id, stage, item, environment, needs, status, attempts, outputs, error, approval, started_at, finished_at FROM nodes WHERE run_id = ? ORDER BY seq`), r.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read run %s: %w", id, err)
+	}
+	defer nrows.Close()
+	for nrows.Next() {
+		var n pipeline.Node
+		var needs, status, outputs string
+		var approval, started, finished sql.NullString
+		if err := nrows.Scan(&n.ID, &n.Stage, &n.Item, &n.Environment, &needs, &status, &n.Attempts, &outputs, &n.Error, &approval, &started, &finished); err != nil {
+			return nil, fmt.Errorf("read run %s: %w", id, err)
+		}
+		n.Status = pipeline.Status(status)
+		n.StartedAt, n.FinishedAt = parseStampPtr(started), parseStampPtr(finished)
+		if err := errors.Join(json.Unmarshal([]byte(needs), &n.Needs), json.Unmarshal([]byte(outputs), &n.Outputs)); err != nil {
+			return nil, fmt.Errorf("read run %s: node %s: corrupt record: %w", id, n.ID, err)
+		}
+		if approval.Valid {
+			if err := json.Unmarshal([]byte(approval.String), &n.Approval); err != nil {
+				return nil, fmt.Errorf("read run %s: node %s: corrupt record: %w", id, n.ID, err)
+			}
+		}
+		r.Nodes = append(r.Nodes, &n)
+	}
+	return r, nrows.Err()
+}
+
+func likePrefix(s string) string {
+	r := strings.NewReplacer(`%`, ``, `_`, ``)
+	return r.Replace(s) + "%"
+}
+
+// Runs lists runs, newest first, without nodes.
+func (s *DB) Runs(ctx context.Context, f pipeline.RunFilter) ([]*pipeline.Run, error) {
+	q := `SELECT ` + runColumns + ` FROM runs ORDER BY started_at DESC, id DESC`
+	if f.Limit > 0 {
+		q += ` LIMIT ` + strconv.Itoa(f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	defer rows.Close()
+	var out []*pipeline.Run
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list runs: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// AppendLog adds output lines of a run.
+func (s *DB) AppendLog(ctx context.Context, runID string, lines []pipeline.LogLine) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for _, l := range lines {
+			if err := s.exec(ctx, tx, `INSERT INTO logs (run_id, node, at, text) VALUES (?, ?, ?, ?)`, runID, l.Node, stamp(l.At), l.Text); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record log of run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// Logs returns a run's output lines in order, of one node when node is set.
+func (s *DB) Logs(ctx context.Context, runID, node string) ([]pipeline.LogLine, error) {
+	q := `SELECT node, at, text FROM logs WHERE run_id = ?`
+	args := []any{runID}
+	if node != "" {
+		q += ` AND node = ?`
+		args = append(args, node)
+	}
+	rows, err := s.db.QueryContext(ctx, s.rebind(q+` ORDER BY seq`), args...)
+	if err != nil {
+		return nil, fmt.Errorf("read log of run %s: %w", runID, err)
+	}
+	defer rows.Close()
+	var out []pipeline.LogLine
+	for rows.Next() {
+		var l pipeline.LogLine
+		var at string
+		if err := rows.Scan(&l.Node, &at, &l.Text); err != nil {
+			return nil, fmt.Errorf("read log of run %s: %w", runID, err)
+		}
+		l.At = parseStamp(at)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+var _ pipeline.Store = (*DB)(nil)
