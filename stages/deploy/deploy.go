@@ -1,0 +1,561 @@
+// Package deploy is the "deploy" stage: it runs a release's images, by
+// digest, on every Docker host of an environment, and reads back what runs
+// there for `release status`.
+//
+// A deploy of one service, on all the environment's hosts at once:
+//
+//  1. Look at what runs, by labels. A running container with the intended
+//     configuration (digest, env, volumes, port) is adopted once healthy;
+//     stopped or duplicate ones are removed.
+//  2. With a proxy (strategy start-first): start the new container beside
+//     the old one on each host and wait for its health check; switch the
+//     service's upstreams in Caddy to the new containers, all hosts in one
+//     change; let in-flight requests drain; stop the old containers with a
+//     grace period and remove them. A new container that does not become
+//     healthy is removed and the old ones keep serving.
+//  3. Without a proxy (strategy recreate): stop the old container, start the
+//     new one and wait for its health; remove the old one, or, when the new
+//     one is not healthy, remove it and start the old one again.
+//
+// Services are deployed in depends_on order, independent ones in parallel.
+// Every step is safe to redo, so a deploy killed anywhere converges on the
+// next run: one container per service and host, at the intended digest.
+package deploy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sweepboard/release/stages"
+)
+
+// Kind registers the stage.
+var Kind = stages.Kind{Name: "deploy", New: func() stages.Stage { return &Stage{} }}
+
+// Defaults of the stage's `with:` fields.
+const (
+	DefaultDrain       = 2 * time.Second
+	DefaultStopTimeout = 10 * time.Second
+)
+
+// Stage deploys the release's images to the stage's environment.
+type Stage struct {
+	// Drain is how long old containers keep running after the proxy
+	// switched away from them, for requests already proxied to finish.
+	Drain time.Duration `yaml:"drain"`
+	// StopTimeout is how long an old container's process gets between
+	// SIGTERM and SIGKILL.
+	StopTimeout time.Duration `yaml:"stop_timeout"`
+}
+
+// Validate checks the stage's `with:` fields.
+func (s *Stage) Validate(*stages.Spec) error {
+	if s.Drain < 0 {
+		return fmt.Errorf("drain: negative duration %s", s.Drain)
+	}
+	if s.StopTimeout < 0 {
+		return fmt.Errorf("stop_timeout: negative duration %s", s.StopTimeout)
+	}
+	return nil
+}
+
+// hook, when set by a test, is called at the points where a killed deploy
+// leaves the most to clean up: "started" once the new containers of a
+// service are healthy, "switched" once the proxy points at them.
+var hook func(point, service string)
+
+// Run deploys every service of the spec to every host of env.Environment.
+func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error) {
+	d, err := s.deployer(env)
+	if err != nil {
+		return nil, stages.Permanent(err)
+	}
+	defer d.close()
+
+	out := stages.Outputs{"environment": env.Environment}
+	var mu sync.Mutex
+	done := make(map[string]chan struct{})
+	ok := make(map[string]bool)
+	order := env.Spec.DeployOrder()
+	for _, name := range order {
+		done[name] = make(chan struct{})
+	}
+	errs := make([]error, len(order))
+	var wg sync.WaitGroup
+	for i, name := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done[name])
+			for _, dep := range env.Spec.Services[name].DependsOn {
+				<-done[dep]
+				mu.Lock()
+				depOK := ok[dep]
+				mu.Unlock()
+				if !depOK {
+					d.logf("%s: not deployed: %s was not deployed", name, dep)
+					return
+				}
+			}
+			if err := d.service(ctx, name); err != nil {
+				errs[i] = fmt.Errorf("deploy %s to %s: %w", name, env.Environment, err)
+				return
+			}
+			mu.Lock()
+			ok[name] = true
+			out[name] = d.images[name]
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// deployer is the state of one Run.
+type deployer struct {
+	stage    *Stage
+	env      *stages.Env
+	pipeline string
+	hosts    []*host
+	proxy    *caddy // nil: strategy recreate
+	images   map[string]string
+
+	logMu sync.Mutex
+	log   io.Writer
+}
+
+func (s *Stage) deployer(env *stages.Env) (*deployer, error) {
+	if env.Spec == nil {
+		return nil, errors.New("deploy: no pipeline spec")
+	}
+	e, ok := env.Spec.Environments[env.Environment]
+	if !ok {
+		return nil, fmt.Errorf("deploy: unknown environment %q", env.Environment)
+	}
+	if len(e.Hosts) == 0 {
+		return nil, fmt.Errorf("deploy to %s: no hosts", env.Environment)
+	}
+	images := make(map[string]string)
+	for _, name := range env.Spec.ServiceNames() {
+		ref := env.Images[name]
+		if ref == "" {
+			return nil, fmt.Errorf("deploy %s to %s: no image in the release", name, env.Environment)
+		}
+		if !strings.Contains(ref, "@sha256:") {
+			return nil, fmt.Errorf("deploy %s to %s: image %s is not a digest reference", name, env.Environment, ref)
+		}
+		images[name] = ref
+	}
+	d := &deployer{
+		stage:    s,
+		env:      env,
+		pipeline: env.Spec.Name,
+		images:   images,
+		log:      env.Log,
+	}
+	if d.log == nil {
+		d.log = io.Discard
+	}
+	if d.pipeline == "" {
+		d.pipeline = "release"
+	}
+	if e.Proxy != nil && e.Proxy.Caddy != "" {
+		d.proxy = newCaddy(e.Proxy.Caddy)
+	}
+	for _, addr := range e.Hosts {
+		h, err := openHost(addr)
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		d.hosts = append(d.hosts, h)
+	}
+	return d, nil
+}
+
+func (d *deployer) close() {
+	for _, h := range d.hosts {
+		h.cli.Close()
+	}
+}
+
+func (d *deployer) logf(format string, args ...any) {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
+	fmt.Fprintf(d.log, "deploy %s: "+format+"\n", append([]any{d.env.Environment}, args...)...)
+}
+
+func (d *deployer) drain() time.Duration {
+	if d.stage.Drain > 0 {
+		return d.stage.Drain
+	}
+	return DefaultDrain
+}
+
+func (d *deployer) stopTimeout() time.Duration {
+	if d.stage.StopTimeout > 0 {
+		return d.stage.StopTimeout
+	}
+	return DefaultStopTimeout
+}
+
+// want is the container spec of a service in this environment.
+func (d *deployer) want(name string) spec {
+	svc := d.env.Spec.Services[name]
+	envList := make([]string, 0, len(svc.Env))
+	for k, v := range svc.Env {
+		envList = append(envList, k+"="+v)
+	}
+	slices.Sort(envList)
+	s := spec{
+		Image:       d.images[name],
+		Env:         envList,
+		Port:        svc.Port,
+		Volumes:     slices.Clone(svc.Volumes),
+		StopTimeout: d.stopTimeout(),
+	}
+	hash := configHash(s)
+	s.Name = containerName(d.pipeline, d.env.Environment, name, hash)
+	s.Labels = map[string]string{
+		LabelPipeline:    d.pipeline,
+		LabelEnvironment: d.env.Environment,
+		LabelService:     name,
+		LabelVersion:     d.env.Version,
+		LabelDigest:      s.Image,
+		LabelRunID:       d.env.RunID,
+		LabelConfig:      hash,
+	}
+	return s
+}
+
+// configHash identifies what makes two containers of a service the same:
+// a running one with the same hash is adopted instead of replaced.
+func configHash(s spec) string {
+	b, _ := json.Marshal(struct {
+		Image   string
+		Env     []string
+		Port    int
+		Volumes []string
+	}{s.Image, s.Env, s.Port, s.Volumes})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
+}
+
+// containerName is unique per pipeline, environment, service and
+// configuration, so environments sharing an engine never clash and the old
+// and new containers of a start-first deploy can run side by side.
+func containerName(pipeline, environment, service, hash string) string {
+	return sanitize(pipeline) + "-" + sanitize(environment) + "-" + sanitize(service) + "-" + hash
+}
+
+// routeID names a service's server and handler in Caddy's config.
+func routeID(pipeline, environment, service string) string {
+	return "release_" + sanitize(pipeline) + "_" + sanitize(environment) + "_" + sanitize(service)
+}
+
+// sanitize keeps the characters container names and Caddy ids allow.
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteRune('-')
+		}
+	}
+	return b.String()
+}
+
+// onHost is one host's part of a service deploy.
+type onHost struct {
+	h    *host
+	cur  *box   // the container with the intended configuration
+	addr string // where cur is reached, when it publishes a port
+	old  []box  // other containers of the service, newest first
+	err  error
+}
+
+// service deploys one service to all hosts.
+func (d *deployer) service(ctx context.Context, name string) error {
+	w := d.want(name)
+	svc := d.env.Spec.Services[name]
+	parts := make([]*onHost, len(d.hosts))
+	for i, h := range d.hosts {
+		parts[i] = &onHost{h: h}
+	}
+	if d.proxy == nil {
+		return d.recreate(ctx, name, w, svc, parts)
+	}
+	return d.startFirst(ctx, name, w, svc, parts)
+}
+
+// inventory finds the service's containers on a host: the one with the
+// intended configuration, if it runs, and the others. Stopped containers
+// with the intended configuration, and duplicates, are removed.
+func (d *deployer) inventory(ctx context.Context, p *onHost, name string, w spec) error {
+	boxes, err := p.h.list(ctx, map[string]string{
+		LabelPipeline:    d.pipeline,
+		LabelEnvironment: d.env.Environment,
+		LabelService:     name,
+	})
+	if err != nil {
+		return err
+	}
+	p.cur, p.old = nil, nil
+	for _, b := range boxes {
+		switch {
+		case b.Config == w.Labels[LabelConfig] && b.Running && p.cur == nil:
+			b := b
+			p.cur = &b
+		case b.Config == w.Labels[LabelConfig]:
+			if err := p.h.remove(ctx, b.ID); err != nil {
+				return err
+			}
+		default:
+			p.old = append(p.old, b)
+		}
+	}
+	return nil
+}
+
+// ensureNew makes p.cur a healthy container with the intended
+// configuration: adopted when one runs already, started otherwise. An
+// unhealthy one is removed.
+func (d *deployer) ensureNew(ctx context.Context, p *onHost, name string, w spec, svc stages.Service) error {
+	if p.cur != nil {
+		d.logf("%s on %s: found %s", name, p.h.addr, p.cur.Name)
+	} else {
+		if err := p.h.pull(ctx, w.Image); err != nil {
+			return err
+		}
+		b, err := p.h.create(ctx, w)
+		if err != nil {
+			return err
+		}
+		p.cur = &b
+		d.logf("%s on %s: started %s (%s)", name, p.h.addr, b.Name, w.Image)
+	}
+	addr, err := waitHealthy(ctx, p.h, *p.cur, svc.Port, svc.Health)
+	if err != nil {
+		if rmErr := p.h.remove(context.WithoutCancel(ctx), p.cur.ID); rmErr != nil {
+			err = errors.Join(err, rmErr)
+		} else {
+			d.logf("%s on %s: removed unhealthy %s", name, p.h.addr, p.cur.Name)
+		}
+		p.cur = nil
+		return stages.Permanent(fmt.Errorf("%s: %w", p.h.addr, err))
+	}
+	p.addr = addr
+	d.logf("%s on %s: %s healthy", name, p.h.addr, p.cur.Name)
+	return nil
+}
+
+// eachHost runs f on every host's part at once and joins the errors.
+func eachHost(parts []*onHost, f func(p *onHost) error) error {
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.err = f(p)
+		}()
+	}
+	wg.Wait()
+	errs := make([]error, 0, len(parts))
+	for _, p := range parts {
+		errs = append(errs, p.err)
+	}
+	return errors.Join(errs...)
+}
+
+func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stages.Service, parts []*onHost) error {
+	err := eachHost(parts, func(p *onHost) error {
+		if err := d.inventory(ctx, p, name, w); err != nil {
+			return err
+		}
+		return d.ensureNew(ctx, p, name, w, svc)
+	})
+	listen := ""
+	if px := d.env.Spec.Environments[d.env.Environment].Proxy; px != nil {
+		listen = px.Listen[name]
+	}
+	r := route{ID: routeID(d.pipeline, d.env.Environment, name), Listen: listen}
+	if err != nil {
+		return errors.Join(err, d.abandon(context.WithoutCancel(ctx), name, r, svc, parts))
+	}
+	if hook != nil {
+		hook("started", name)
+	}
+
+	if listen != "" && svc.Port > 0 {
+		ups := make([]string, 0, len(parts))
+		for _, p := range parts {
+			ups = append(ups, p.addr)
+		}
+		start := time.Now()
+		if err := d.proxy.switchTo(ctx, r, ups); err != nil {
+			return fmt.Errorf("switch %s to %s: %w", r.Listen, strings.Join(ups, ","), err)
+		}
+		d.logf("%s: %s now proxies to %s (switch took %s)", name, r.Listen, strings.Join(ups, ", "), time.Since(start).Round(time.Millisecond))
+		if hook != nil {
+			hook("switched", name)
+		}
+	}
+
+	anyOld := false
+	for _, p := range parts {
+		anyOld = anyOld || len(p.old) > 0
+	}
+	if !anyOld {
+		return nil
+	}
+	if listen != "" && svc.Port > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d.drain()):
+		}
+	}
+	return eachHost(parts, func(p *onHost) error {
+		for _, b := range p.old {
+			if err := d.retire(ctx, p.h, name, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// retire stops an old container with grace and removes it.
+func (d *deployer) retire(ctx context.Context, h *host, name string, b box) error {
+	if b.Running {
+		if err := h.stop(ctx, b, d.stopTimeout()); err != nil {
+			return err
+		}
+	}
+	if err := h.remove(ctx, b.ID); err != nil {
+		return err
+	}
+	d.logf("%s on %s: removed %s", name, h.addr, b.Name)
+	return nil
+}
+
+// abandon undoes a start-first deploy that failed on some host: the proxy
+// points at the old containers (a killed earlier attempt may have switched
+// it already) and the new containers are removed. When no old container
+// runs anywhere, the healthy new ones are all there is and stay.
+func (d *deployer) abandon(ctx context.Context, name string, r route, svc stages.Service, parts []*onHost) error {
+	var oldUps []string
+	oldRunning := false
+	for _, p := range parts {
+		i := slices.IndexFunc(p.old, func(b box) bool { return b.Running })
+		if i < 0 {
+			continue
+		}
+		oldRunning = true
+		if svc.Port == 0 {
+			continue
+		}
+		st, err := p.h.state(ctx, p.old[i].ID, svc.Port)
+		if err == nil && st.Running && st.HostPort != "" {
+			oldUps = append(oldUps, net.JoinHostPort(p.h.dialIP, st.HostPort))
+		}
+	}
+	if !oldRunning {
+		return nil
+	}
+	if r.Listen != "" && len(oldUps) > 0 {
+		if err := d.proxy.switchTo(ctx, r, oldUps); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, p := range parts {
+		if p.cur == nil {
+			continue
+		}
+		if err := p.h.remove(ctx, p.cur.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.logf("%s on %s: removed %s, the old version keeps serving", name, p.h.addr, p.cur.Name)
+		p.cur = nil
+	}
+	return errors.Join(errs...)
+}
+
+func (d *deployer) recreate(ctx context.Context, name string, w spec, svc stages.Service, parts []*onHost) error {
+	return eachHost(parts, func(p *onHost) error {
+		if err := d.inventory(ctx, p, name, w); err != nil {
+			return err
+		}
+		if p.cur != nil {
+			// A killed earlier attempt got this far: keep its container if
+			// it is healthy, start over otherwise.
+			if err := d.ensureNew(ctx, p, name, w, svc); err == nil {
+				for _, b := range p.old {
+					if err := d.retire(ctx, p.h, name, b); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
+		if err := p.h.pull(ctx, w.Image); err != nil {
+			return err
+		}
+		// Keep the newest old container to fall back on; the rest go.
+		var prev *box
+		for i, b := range p.old {
+			if i == 0 {
+				prev = &p.old[0]
+				continue
+			}
+			if err := d.retire(ctx, p.h, name, b); err != nil {
+				return err
+			}
+		}
+		if prev != nil && prev.Running {
+			if err := p.h.stop(ctx, *prev, d.stopTimeout()); err != nil {
+				return err
+			}
+			d.logf("%s on %s: stopped %s", name, p.h.addr, prev.Name)
+		}
+		err := d.ensureNew(ctx, p, name, w, svc)
+		if err != nil {
+			if prev != nil {
+				if startErr := p.h.start(context.WithoutCancel(ctx), *prev); startErr != nil {
+					return errors.Join(err, startErr)
+				}
+				d.logf("%s on %s: started %s again", name, p.h.addr, prev.Name)
+			}
+			return err
+		}
+		if hook != nil {
+			hook("started", name)
+		}
+		if prev != nil {
+			if err := p.h.remove(ctx, prev.ID); err != nil {
+				return err
+			}
+			d.logf("%s on %s: removed %s", name, p.h.addr, prev.Name)
+		}
+		return nil
+	})
+}
+
+var (
+	_ stages.Stage     = (*Stage)(nil)
+	_ stages.Validator = (*Stage)(nil)
+)

@@ -1,0 +1,538 @@
+package deploy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sweepboard/release/stages"
+)
+
+var services = []string{"auth", "api", "web"}
+
+func TestHostIPs(t *testing.T) {
+	tests := []struct {
+		name, addr, bind, dial string
+		wantErr                bool
+	}{
+		{name: "unix socket", addr: "unix:///var/run/docker.sock", bind: "127.0.0.1", dial: "127.0.0.1"},
+		{name: "tcp loopback", addr: "tcp://127.0.0.1:2375", bind: "127.0.0.1", dial: "127.0.0.1"},
+		{name: "tcp localhost", addr: "tcp://localhost:2376", bind: "127.0.0.1", dial: "127.0.0.1"},
+		{name: "remote", addr: "tcp://staging-1:2376", bind: "0.0.0.0", dial: "staging-1"},
+		{name: "no scheme", addr: "staging-1:2376", wantErr: true},
+		{name: "no host", addr: "tcp://:2376", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bind, dial, err := hostIPs(tt.addr)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("hostIPs(%q) error = %v, want error %v", tt.addr, err, tt.wantErr)
+			}
+			if diff := cmp.Diff([]string{tt.bind, tt.dial}, []string{bind, dial}); diff != "" {
+				t.Errorf("hostIPs(%q) (-want +got):\n%s", tt.addr, diff)
+			}
+		})
+	}
+}
+
+func TestNames(t *testing.T) {
+	tests := []struct {
+		name, pipeline, environment, service, hash string
+		container, route                           string
+	}{
+		{"plain", "sweepboard", "dev", "api", "0a1b2c3d4e5f", "sweepboard-dev-api-0a1b2c3d4e5f", "release_sweepboard_dev_api"},
+		{"odd characters", "Sweep Board", "prod/eu", "api_v2", "0a1b2c3d4e5f", "sweep-board-prod-eu-api-v2-0a1b2c3d4e5f", "release_sweep-board_prod-eu_api-v2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := []string{containerName(tt.pipeline, tt.environment, tt.service, tt.hash), routeID(tt.pipeline, tt.environment, tt.service)}
+			if diff := cmp.Diff([]string{tt.container, tt.route}, got); diff != "" {
+				t.Errorf("names (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestConfigHash(t *testing.T) {
+	base := spec{Image: "r/a@sha256:1", Env: []string{"A=1"}, Port: 8080, Volumes: []string{"/a:/b"}}
+	tests := []struct {
+		name   string
+		change func(*spec)
+		same   bool
+	}{
+		{"name and labels do not count", func(s *spec) { s.Name = "x"; s.Labels = map[string]string{"v": "2"} }, true},
+		{"digest", func(s *spec) { s.Image = "r/a@sha256:2" }, false},
+		{"env", func(s *spec) { s.Env = []string{"A=2"} }, false},
+		{"port", func(s *spec) { s.Port = 9090 }, false},
+		{"volumes", func(s *spec) { s.Volumes = nil }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := base
+			tt.change(&s)
+			if got := configHash(s) == configHash(base); got != tt.same {
+				t.Errorf("configHash equal = %v, want %v", got, tt.same)
+			}
+		})
+	}
+}
+
+func TestRunRejects(t *testing.T) {
+	spec := &stages.Spec{
+		Name:         "p",
+		Services:     map[string]stages.Service{"api": {Port: 8080}},
+		Environments: map[string]stages.Environment{"dev": {Hosts: []string{host1}}, "empty": {}},
+	}
+	digest := map[string]string{"api": "127.0.0.1:5000/p/api@sha256:" + strings.Repeat("a", 64)}
+	tests := []struct {
+		name, environment string
+		images            map[string]string
+		want              string
+	}{
+		{"unknown environment", "qa", digest, `deploy: unknown environment "qa"`},
+		{"no hosts", "empty", digest, "deploy to empty: no hosts"},
+		{"no image", "dev", nil, "deploy api to dev: no image in the release"},
+		{"tag, not digest", "dev", map[string]string{"api": "127.0.0.1:5000/p/api:v1"}, "deploy api to dev: image 127.0.0.1:5000/p/api:v1 is not a digest reference"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := (&Stage{}).Run(context.Background(), &stages.Env{Environment: tt.environment, Spec: spec, Images: tt.images})
+			if err == nil {
+				t.Fatal("Run succeeded")
+			}
+			if diff := cmp.Diff(tt.want, err.Error()); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+			if !stages.IsPermanent(err) {
+				t.Errorf("error %v is not permanent", err)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		stage Stage
+		want  string
+	}{
+		{"defaults", Stage{}, ""},
+		{"set", Stage{Drain: time.Second, StopTimeout: 5 * time.Second}, ""},
+		{"negative drain", Stage{Drain: -time.Second}, "drain: negative duration -1s"},
+		{"negative stop timeout", Stage{StopTimeout: -time.Second}, "stop_timeout: negative duration -1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ""
+			if err := tt.stage.Validate(&stages.Spec{}); err != nil {
+				got = err.Error()
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Validate (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// checkDeployed asserts that each host runs exactly one container per
+// service, at the wanted digest, with the service's env and volumes.
+func checkDeployed(t *testing.T, spec *stages.Spec, environment string, hosts []string, want map[string]string) {
+	t.Helper()
+	for _, h := range hosts {
+		got := map[string]string{}
+		for svc, cs := range running(t, h, environment) {
+			if len(cs) != 1 {
+				names := []string{}
+				for _, c := range cs {
+					names = append(names, c.Name)
+				}
+				t.Errorf("%s: %d containers of %s, want 1: %v", h, len(cs), svc, names)
+			}
+			c := cs[0]
+			if !c.State.Running {
+				t.Errorf("%s: %s is %s", h, c.Name, c.State.Status)
+			}
+			got[svc] = runningDigest(t, h, c)
+			for k, v := range spec.Services[svc].Env {
+				if !slices.Contains(c.Config.Env, k+"="+v) {
+					t.Errorf("%s: %s env %v lacks %s=%s", h, c.Name, c.Config.Env, k, v)
+				}
+			}
+			if diff := cmp.Diff(spec.Services[svc].Volumes, c.HostConfig.Binds, cmp.Comparer(func(a, b []string) bool {
+				return len(a) == len(b) && (len(a) == 0 || slices.Equal(a, b))
+			})); diff != "" {
+				t.Errorf("%s: %s binds (-want +got):\n%s", h, c.Name, diff)
+			}
+			for k, v := range map[string]string{LabelPipeline: pipeline, LabelEnvironment: environment, LabelService: svc, LabelDigest: want[svc]} {
+				if c.Config.Labels[k] != v {
+					t.Errorf("%s: %s label %s = %q, want %q", h, c.Name, k, c.Config.Labels[k], v)
+				}
+			}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: running digests (-want +got):\n%s", h, diff)
+		}
+	}
+}
+
+func TestDeployRecreate(t *testing.T) {
+	needParts(t, host1)
+	const environment = "t-recreate"
+	spec := testSpec(t, environment, []string{host1}, false)
+	v1 := release(t, "v1", services)
+	s := &Stage{StopTimeout: 2 * time.Second}
+
+	r := deploy(t, s, spec, environment, "v1", v1)
+	if r.err != nil {
+		t.Fatalf("deploy v1: %v", r.err)
+	}
+	want := stages.Outputs{"environment": environment}
+	for k, v := range v1 {
+		want[k] = v
+	}
+	if diff := cmp.Diff(want, r.out); diff != "" {
+		t.Errorf("outputs (-want +got):\n%s", diff)
+	}
+	checkDeployed(t, spec, environment, []string{host1}, v1)
+	before := running(t, host1, environment)
+
+	// The same release again changes nothing.
+	r = deploy(t, s, spec, environment, "v1", v1)
+	if r.err != nil {
+		t.Fatalf("deploy v1 again: %v", r.err)
+	}
+	after := running(t, host1, environment)
+	for _, svc := range services {
+		if before[svc][0].ID != after[svc][0].ID {
+			t.Errorf("deploy of the same release replaced %s: %s → %s", svc, before[svc][0].Name, after[svc][0].Name)
+		}
+	}
+
+	v2 := release(t, "v2", services)
+	if r := deploy(t, s, spec, environment, "v2", v2); r.err != nil {
+		t.Fatalf("deploy v2: %v", r.err)
+	}
+	checkDeployed(t, spec, environment, []string{host1}, v2)
+
+	// A version that never gets healthy: removed, and the old one started
+	// again.
+	bad := release(t, "v3", services, "api")
+	r = deploy(t, s, spec, environment, "v3", bad)
+	if r.err == nil {
+		t.Fatal("deploy of an unhealthy api succeeded")
+	}
+	for _, want := range []string{"deploy api to t-recreate", "503 Service Unavailable", "unhealthy: api v3 fails on purpose"} {
+		if !strings.Contains(r.err.Error(), want) {
+			t.Errorf("error %q does not contain %q", r.err, want)
+		}
+	}
+	wantAfterBad := map[string]string{"auth": bad["auth"], "api": v2["api"], "web": v2["web"]}
+	checkDeployed(t, spec, environment, []string{host1}, wantAfterBad)
+	live, err := Inspect(context.Background(), spec, environment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range live {
+		if !l.Healthy {
+			t.Errorf("after the failed deploy, %s on %s is not healthy: %s", l.Service, l.Host, l.Health)
+		}
+	}
+}
+
+func TestInspect(t *testing.T) {
+	needParts(t, host1)
+	const environment = "t-inspect"
+	spec := testSpec(t, environment, []string{host1}, true)
+	v1 := release(t, "v1", services)
+	if r := deploy(t, &Stage{Drain: 100 * time.Millisecond}, spec, environment, "v1", v1); r.err != nil {
+		t.Fatalf("deploy v1: %v", r.err)
+	}
+	// A container stops behind the deploy's back: status must see it.
+	web := running(t, host1, environment)["web"][0]
+	secs := 0
+	if err := dockerClient(t, host1).ContainerStop(context.Background(), web.ID, container.StopOptions{Timeout: &secs}); err != nil {
+		t.Fatal(err)
+	}
+	live, err := Inspect(context.Background(), spec, environment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		Host, Service, Digest, Version, State string
+		Healthy                               bool
+	}
+	var got []row
+	for _, l := range live {
+		got = append(got, row{l.Host, l.Service, l.Digest, l.Version, l.State, l.Healthy})
+	}
+	want := []row{
+		{host1, "api", v1["api"], "v1", "running", true},
+		{host1, "auth", v1["auth"], "v1", "running", true},
+		{host1, "web", v1["web"], "v1", "exited", false},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Inspect (-want +got):\n%s", diff)
+	}
+
+	if _, err := Inspect(context.Background(), spec, "nope"); err == nil {
+		t.Error("Inspect of an unknown environment succeeded")
+	}
+	cleanup(t, spec, environment)
+	live, err = Inspect(context.Background(), spec, environment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range live {
+		if l.State != "missing" || l.Container != "" || l.Healthy {
+			t.Errorf("after cleanup: %+v, want missing", l)
+		}
+	}
+}
+
+// switchStats deploys to under load through the proxy and reports what
+// the load generator saw.
+type switchStats struct {
+	ok, failed int64
+	errs       []string
+	// overlap is how long both versions answered: from the first answer
+	// of the new version to the last of the old one, per service.
+	overlap map[string]time.Duration
+}
+
+func deployUnderLoad(tb testing.TB, s *Stage, spec *stages.Spec, environment, from, to string, refs map[string]string) (runResult, switchStats) {
+	tb.Helper()
+	var urls []string
+	for _, svc := range services {
+		urls = append(urls, "http://"+spec.Environments[environment].Proxy.Listen[svc])
+	}
+	l := startLoad(urls, 4)
+	time.Sleep(300 * time.Millisecond)
+	r := deploy(tb, s, spec, environment, to, refs)
+	time.Sleep(300 * time.Millisecond)
+	l.finish()
+	st := switchStats{ok: l.ok.Load(), failed: l.failed.Load(), errs: l.errs, overlap: map[string]time.Duration{}}
+	for _, svc := range services {
+		oldV, newV := svc+" "+from, svc+" "+to
+		if first, ok := l.first[newV]; ok {
+			st.overlap[svc] = l.last[oldV].Sub(first)
+		}
+	}
+	return r, st
+}
+
+func TestDeployUnderLoad(t *testing.T) {
+	needParts(t, host1)
+	const environment = "t-load"
+	spec := testSpec(t, environment, []string{host1}, true)
+	v1, v2 := release(t, "v1", services), release(t, "v2", services)
+	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
+	if r := deploy(t, s, spec, environment, "v1", v1); r.err != nil {
+		t.Fatalf("deploy v1: %v", r.err)
+	}
+	checkDeployed(t, spec, environment, []string{host1}, v1)
+
+	r, st := deployUnderLoad(t, s, spec, environment, "v1", "v2", v2)
+	if r.err != nil {
+		t.Fatalf("deploy v2: %v", r.err)
+	}
+	t.Logf("requests: %d ok, %d failed; old and new versions both answered for %v", st.ok, st.failed, st.overlap)
+	if st.failed != 0 {
+		t.Errorf("%d requests failed during the deploy: %v", st.failed, st.errs)
+	}
+	if st.ok == 0 {
+		t.Error("no request succeeded")
+	}
+	for _, svc := range services {
+		if _, ok := st.overlap[svc]; !ok {
+			t.Errorf("the load never saw %s v2", svc)
+		}
+	}
+	checkDeployed(t, spec, environment, []string{host1}, v2)
+	checkProxy(t, spec, environment, "web", "web v2")
+}
+
+// checkProxy asserts that the proxy answers want for a service.
+func checkProxy(t *testing.T, spec *stages.Spec, environment, svc, want string) {
+	t.Helper()
+	resp, err := http.Get("http://" + spec.Environments[environment].Proxy.Listen[svc] + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(body)); resp.StatusCode != http.StatusOK || got != want {
+		t.Errorf("%s through the proxy answers %s %q, want %q", svc, resp.Status, got, want)
+	}
+}
+
+func TestDeployUnhealthyUnderLoad(t *testing.T) {
+	needParts(t, host1)
+	const environment = "t-unhealthy"
+	spec := testSpec(t, environment, []string{host1}, true)
+	v1 := release(t, "v1", services)
+	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
+	if r := deploy(t, s, spec, environment, "v1", v1); r.err != nil {
+		t.Fatalf("deploy v1: %v", r.err)
+	}
+	bad := release(t, "v3", services, "api")
+	r, st := deployUnderLoad(t, s, spec, environment, "v1", "v3", bad)
+	if r.err == nil {
+		t.Fatal("deploy of an unhealthy api succeeded")
+	}
+	t.Logf("error: %v", r.err)
+	t.Logf("requests: %d ok, %d failed", st.ok, st.failed)
+	for _, want := range []string{"deploy api to t-unhealthy", "not healthy after 5s", "GET /healthz: 503 Service Unavailable: unhealthy: api v3 fails on purpose"} {
+		if !strings.Contains(r.err.Error(), want) {
+			t.Errorf("error %q does not contain %q", r.err, want)
+		}
+	}
+	if st.failed != 0 {
+		t.Errorf("%d requests failed during the deploy: %v", st.failed, st.errs)
+	}
+	// auth went on to v3; api stayed at v1, and web, which depends on it,
+	// was not touched.
+	want := map[string]string{"auth": bad["auth"], "api": v1["api"], "web": v1["web"]}
+	checkDeployed(t, spec, environment, []string{host1}, want)
+	if diff := cmp.Diff(stages.Outputs{"environment": environment, "auth": bad["auth"]}, r.out); diff != "" {
+		t.Errorf("partial outputs (-want +got):\n%s", diff)
+	}
+	checkProxy(t, spec, environment, "api", "api v1")
+}
+
+func TestDeployResumeAfterKill(t *testing.T) {
+	needParts(t, host1)
+	for _, point := range []string{"started", "switched"} {
+		t.Run(point, func(t *testing.T) {
+			environment := "t-kill-" + point
+			spec := testSpec(t, environment, []string{host1}, true)
+			v1, v2 := release(t, "v1", services), release(t, "v2", services)
+			s := &Stage{Drain: 100 * time.Millisecond, StopTimeout: 2 * time.Second}
+			if r := deploy(t, s, spec, environment, "v1", v1); r.err != nil {
+				t.Fatalf("deploy v1: %v", r.err)
+			}
+			deployKilled(t, helperConfig{
+				Spec: spec, Environment: environment, Version: "v2", Images: v2,
+				Drain: 100 * time.Millisecond, HangAt: point, HangService: "api",
+			})
+			if n := len(running(t, host1, environment)["api"]); n != 2 {
+				t.Fatalf("after the kill: %d api containers, want the old and the new", n)
+			}
+			if r := deploy(t, s, spec, environment, "v2", v2); r.err != nil {
+				t.Fatalf("deploy v2 again: %v", r.err)
+			}
+			checkDeployed(t, spec, environment, []string{host1}, v2)
+			checkProxy(t, spec, environment, "api", "api v2")
+			checkProxy(t, spec, environment, "web", "web v2")
+		})
+	}
+}
+
+func TestDeployTwoHosts(t *testing.T) {
+	hosts := []string{host1, host2}
+	needParts(t, hosts...)
+	const environment = "t-two"
+	spec := testSpec(t, environment, hosts, true)
+	v1, v2 := release(t, "v1", services), release(t, "v2", services)
+	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
+	if r := deploy(t, s, spec, environment, "v1", v1); r.err != nil {
+		t.Fatalf("deploy v1: %v", r.err)
+	}
+	checkDeployed(t, spec, environment, hosts, v1)
+
+	r, st := deployUnderLoad(t, s, spec, environment, "v1", "v2", v2)
+	if r.err != nil {
+		t.Fatalf("deploy v2: %v", r.err)
+	}
+	t.Logf("requests: %d ok, %d failed; old and new versions both answered for %v", st.ok, st.failed, st.overlap)
+	if st.failed != 0 {
+		t.Errorf("%d requests failed during the deploy: %v", st.failed, st.errs)
+	}
+	checkDeployed(t, spec, environment, hosts, v2)
+
+	// The proxy spreads each service over both hosts.
+	ups, err := newCaddy(caddyAdmin).upstreams(context.Background(), routeID(pipeline, environment, "api"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, l := range mustInspect(t, spec, environment) {
+		if l.Service == "api" {
+			want = append(want, liveAddr(t, l))
+		}
+	}
+	slices.Sort(ups)
+	slices.Sort(want)
+	if diff := cmp.Diff(want, ups); diff != "" || len(ups) != 2 {
+		t.Errorf("api upstreams (-want +got):\n%s", diff)
+	}
+}
+
+func mustInspect(t *testing.T, spec *stages.Spec, environment string) []Live {
+	t.Helper()
+	live, err := Inspect(context.Background(), spec, environment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return live
+}
+
+// liveAddr is where a live container's port is published on 127.0.0.1.
+func liveAddr(t *testing.T, l Live) string {
+	t.Helper()
+	h, err := openHost(l.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.cli.Close()
+	st, err := h.state(context.Background(), l.ID, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.dialIP + ":" + st.HostPort
+}
+
+// BenchmarkSwitch deploys v1 then v2 of the three services under load
+// through Caddy and reports the failed requests and how long both versions
+// answered at once. Run with -benchtime=1x: each iteration is a deploy.
+func BenchmarkSwitch(b *testing.B) {
+	needParts(b, host1)
+	const environment = "b-switch"
+	spec := testSpec(b, environment, []string{host1}, true)
+	refs := map[string]map[string]string{"v1": release(b, "v1", services), "v2": release(b, "v2", services)}
+	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
+	if r := deploy(b, s, spec, environment, "v1", refs["v1"]); r.err != nil {
+		b.Fatalf("deploy v1: %v", r.err)
+	}
+	from, to := "v1", "v2"
+	var failed, ok int64
+	var overlap time.Duration
+	var wall time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		r, st := deployUnderLoad(b, s, spec, environment, from, to, refs[to])
+		wall += time.Since(start)
+		if r.err != nil {
+			b.Fatalf("deploy %s: %v", to, r.err)
+		}
+		failed += st.failed
+		ok += st.ok
+		for _, d := range st.overlap {
+			overlap = max(overlap, d)
+		}
+		from, to = to, from
+	}
+	b.ReportMetric(float64(failed), "failed-requests")
+	b.ReportMetric(float64(ok)/float64(b.N), "ok-requests/op")
+	b.ReportMetric(float64(overlap.Milliseconds()), "max-overlap-ms")
+}

@@ -1,0 +1,559 @@
+package deploy
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+
+	"github.com/sweepboard/release/stages"
+)
+
+// The real parts the tests run against; fixtures/up.sh starts them.
+const (
+	host1      = "unix:///var/run/docker.sock"
+	host2      = "unix:///var/run/docker-2.sock"
+	registry   = "127.0.0.1:5000"
+	caddyAdmin = "http://127.0.0.1:2019"
+	pipeline   = "deploytest"
+)
+
+var tmpDir string
+
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv("DEPLOY_TEST_HELPER"); cfg != "" {
+		os.Exit(helperMain(cfg))
+	}
+	var err error
+	tmpDir, err = os.MkdirTemp("", "deploytest")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(tmpDir)
+	os.Exit(code)
+}
+
+// need fails the test when a real part is missing and CI is set, and skips
+// it otherwise.
+func need(tb testing.TB, part string, err error) {
+	tb.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		tb.Fatalf("%s: %v (CI is set: fixtures/up.sh must have started it)", part, err)
+	}
+	tb.Skipf("%s: %v (run fixtures/up.sh)", part, err)
+}
+
+// needParts checks the engines, the registry and Caddy.
+func needParts(tb testing.TB, hosts ...string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, h := range hosts {
+		cli := dockerClient(tb, h)
+		_, err := cli.Ping(ctx)
+		need(tb, "docker engine "+h, err)
+	}
+	for part, url := range map[string]string{"registry " + registry: "http://" + registry + "/v2/", "caddy admin " + caddyAdmin: caddyAdmin + "/config/"} {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("GET %s: %s", url, resp.Status)
+			}
+		}
+		need(tb, part, err)
+	}
+}
+
+func dockerClient(tb testing.TB, h string) *client.Client {
+	tb.Helper()
+	cli, err := client.NewClientWithOpts(client.WithHost(h), client.WithAPIVersionNegotiation())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+var server struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// serverBinary builds testdata/server as a static binary, once.
+func serverBinary(tb testing.TB) string {
+	tb.Helper()
+	server.once.Do(func() {
+		server.path = filepath.Join(tmpDir, "server")
+		cmd := exec.Command("go", "build", "-o", server.path, "./testdata/server")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			server.err = fmt.Errorf("go build ./testdata/server: %v\n%s", err, out)
+		}
+	})
+	if server.err != nil {
+		tb.Fatal(server.err)
+	}
+	return server.path
+}
+
+var images struct {
+	sync.Mutex
+	refs map[string]string
+}
+
+// pushImage builds an image FROM scratch of the test server for a service,
+// answering version (its health check failing when failHealth), pushes it
+// to the registry and returns its digest reference. Images are built once
+// per test binary run.
+func pushImage(tb testing.TB, service, version string, failHealth bool) string {
+	tb.Helper()
+	key := fmt.Sprintf("%s:%s:%v", service, version, failHealth)
+	images.Lock()
+	defer images.Unlock()
+	if ref, ok := images.refs[key]; ok {
+		return ref
+	}
+	bin, err := os.ReadFile(serverBinary(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	files := map[string][]byte{
+		"server":  bin,
+		"version": []byte(service + " " + version + "\n"),
+	}
+	dockerfile := "FROM scratch\nCOPY server /server\nCOPY version /version\n"
+	if failHealth {
+		files["fail-health"] = []byte("1\n")
+		dockerfile += "COPY fail-health /fail-health\n"
+	}
+	dockerfile += "EXPOSE 8080\nENTRYPOINT [\"/server\"]\n"
+	files["Dockerfile"] = []byte(dockerfile)
+
+	var ctxTar bytes.Buffer
+	tw := tar.NewWriter(&ctxTar)
+	for name, data := range files {
+		mode := int64(0o644)
+		if name == "server" {
+			mode = 0o755
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data))}); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+
+	ctx := context.Background()
+	cli := dockerClient(tb, host1)
+	tag := fmt.Sprintf("%s/%s/%s:%s", registry, pipeline, service, version)
+	if failHealth {
+		tag += "-unhealthy"
+	}
+	resp, err := cli.ImageBuild(ctx, &ctxTar, build.ImageBuildOptions{Tags: []string{tag}, Remove: true, ForceRemove: true})
+	if err != nil {
+		tb.Fatalf("build %s: %v", tag, err)
+	}
+	err = streamError(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		tb.Fatalf("build %s: %v", tag, err)
+	}
+	rc, err := cli.ImagePush(ctx, tag, image.PushOptions{RegistryAuth: base64.URLEncoding.EncodeToString([]byte("{}"))})
+	if err != nil {
+		tb.Fatalf("push %s: %v", tag, err)
+	}
+	defer rc.Close()
+	digest := ""
+	dec := json.NewDecoder(rc)
+	for {
+		var m struct {
+			Error string `json:"error"`
+			Aux   struct {
+				Digest string `json:"Digest"`
+			} `json:"aux"`
+		}
+		if err := dec.Decode(&m); err == io.EOF {
+			break
+		} else if err != nil {
+			tb.Fatalf("push %s: %v", tag, err)
+		}
+		if m.Error != "" {
+			tb.Fatalf("push %s: %s", tag, m.Error)
+		}
+		if m.Aux.Digest != "" {
+			digest = m.Aux.Digest
+		}
+	}
+	if digest == "" {
+		tb.Fatalf("push %s: no digest in the engine's answer", tag)
+	}
+	ref := fmt.Sprintf("%s/%s/%s@%s", registry, pipeline, service, digest)
+	if images.refs == nil {
+		images.refs = map[string]string{}
+	}
+	images.refs[key] = ref
+	return ref
+}
+
+// release pushes images of version for the given services; bad names
+// services whose image fails its health check.
+func release(tb testing.TB, version string, services []string, bad ...string) map[string]string {
+	tb.Helper()
+	refs := map[string]string{}
+	for _, s := range services {
+		refs[s] = pushImage(tb, s, version, contains(bad, s))
+	}
+	return refs
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// freeAddr returns a 127.0.0.1 address nothing listens on right now.
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// testSpec is a pipeline of three services, web → api → auth, with one
+// environment on hosts, behind Caddy when withProxy. Every test uses its
+// own environment name, so tests never see each other's containers.
+func testSpec(tb testing.TB, environment string, hosts []string, withProxy bool) *stages.Spec {
+	tb.Helper()
+	health := stages.Health{HTTP: "/healthz", Timeout: 5 * time.Second}
+	vol := filepath.Join(tmpDir, environment+"-data")
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	spec := &stages.Spec{
+		Name: pipeline,
+		Services: map[string]stages.Service{
+			"auth": {Image: pipeline + "/auth", Port: 8080, Health: health, Env: map[string]string{"LOG_LEVEL": "info"}},
+			"api": {Image: pipeline + "/api", Port: 8080, Health: health, DependsOn: []string{"auth"},
+				Env: map[string]string{"LOG_LEVEL": "debug"}, Volumes: []string{vol + ":/data"}},
+			"web": {Image: pipeline + "/web", Port: 8080, Health: health, DependsOn: []string{"api"}},
+		},
+		Environments: map[string]stages.Environment{environment: {Hosts: hosts}},
+	}
+	if withProxy {
+		e := spec.Environments[environment]
+		e.Proxy = &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{}}
+		for name := range spec.Services {
+			e.Proxy.Listen[name] = freeAddr(tb)
+		}
+		spec.Environments[environment] = e
+	}
+	tb.Cleanup(func() { cleanup(tb, spec, environment) })
+	cleanup(tb, spec, environment)
+	return spec
+}
+
+// cleanup removes what a test environment left: containers on every host
+// the tests use, and the Caddy servers.
+func cleanup(tb testing.TB, spec *stages.Spec, environment string) {
+	ctx := context.Background()
+	for _, addr := range []string{host1, host2} {
+		h, err := openHost(addr)
+		if err != nil {
+			continue
+		}
+		boxes, _ := h.list(ctx, map[string]string{LabelPipeline: pipeline, LabelEnvironment: environment})
+		for _, b := range boxes {
+			if err := h.remove(ctx, b.ID); err != nil {
+				tb.Logf("cleanup: %v", err)
+			}
+		}
+		h.cli.Close()
+	}
+	c := newCaddy(caddyAdmin)
+	for name := range spec.Services {
+		_ = c.remove(ctx, routeID(pipeline, environment, name))
+	}
+}
+
+type runResult struct {
+	out stages.Outputs
+	err error
+	log string
+}
+
+func deploy(tb testing.TB, s *Stage, spec *stages.Spec, environment, version string, refs map[string]string) runResult {
+	tb.Helper()
+	var log bytes.Buffer
+	env := &stages.Env{
+		RunID:       "run-" + version,
+		RunKind:     "run",
+		Version:     version,
+		Node:        "deploy-" + environment,
+		Stage:       "deploy-" + environment,
+		Environment: environment,
+		Attempt:     1,
+		Spec:        spec,
+		Images:      refs,
+		Log:         &syncWriter{w: &log},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := s.Run(ctx, env)
+	tb.Logf("deploy %s %s:\n%s", environment, version, log.String())
+	return runResult{out: out, err: err, log: log.String()}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// running lists the containers of an environment on a host, by service.
+func running(tb testing.TB, addr, environment string) map[string][]container.InspectResponse {
+	tb.Helper()
+	ctx := context.Background()
+	h, err := openHost(addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer h.cli.Close()
+	boxes, err := h.list(ctx, map[string]string{LabelPipeline: pipeline, LabelEnvironment: environment})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	got := map[string][]container.InspectResponse{}
+	for _, b := range boxes {
+		c, err := h.cli.ContainerInspect(ctx, b.ID)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		got[b.Labels[LabelService]] = append(got[b.Labels[LabelService]], c)
+	}
+	return got
+}
+
+// runningDigest returns the registry digest reference of the image a
+// container runs, as the engine knows it: the container's image id must be
+// the image the reference names.
+func runningDigest(tb testing.TB, addr string, c container.InspectResponse) string {
+	tb.Helper()
+	cli := dockerClient(tb, addr)
+	img, err := cli.ImageInspect(context.Background(), c.Config.Image)
+	if err != nil {
+		tb.Fatalf("inspect image %s: %v", c.Config.Image, err)
+	}
+	if img.ID != c.Image {
+		tb.Errorf("container %s runs image %s, but %s is %s", c.Name, c.Image, c.Config.Image, img.ID)
+	}
+	for _, d := range img.RepoDigests {
+		if d == c.Config.Image {
+			return d
+		}
+	}
+	tb.Errorf("image %s: repo digests %v do not include %s", img.ID, img.RepoDigests, c.Config.Image)
+	return ""
+}
+
+// load sends requests through the proxy in a loop and counts every
+// non-2xx answer and connection error.
+type load struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	first      map[string]time.Time // first answer of each version
+	last       map[string]time.Time // last answer of each version
+	errs       []string
+	start      time.Time
+	stop       func()
+	wg         sync.WaitGroup
+}
+
+func startLoad(urls []string, workers int) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{first: map[string]time.Time{}, last: map[string]time.Time{}, start: time.Now(), stop: cancel}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	for _, u := range urls {
+		for range workers {
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				for ctx.Err() == nil {
+					l.once(hc, u+"/?ms=20")
+				}
+			}()
+		}
+	}
+	return l
+}
+
+func (l *load) once(hc *http.Client, url string) {
+	resp, err := hc.Get(url)
+	now := time.Now()
+	if err != nil {
+		l.fail(err.Error())
+		return
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		l.fail(err.Error())
+		return
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		l.fail(fmt.Sprintf("%s: %s %s", url, resp.Status, strings.TrimSpace(string(body))))
+		return
+	}
+	l.ok.Add(1)
+	v := strings.TrimSpace(string(body))
+	l.mu.Lock()
+	if _, ok := l.first[v]; !ok {
+		l.first[v] = now
+	}
+	l.last[v] = now
+	l.mu.Unlock()
+}
+
+func (l *load) fail(msg string) {
+	l.failed.Add(1)
+	l.mu.Lock()
+	if len(l.errs) < 10 {
+		l.errs = append(l.errs, msg)
+	}
+	l.mu.Unlock()
+}
+
+func (l *load) finish() {
+	l.stop()
+	l.wg.Wait()
+}
+
+// helperConfig is what the test hands a deploy it runs in a subprocess.
+type helperConfig struct {
+	Spec        *stages.Spec
+	Environment string
+	Version     string
+	Images      map[string]string
+	Drain       time.Duration
+	HangAt      string // hook point at which the deploy stops moving
+	HangService string
+}
+
+// helperMain runs a deploy in this process, printing HANG and blocking at
+// the configured hook point, so that the test can SIGKILL it right there.
+func helperMain(cfg string) int {
+	var c helperConfig
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	hook = func(point, service string) {
+		if point == c.HangAt && service == c.HangService {
+			fmt.Println("HANG", point, service)
+			select {}
+		}
+	}
+	env := &stages.Env{
+		RunID: "run-killed", Version: c.Version, Environment: c.Environment,
+		Spec: c.Spec, Images: c.Images, Log: os.Stderr,
+	}
+	if _, err := (&Stage{Drain: c.Drain}).Run(context.Background(), env); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("DONE")
+	return 0
+}
+
+// deployKilled runs a deploy in a subprocess and SIGKILLs it once it
+// reaches the hook point.
+func deployKilled(tb testing.TB, c helperConfig) {
+	tb.Helper()
+	b, err := json.Marshal(c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DEPLOY_TEST_HELPER="+string(b))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	timeout := time.After(2 * time.Minute)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				cmd.Wait()
+				tb.Fatalf("deploy subprocess ended before %s %s:\n%s", c.HangAt, c.HangService, stderr.String())
+			}
+			if strings.HasPrefix(line, "HANG") {
+				if err := cmd.Process.Kill(); err != nil {
+					tb.Fatal(err)
+				}
+				cmd.Wait()
+				tb.Logf("killed the deploy at %q:\n%s", line, stderr.String())
+				return
+			}
+		case <-timeout:
+			cmd.Process.Kill()
+			cmd.Wait()
+			tb.Fatalf("deploy subprocess did not reach %s %s:\n%s", c.HangAt, c.HangService, stderr.String())
+		}
+	}
+}
