@@ -49,8 +49,9 @@ type Set struct {
 // so concurrent Open calls for the same repo wait for one fetch instead of
 // racing two into the same directory.
 type mirror struct {
-	mu   sync.Mutex
-	repo *git.Repository
+	mu      sync.Mutex
+	repo    *git.Repository
+	fetched bool
 }
 
 // Option configures a Set.
@@ -122,15 +123,49 @@ func (s *Set) Open(ctx context.Context, name string) (*git.Repository, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.repo != nil {
+	if m.fetched {
 		return m.repo, nil
 	}
 	r, err := s.fetchMirror(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	m.repo = r
+	m.repo, m.fetched = r, true
 	return r, nil
+}
+
+// openWith returns the mirror of the named repo without fetching when it
+// already holds the commit; a stage that runs after the commits were pinned
+// finds them there and saves a round trip to the remote.
+func (s *Set) openWith(ctx context.Context, name string, commit plumbing.Hash) (*git.Repository, error) {
+	m, err := s.mirror(name)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.repo == nil {
+		if r, err := git.PlainOpen(s.MirrorDir(name)); err == nil {
+			m.repo = r
+		}
+	}
+	r := m.repo
+	m.mu.Unlock()
+	if r != nil && hasCommit(r, commit) {
+		return r, nil
+	}
+	r, err = s.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if !hasCommit(r, commit) {
+		return nil, fmt.Errorf("find commit %s in repo %s: not on the remote", commit, name)
+	}
+	return r, nil
+}
+
+func hasCommit(r *git.Repository, h plumbing.Hash) bool {
+	_, err := r.CommitObject(h)
+	return err == nil
 }
 
 // Heads returns the commit SHA at the head of every repo's branch, fetched

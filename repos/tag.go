@@ -1,0 +1,247 @@
+package repos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+)
+
+// Outcome is what Tag did in one repo.
+type Outcome string
+
+// Outcomes of Tag, per repo.
+const (
+	Pushed  Outcome = "pushed"  // the tag was created and pushed
+	Adopted Outcome = "adopted" // the remote already had the tag at the pinned commit; nothing pushed
+	Failed  Outcome = "failed"  // the check or the push failed; Err says why
+	Skipped Outcome = "skipped" // not pushed because the check failed in another repo
+)
+
+// TagOptions tune Tag.
+type TagOptions struct {
+	// Tagger signs the annotated tags; the default is
+	// "release <release@localhost>" at the current time.
+	Tagger *object.Signature
+	// Summary is added to every tag message under the "Release vX.Y.Z"
+	// line; the default names the repo's commits since its previous
+	// release tag by type.
+	Summary string
+}
+
+// TagResult is the outcome of Tag in one repo.
+type TagResult struct {
+	Repo    string  `json:"repo"`
+	Tag     string  `json:"tag"`
+	Commit  string  `json:"commit"`
+	Outcome Outcome `json:"outcome"`
+	Err     error   `json:"-"`
+	Error   string  `json:"error,omitempty"`
+}
+
+// ConflictError is a tag that already exists at another commit.
+type ConflictError struct {
+	Repo, Tag string
+	Have      string // the commit the remote's tag points at
+	Want      string // the pinned commit
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("repo %s: tag %s exists at %s, not at the pinned commit %s", e.Repo, e.Tag, e.Have, e.Want)
+}
+
+// Tag stamps version on every repo, all or none: an annotated tag at each
+// repo's pinned commit (commits, by repo name; every repo must have one).
+//
+//  1. Check every repo against its remote, in parallel: the tag is absent
+//     (to push), or present at the pinned commit (adopted, no push), or
+//     present at another commit (a *ConflictError). Any failure here stops
+//     Tag before a single push; the other repos are Skipped.
+//  2. Push the missing tags in parallel, at most WithParallel at once. A
+//     push never forces and nothing is ever deleted on a remote.
+//
+// Results come back in repo order, also when err is not nil, so a caller can
+// record what was pushed; a second Tag with the same arguments pushes only
+// what is still missing, and none at all after a success.
+func (s *Set) Tag(ctx context.Context, version string, commits map[string]string, opts TagOptions) ([]TagResult, error) {
+	prefix := s.TagPrefix()
+	v, err := ParseVersion(version, prefix)
+	if err != nil {
+		return nil, err
+	}
+	tag := prefix + v.String()
+	names := s.Names()
+	for _, name := range names {
+		if _, ok := commits[name]; !ok {
+			return nil, fmt.Errorf("tag %s: no pinned commit for repo %s", tag, name)
+		}
+	}
+	tagger := opts.Tagger
+	if tagger == nil {
+		tagger = &object.Signature{Name: "release", Email: "release@localhost", When: time.Now()}
+	}
+
+	results := make([]TagResult, len(names))
+	repos := make([]*git.Repository, len(names))
+	for i, name := range names {
+		results[i] = TagResult{Repo: name, Tag: tag, Commit: commits[name]}
+	}
+	fail := func(i int, err error) error {
+		results[i].Outcome, results[i].Err, results[i].Error = Failed, err, err.Error()
+		return err
+	}
+
+	// 1. Check.
+	err = s.each(ctx, names, func(ctx context.Context, name string) error {
+		i := slices.Index(names, name)
+		want := plumbing.NewHash(commits[name])
+		if want.IsZero() || want.String() != strings.ToLower(commits[name]) {
+			return fail(i, fmt.Errorf("repo %s: pinned commit %q is not a SHA", name, commits[name]))
+		}
+		r, err := s.openWith(ctx, name, want)
+		if err != nil {
+			return fail(i, err)
+		}
+		repos[i] = r
+		have, found, err := s.remoteTag(ctx, r, name, tag)
+		if err != nil {
+			return fail(i, err)
+		}
+		switch {
+		case !found:
+		case have == want:
+			results[i].Outcome = Adopted
+		default:
+			return fail(i, &ConflictError{Repo: name, Tag: tag, Have: have.String(), Want: want.String()})
+		}
+		return nil
+	})
+	if err != nil {
+		for i := range results {
+			if results[i].Outcome == "" {
+				results[i].Outcome = Skipped
+			}
+		}
+		return results, fmt.Errorf("check tag %s, nothing pushed: %w", tag, err)
+	}
+
+	// 2. Push.
+	var todo []string
+	for i, name := range names {
+		if results[i].Outcome == "" {
+			todo = append(todo, name)
+		}
+	}
+	err = s.each(ctx, todo, func(ctx context.Context, name string) error {
+		i := slices.Index(names, name)
+		r, want := repos[i], plumbing.NewHash(commits[name])
+		summary := opts.Summary
+		if summary == "" {
+			summary = s.tagSummary(r, name, v, want)
+		}
+		msg := "Release " + tag + "\n\n" + summary + "\n"
+		if err := createTag(r, tag, want, tagger, msg); err != nil {
+			return fail(i, fmt.Errorf("create tag %s in the mirror of repo %s: %w", tag, name, err))
+		}
+		pushed, err := s.pushTag(ctx, r, name, tag)
+		if err != nil {
+			return fail(i, err)
+		}
+		results[i].Outcome = Adopted
+		if pushed {
+			results[i].Outcome = Pushed
+		}
+		s.logger.Info("tag", "repo", name, "tag", tag, "commit", want.String(), "outcome", results[i].Outcome)
+		return nil
+	})
+	if err != nil {
+		return results, fmt.Errorf("push tag %s: %w", tag, err)
+	}
+	return results, nil
+}
+
+// remoteTag asks the remote (not the mirror, which may be stale) where the
+// tag points, peeled to a commit.
+func (s *Set) remoteTag(ctx context.Context, r *git.Repository, name, tag string) (plumbing.Hash, bool, error) {
+	rem, err := s.remote(name)
+	if err != nil {
+		return plumbing.ZeroHash, false, err
+	}
+	refs, err := git.NewRemote(r.Storer, rem.config()).ListContext(ctx, &git.ListOptions{
+		Auth:          rem.auth,
+		PeelingOption: git.AppendPeeled,
+	})
+	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		return plumbing.ZeroHash, false, nil
+	}
+	if err != nil {
+		return plumbing.ZeroHash, false, rem.errorf("list refs of", err)
+	}
+	full := plumbing.NewTagReferenceName(tag).String()
+	var direct, peeled plumbing.Hash
+	for _, ref := range refs {
+		switch ref.Name().String() {
+		case full:
+			direct = ref.Hash()
+		case full + "^{}":
+			peeled = ref.Hash()
+		}
+	}
+	switch {
+	case !peeled.IsZero():
+		return peeled, true, nil
+	case !direct.IsZero():
+		// A lightweight tag, or an annotated one the server did not peel.
+		if c, err := peel(r, direct); err == nil {
+			return c, true, nil
+		}
+		return direct, true, nil
+	}
+	return plumbing.ZeroHash, false, nil
+}
+
+// createTag makes the annotated tag in the mirror, reusing one left there by
+// an earlier attempt when it points at the same commit. The mirror is not
+// published, so replacing a stale local tag there is safe.
+func createTag(r *git.Repository, tag string, commit plumbing.Hash, tagger *object.Signature, msg string) error {
+	ref, err := r.Reference(plumbing.NewTagReferenceName(tag), false)
+	if err == nil {
+		if c, err := peel(r, ref.Hash()); err == nil && c == commit && ref.Hash() != commit {
+			return nil
+		}
+		if err := r.DeleteTag(tag); err != nil {
+			return err
+		}
+	}
+	_, err = r.CreateTag(tag, commit, &git.CreateTagOptions{Tagger: tagger, Message: msg})
+	return err
+}
+
+// pushTag pushes one tag without force. It reports false when the remote
+// already had exactly this tag object.
+func (s *Set) pushTag(ctx context.Context, r *git.Repository, name, tag string) (bool, error) {
+	rem, err := s.remote(name)
+	if err != nil {
+		return false, err
+	}
+	ref := plumbing.NewTagReferenceName(tag).String()
+	err = git.NewRemote(r.Storer, rem.config()).PushContext(ctx, &git.PushOptions{
+		RefSpecs: []config.RefSpec{config.RefSpec(ref + ":" + ref)},
+		Auth:     rem.auth,
+	})
+	if errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return false, nil
+	}
+	if err != nil {
+		return false, rem.errorf("push tag "+tag+" to", err)
+	}
+	return true, nil
+}
