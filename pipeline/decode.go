@@ -200,10 +200,19 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		e := reflect.New(v.Type().Elem()).Elem()
-		d.pos[join(path, k.Value)] = d.at(k)
+		d.pos[join(path, k.Value)] = d.keyOrValue(k, val)
 		d.decode(val, e, join(path, k.Value))
 		v.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), e)
 	}
+}
+
+// keyOrValue is where messages about a key's value point: at a plain value
+// itself, or at the key of a mapping or list.
+func (d *decoder) keyOrValue(k, val *yaml.Node) Pos {
+	if val.Kind == yaml.ScalarNode {
+		return d.at(val)
+	}
+	return d.at(k)
 }
 
 // checkKey reports duplicate and non-string keys; it returns false for a key
@@ -271,7 +280,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			d.errorf(k, "unknown key %q in %s (known: %s)", k.Value, describe(path), strings.Join(known, ", "))
 			continue
 		}
-		d.pos[join(path, k.Value)] = d.at(k)
+		d.pos[join(path, k.Value)] = d.keyOrValue(k, val)
 		d.decode(val, v.FieldByIndex(idx), join(path, k.Value))
 	}
 }

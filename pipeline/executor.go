@@ -130,7 +130,10 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		return err
 	}
 
-	nodeCtx, cancelNodes := context.WithCancel(context.WithoutCancel(ctx))
+	// Records are written with a context that survives the signal: the
+	// record must say where the run stopped.
+	wctx := context.WithoutCancel(ctx)
+	nodeCtx, cancelNodes := context.WithCancel(wctx)
 	defer cancelNodes()
 	results := make(chan result)
 	running := 0
@@ -161,7 +164,7 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				running++
 			}
 			if len(started) > 0 {
-				if err := x.Store.SaveNodes(ctx, run.ID, started...); err != nil {
+				if err := x.Store.SaveNodes(wctx, run.ID, started...); err != nil {
 					cancelNodes()
 					return err
 				}
@@ -181,7 +184,7 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			n := nodes[res.id]
 			if res.attempt > 0 {
 				n.Attempts = res.attempt
-				if err := x.Store.SaveNodes(ctx, run.ID, n); err != nil {
+				if err := x.Store.SaveNodes(wctx, run.ID, n); err != nil {
 					logger.Error("record attempt", "node", n.ID, "err", err)
 				}
 				emit(n)
@@ -201,12 +204,12 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			case Waiting:
 				waiting = append(waiting, n.ID)
 			}
-			if err := x.Store.SaveNodes(ctx, run.ID, changed...); err != nil {
+			if err := x.Store.SaveNodes(wctx, run.ID, changed...); err != nil {
 				cancelNodes()
 				return err
 			}
 			if len(run.Images) > 0 && n.Item != "" && n.Outputs["image"] != "" {
-				if err := x.Store.SaveRun(ctx, run); err != nil {
+				if err := x.Store.SaveRun(wctx, run); err != nil {
 					cancelNodes()
 					return err
 				}
@@ -223,7 +226,7 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			if cancelled {
 				continue
 			}
-			if r, err := x.Store.Run(ctx, run.ID); err == nil && r.Status == Cancelled {
+			if r, err := x.Store.Run(wctx, run.ID); err == nil && r.Status == Cancelled {
 				cancelled = true
 				cancelNodes()
 			}

@@ -250,8 +250,7 @@ func (v *validator) services() {
 		}
 		if err := insideRepo(s.Context); err != nil {
 			v.errorf(append(at, "context"), "services.%s.context: %v", name, err)
-		}
-		if err := insideRepo(path.Join(s.Context, s.Dockerfile)); err != nil {
+		} else if err := insideRepo(path.Join(s.Context, s.Dockerfile)); err != nil {
 			v.errorf(append(at, "dockerfile"), "services.%s.dockerfile: %v", name, err)
 		}
 		if s.Health.Timeout == 0 {
