@@ -305,7 +305,7 @@ func (s *DB) Run(ctx context.Context, id string) (*pipeline.Run, error) {
 	if id == "" {
 		return nil, fmt.Errorf("run %q: %w", id, pipeline.ErrNotFound)
 	}
-	rows, err := s.db.QueryContext(ctx, s.rebind(`SELECT id FROM runs WHERE id = ? OR id LIKE ? ORDER BY id LIMIT 3`), id, likePrefix(id))
+	rows, err := s.db.QueryContext(ctx, s.rebind(`SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '!' ORDER BY id LIMIT 3`), id, likePrefix(id))
 	if err != nil {
 		return nil, fmt.Errorf("read run %s: %w", id, err)
 	}
@@ -360,8 +360,10 @@ func (s *DB) Run(ctx context.Context, id string) (*pipeline.Run, error) {
 	return r, nrows.Err()
 }
 
+// likePrefix is a LIKE pattern for ids starting with s, its wildcards
+// escaped with '!'.
 func likePrefix(s string) string {
-	r := strings.NewReplacer(`%`, ``, `_`, ``)
+	r := strings.NewReplacer(`!`, `!!`, `%`, `!%`, `_`, `!_`)
 	return r.Replace(s) + "%"
 }
 
