@@ -46,8 +46,10 @@ var groupTitles = []struct {
 	{"Performance", func(c Conventional) bool { return c.Type == "perf" }},
 	{"Reverts", func(c Conventional) bool { return c.Type == "revert" }},
 	{"Documentation", func(c Conventional) bool { return c.Type == "docs" }},
-	{"Other changes", func(Conventional) bool { return true }},
+	{otherTitle, func(Conventional) bool { return true }},
 }
+
+const otherTitle = "Other changes"
 
 // Changelogs returns every repo's changelog for version, in repo order.
 // The release commit of a repo is commits[repo] when given, else the
@@ -139,7 +141,15 @@ func (c Changelog) Markdown() string {
 		fmt.Fprintf(&b, "\n### %s\n\n", g.Title)
 		for _, e := range g.Entries {
 			b.WriteString("- ")
-			if e.Scope != "" {
+			switch {
+			case g.Title == otherTitle && e.Type != "":
+				// The group does not say the type here, so the line does.
+				b.WriteString(e.Type)
+				if e.Scope != "" {
+					fmt.Fprintf(&b, "(%s)", e.Scope)
+				}
+				b.WriteString(": ")
+			case e.Scope != "":
 				fmt.Fprintf(&b, "**%s:** ", e.Scope)
 			}
 			b.WriteString(e.Subject)
