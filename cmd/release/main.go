@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/stages/builtin"
 )
 
@@ -31,7 +32,12 @@ func run() int {
 		err = &codedError{code: exitUsage, err: err}
 	}
 	code := exitCode(err)
-	if err != nil && !errors.Is(err, errSilent) {
+	var invalid pipeline.Errors
+	switch {
+	case err == nil, errors.Is(err, errSilent):
+	case errors.As(err, &invalid):
+		fmt.Fprintln(f.IO.ErrOut, invalid) // one file:line:col: message per line
+	default:
 		fmt.Fprintf(f.IO.ErrOut, "release: %v\n", err)
 	}
 	return code
