@@ -167,7 +167,8 @@ func execute(ctx context.Context, f *Factory, p *pipeline.Pipeline, plan *pipeli
 	}
 	var fe *pipeline.FailedError
 	if errors.As(err, &fe) {
-		fmt.Fprintf(f.IO.ErrOut, "resume with: release resume %s\n", run.ID)
+		fmt.Fprintf(f.IO.ErrOut, "release: %v\nresume with: release resume %s\n", err, run.ID)
+		return silent(err)
 	}
 	if errors.Is(err, pipeline.ErrInterrupted) {
 		fmt.Fprintf(f.IO.ErrOut, "interrupted; resume with: release resume %s\n", run.ID)
