@@ -2,8 +2,10 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -301,9 +303,25 @@ func TestInspect(t *testing.T) {
 type switchStats struct {
 	ok, failed int64
 	errs       []string
-	// overlap is how long both versions answered: from the first answer
-	// of the new version to the last of the old one, per service.
-	overlap map[string]time.Duration
+	// gap is, per service, the time from the start of the last request
+	// the old version answered to the start of the first one the new
+	// version answered; negative when both answered for a while.
+	gap map[string]time.Duration
+	// slowest is the longest request (each asks for 20ms of work).
+	slowest time.Duration
+	// proxy is, per service, how long Caddy took to apply the switch.
+	proxy map[string]time.Duration
+}
+
+var switchLine = regexp.MustCompile(`deploy \S+: (\S+): \S+ now proxies to .* \(switch took (\S+)\)`)
+
+func (st switchStats) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d requests ok, %d failed, slowest %v", st.ok, st.failed, st.slowest.Round(time.Millisecond))
+	for _, svc := range services {
+		fmt.Fprintf(&b, "; %s: caddy switch %v, requests old→new %v", svc, st.proxy[svc], st.gap[svc].Round(time.Millisecond))
+	}
+	return b.String()
 }
 
 func deployUnderLoad(tb testing.TB, s *Stage, spec *stages.Spec, environment, from, to string, refs map[string]string) (runResult, switchStats) {
@@ -317,11 +335,17 @@ func deployUnderLoad(tb testing.TB, s *Stage, spec *stages.Spec, environment, fr
 	r := deploy(tb, s, spec, environment, to, refs)
 	time.Sleep(300 * time.Millisecond)
 	l.finish()
-	st := switchStats{ok: l.ok.Load(), failed: l.failed.Load(), errs: l.errs, overlap: map[string]time.Duration{}}
+	st := switchStats{ok: l.ok.Load(), failed: l.failed.Load(), errs: l.errs, slowest: l.slowest,
+		gap: map[string]time.Duration{}, proxy: map[string]time.Duration{}}
 	for _, svc := range services {
 		oldV, newV := svc+" "+from, svc+" "+to
 		if first, ok := l.first[newV]; ok {
-			st.overlap[svc] = l.last[oldV].Sub(first)
+			st.gap[svc] = first.Sub(l.last[oldV])
+		}
+	}
+	for _, m := range switchLine.FindAllStringSubmatch(r.log, -1) {
+		if d, err := time.ParseDuration(m[2]); err == nil {
+			st.proxy[m[1]] = d
 		}
 	}
 	return r, st
@@ -342,7 +366,7 @@ func TestDeployUnderLoad(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("deploy v2: %v", r.err)
 	}
-	t.Logf("requests: %d ok, %d failed; old and new versions both answered for %v", st.ok, st.failed, st.overlap)
+	t.Logf("under load: %v", st)
 	if st.failed != 0 {
 		t.Errorf("%d requests failed during the deploy: %v", st.failed, st.errs)
 	}
@@ -350,7 +374,7 @@ func TestDeployUnderLoad(t *testing.T) {
 		t.Error("no request succeeded")
 	}
 	for _, svc := range services {
-		if _, ok := st.overlap[svc]; !ok {
+		if _, ok := st.gap[svc]; !ok {
 			t.Errorf("the load never saw %s v2", svc)
 		}
 	}
@@ -390,7 +414,7 @@ func TestDeployUnhealthyUnderLoad(t *testing.T) {
 		t.Fatal("deploy of an unhealthy api succeeded")
 	}
 	t.Logf("error: %v", r.err)
-	t.Logf("requests: %d ok, %d failed", st.ok, st.failed)
+	t.Logf("under load: %d requests ok, %d failed", st.ok, st.failed)
 	for _, want := range []string{"deploy api to t-unhealthy", "not healthy after 5s", "GET /healthz: 503 Service Unavailable: unhealthy: api v3 fails on purpose"} {
 		if !strings.Contains(r.err.Error(), want) {
 			t.Errorf("error %q does not contain %q", r.err, want)
@@ -453,7 +477,7 @@ func TestDeployTwoHosts(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("deploy v2: %v", r.err)
 	}
-	t.Logf("requests: %d ok, %d failed; old and new versions both answered for %v", st.ok, st.failed, st.overlap)
+	t.Logf("under load: %v", st)
 	if st.failed != 0 {
 		t.Errorf("%d requests failed during the deploy: %v", st.failed, st.errs)
 	}
@@ -515,24 +539,26 @@ func BenchmarkSwitch(b *testing.B) {
 	}
 	from, to := "v1", "v2"
 	var failed, ok int64
-	var overlap time.Duration
-	var wall time.Duration
+	var gap, proxy, slowest time.Duration
 	b.ResetTimer()
 	for range b.N {
-		start := time.Now()
 		r, st := deployUnderLoad(b, s, spec, environment, from, to, refs[to])
-		wall += time.Since(start)
 		if r.err != nil {
 			b.Fatalf("deploy %s: %v", to, r.err)
 		}
+		b.Logf("%s → %s under load: %v", from, to, st)
 		failed += st.failed
 		ok += st.ok
-		for _, d := range st.overlap {
-			overlap = max(overlap, d)
+		slowest = max(slowest, st.slowest)
+		for _, svc := range services {
+			gap = max(gap, st.gap[svc])
+			proxy = max(proxy, st.proxy[svc])
 		}
 		from, to = to, from
 	}
 	b.ReportMetric(float64(failed), "failed-requests")
 	b.ReportMetric(float64(ok)/float64(b.N), "ok-requests/op")
-	b.ReportMetric(float64(overlap.Milliseconds()), "max-overlap-ms")
+	b.ReportMetric(float64(proxy.Microseconds())/1000, "max-caddy-switch-ms")
+	b.ReportMetric(float64(gap.Microseconds())/1000, "max-old-new-gap-ms")
+	b.ReportMetric(float64(slowest.Microseconds())/1000, "slowest-request-ms")
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -28,14 +29,23 @@ import (
 	"github.com/sweepboard/release/stages"
 )
 
-// The real parts the tests run against; fixtures/up.sh starts them.
-const (
-	host1      = "unix:///var/run/docker.sock"
-	host2      = "unix:///var/run/docker-2.sock"
-	registry   = "127.0.0.1:5000"
-	caddyAdmin = "http://127.0.0.1:2019"
-	pipeline   = "deploytest"
+// The real parts the tests run against: fixtures/up.sh starts them and
+// prints these variables; the defaults are its addresses.
+var (
+	host1      = envOr("RELEASE_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
+	host2      = envOr("RELEASE_TEST_DOCKER_HOST2", "unix:///var/run/docker-2.sock")
+	registry   = envOr("RELEASE_TEST_REGISTRY", "127.0.0.1:5000")
+	caddyAdmin = envOr("RELEASE_TEST_CADDY_ADMIN", "http://127.0.0.1:2019")
 )
+
+const pipeline = "deploytest"
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
 
 var tmpDir string
 
@@ -73,6 +83,9 @@ func needParts(tb testing.TB, hosts ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, h := range hosts {
+		if h == "" {
+			need(tb, "second docker engine", errors.New("RELEASE_TEST_DOCKER_HOST2 is empty"))
+		}
 		cli := dockerClient(tb, h)
 		_, err := cli.Ping(ctx)
 		need(tb, "docker engine "+h, err)
@@ -403,20 +416,30 @@ func runningDigest(tb testing.TB, addr string, c container.InspectResponse) stri
 type load struct {
 	ok, failed atomic.Int64
 	mu         sync.Mutex
-	first      map[string]time.Time // first answer of each version
-	last       map[string]time.Time // last answer of each version
+	first      map[string]time.Time // first request answered by each version, by its start
+	last       map[string]time.Time // last request answered by each version, by its start
+	slowest    time.Duration
 	errs       []string
 	start      time.Time
 	stop       func()
 	wg         sync.WaitGroup
 }
 
+// startLoad starts workers per URL: half of them reuse keep-alive
+// connections, the other half open a new connection per request, so that
+// neither a closed idle connection (which Go's client retries silently)
+// nor a refused new one can hide.
 func startLoad(urls []string, workers int) *load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{first: map[string]time.Time{}, last: map[string]time.Time{}, start: time.Now(), stop: cancel}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	keepAlive := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, u := range urls {
-		for range workers {
+		for i := range workers {
+			hc := keepAlive
+			if i%2 == 1 {
+				hc = fresh
+			}
 			l.wg.Add(1)
 			go func() {
 				defer l.wg.Done()
@@ -430,8 +453,8 @@ func startLoad(urls []string, workers int) *load {
 }
 
 func (l *load) once(hc *http.Client, url string) {
+	start := time.Now()
 	resp, err := hc.Get(url)
-	now := time.Now()
 	if err != nil {
 		l.fail(err.Error())
 		return
@@ -449,10 +472,13 @@ func (l *load) once(hc *http.Client, url string) {
 	l.ok.Add(1)
 	v := strings.TrimSpace(string(body))
 	l.mu.Lock()
-	if _, ok := l.first[v]; !ok {
-		l.first[v] = now
+	if first, ok := l.first[v]; !ok || start.Before(first) {
+		l.first[v] = start
 	}
-	l.last[v] = now
+	if start.After(l.last[v]) {
+		l.last[v] = start
+	}
+	l.slowest = max(l.slowest, time.Since(start))
 	l.mu.Unlock()
 }
 
