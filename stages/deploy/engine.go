@@ -133,7 +133,11 @@ func (h *host) pull(ctx context.Context, ref string) error {
 	} else if !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("inspect image %s on %s: %w", ref, h.addr, err)
 	}
-	rc, err := h.cli.ImagePull(ctx, ref, image.PullOptions{})
+	auth, err := registryAuth(ref)
+	if err != nil {
+		return err
+	}
+	rc, err := h.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: auth})
 	if err != nil {
 		return fmt.Errorf("pull %s on %s: %w", ref, h.addr, err)
 	}

@@ -32,10 +32,10 @@ import (
 // The real parts the tests run against: fixtures/up.sh starts them and
 // prints these variables; the defaults are its addresses.
 var (
-	host1      = envOr("RELEASE_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
-	host2      = envOr("RELEASE_TEST_DOCKER_HOST2", "unix:///var/run/docker-2.sock")
-	registry   = envOr("RELEASE_TEST_REGISTRY", "127.0.0.1:5000")
-	caddyAdmin = envOr("RELEASE_TEST_CADDY_ADMIN", "http://127.0.0.1:2019")
+	host1        = envOr("RELEASE_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
+	host2        = envOr("RELEASE_TEST_DOCKER_HOST2", "unix:///var/run/docker-2.sock")
+	registryAddr = envOr("RELEASE_TEST_REGISTRY", "127.0.0.1:5000")
+	caddyAdmin   = envOr("RELEASE_TEST_CADDY_ADMIN", "http://127.0.0.1:2019")
 )
 
 const pipeline = "deploytest"
@@ -90,7 +90,7 @@ func needParts(tb testing.TB, hosts ...string) {
 		_, err := cli.Ping(ctx)
 		need(tb, "docker engine "+h, err)
 	}
-	for part, url := range map[string]string{"registry " + registry: "http://" + registry + "/v2/", "caddy admin " + caddyAdmin: caddyAdmin + "/config/"} {
+	for part, url := range map[string]string{"registry " + registryAddr: "http://" + registryAddr + "/v2/", "caddy admin " + caddyAdmin: caddyAdmin + "/config/"} {
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
@@ -147,7 +147,14 @@ var images struct {
 // per test binary run.
 func pushImage(tb testing.TB, service, version string, failHealth bool) string {
 	tb.Helper()
-	key := fmt.Sprintf("%s:%s:%v", service, version, failHealth)
+	return pushTo(tb, registryAddr, "", service, version, failHealth)
+}
+
+// pushTo is pushImage to a given registry, with an X-Registry-Auth value
+// ("" for none).
+func pushTo(tb testing.TB, reg, auth, service, version string, failHealth bool) string {
+	tb.Helper()
+	key := fmt.Sprintf("%s:%s:%s:%v", reg, service, version, failHealth)
 	images.Lock()
 	defer images.Unlock()
 	if ref, ok := images.refs[key]; ok {
@@ -189,7 +196,7 @@ func pushImage(tb testing.TB, service, version string, failHealth bool) string {
 
 	ctx := context.Background()
 	cli := dockerClient(tb, host1)
-	tag := fmt.Sprintf("%s/%s/%s:%s", registry, pipeline, service, version)
+	tag := fmt.Sprintf("%s/%s/%s:%s", reg, pipeline, service, version)
 	if failHealth {
 		tag += "-unhealthy"
 	}
@@ -202,7 +209,10 @@ func pushImage(tb testing.TB, service, version string, failHealth bool) string {
 	if err != nil {
 		tb.Fatalf("build %s: %v", tag, err)
 	}
-	rc, err := cli.ImagePush(ctx, tag, image.PushOptions{RegistryAuth: base64.URLEncoding.EncodeToString([]byte("{}"))})
+	if auth == "" {
+		auth = base64.URLEncoding.EncodeToString([]byte("{}"))
+	}
+	rc, err := cli.ImagePush(ctx, tag, image.PushOptions{RegistryAuth: auth})
 	if err != nil {
 		tb.Fatalf("push %s: %v", tag, err)
 	}
@@ -231,7 +241,7 @@ func pushImage(tb testing.TB, service, version string, failHealth bool) string {
 	if digest == "" {
 		tb.Fatalf("push %s: no digest in the engine's answer", tag)
 	}
-	ref := fmt.Sprintf("%s/%s/%s@%s", registry, pipeline, service, digest)
+	ref := fmt.Sprintf("%s/%s/%s@%s", reg, pipeline, service, digest)
 	if images.refs == nil {
 		images.refs = map[string]string{}
 	}
