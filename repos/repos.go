@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -40,6 +41,9 @@ type Set struct {
 	logger   *slog.Logger
 	getenv   func(string) string
 	parallel int
+
+	ghAttempts int
+	ghBackoff  time.Duration
 
 	mu      sync.Mutex
 	mirrors map[string]*mirror
@@ -88,6 +92,9 @@ func New(spec *stages.Spec, workDir string, opts ...Option) *Set {
 		getenv:   os.Getenv,
 		parallel: DefaultParallel,
 		mirrors:  make(map[string]*mirror),
+
+		ghAttempts: 5,
+		ghBackoff:  time.Second,
 	}
 	for _, o := range opts {
 		o(s)
