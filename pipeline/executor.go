@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -146,15 +147,58 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	ticker := time.NewTicker(poll)
 	defer ticker.Stop()
 	succeeded := func(id string) bool { return nodes[id].Status == Succeeded }
+	// ready holds the pending nodes whose needs have all succeeded, in
+	// graph order. It starts from the graph's answer for the recorded
+	// state and grows as nodes succeed, looking only at their users.
+	ready := plan.Graph.Ready(succeeded)
+	addUsers := func(id string) {
+		for _, u := range plan.Graph.Users(id) {
+			if nodes[u].Status != Pending || !allOf(plan.Graph.Needs(u), succeeded) {
+				continue
+			}
+			i, _ := slices.BinarySearchFunc(ready, u, func(a, b string) int { return plan.Graph.Index(a) - plan.Graph.Index(b) })
+			ready = slices.Insert(ready, i, u)
+		}
+	}
 
-	for {
-		if len(failed) == 0 && !interrupted && !cancelled {
-			var started []*Node
-			for _, id := range plan.Graph.Ready(succeeded) {
-				if running >= parallel {
-					break
+	// Each turn of the loop commits one batch of status changes (nodes that
+	// finished, were skipped, or start now) in one transaction, and only
+	// then starts the new nodes: a node never starts before the record of
+	// everything it depends on is durable, and a burst of finishing nodes
+	// costs one commit, not one each.
+	var batch []*Node
+	imagesChanged := false
+	handle := func(res result) {
+		n := nodes[res.id]
+		if res.attempt > 0 {
+			n.Attempts = res.attempt
+			batch = append(batch, n)
+			return
+		}
+		running--
+		batch = append(batch, x.finish(run, n, res, now, nodeCtx)...)
+		switch n.Status {
+		case Succeeded:
+			imagesChanged = imagesChanged || (n.Item != "" && n.Outputs["image"] != "")
+			addUsers(n.ID)
+		case Failed:
+			failed = append(failed, n.ID)
+			for _, d := range plan.Graph.Downstream(n.ID) {
+				if dn := nodes[d]; dn.Status == Pending {
+					dn.Status, dn.Error = Skipped, "upstream "+n.ID+" failed"
+					batch = append(batch, dn)
 				}
-				n := nodes[id]
+			}
+		case Waiting:
+			waiting = append(waiting, n.ID)
+		}
+	}
+	for {
+		var started []*Node
+		if len(failed) == 0 && !interrupted && !cancelled {
+			for len(ready) > 0 && running < parallel {
+				n := nodes[ready[0]]
+				ready = ready[1:]
 				if n.Status != Pending {
 					continue
 				}
@@ -163,59 +207,44 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				started = append(started, n)
 				running++
 			}
-			if len(started) > 0 {
-				if err := x.Store.SaveNodes(wctx, run.ID, started...); err != nil {
-					cancelNodes()
-					return err
-				}
-				for _, n := range started {
-					emit(n)
-					env := x.env(p, run, n, nodes, logger)
-					pn, _ := plan.Node(n.ID)
-					go x.runNode(nodeCtx, p.Stages[pn.Stage], env, n.Attempts, results)
-				}
+		}
+		batch = append(batch, started...)
+		if imagesChanged {
+			if err := x.Store.SaveRun(wctx, run); err != nil {
+				cancelNodes()
+				return err
 			}
+			imagesChanged = false
+		}
+		if len(batch) > 0 {
+			if err := x.Store.SaveNodes(wctx, run.ID, batch...); err != nil {
+				cancelNodes()
+				return err
+			}
+			for _, n := range batch {
+				emit(n)
+			}
+			batch = batch[:0]
+		}
+		for _, n := range started {
+			env := x.env(p, run, n, nodes, logger)
+			pn, _ := plan.Node(n.ID)
+			go x.runNode(nodeCtx, p.Stages[pn.Stage], env, n.Attempts, results)
 		}
 		if running == 0 {
 			break
 		}
 		select {
 		case res := <-results:
-			n := nodes[res.id]
-			if res.attempt > 0 {
-				n.Attempts = res.attempt
-				if err := x.Store.SaveNodes(wctx, run.ID, n); err != nil {
-					logger.Error("record attempt", "node", n.ID, "err", err)
+			handle(res)
+		drain:
+			for {
+				select {
+				case res := <-results:
+					handle(res)
+				default:
+					break drain
 				}
-				emit(n)
-				continue
-			}
-			running--
-			changed := x.finish(run, n, res, now, nodeCtx)
-			switch n.Status {
-			case Failed:
-				failed = append(failed, n.ID)
-				for _, d := range plan.Graph.Downstream(n.ID) {
-					if dn := nodes[d]; dn.Status == Pending {
-						dn.Status, dn.Error = Skipped, "upstream "+n.ID+" failed"
-						changed = append(changed, dn)
-					}
-				}
-			case Waiting:
-				waiting = append(waiting, n.ID)
-			}
-			if err := x.Store.SaveNodes(wctx, run.ID, changed...); err != nil {
-				cancelNodes()
-				return err
-			}
-			if len(run.Images) > 0 && n.Item != "" && n.Outputs["image"] != "" {
-				if err := x.Store.SaveRun(wctx, run); err != nil {
-					cancelNodes()
-					return err
-				}
-			}
-			for _, c := range changed {
-				emit(c)
 			}
 		case <-ctx.Done():
 			if !interrupted {
@@ -233,6 +262,15 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		}
 	}
 	return x.close(ctx, run, nodes, failed, waiting, interrupted, cancelled, now)
+}
+
+func allOf(ids []string, ok func(string) bool) bool {
+	for _, id := range ids {
+		if !ok(id) {
+			return false
+		}
+	}
+	return true
 }
 
 // finish records a node's result; it returns the nodes to save.

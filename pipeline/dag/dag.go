@@ -20,6 +20,7 @@ type Node struct {
 type Graph struct {
 	order []string            // topological, ties broken by name
 	needs map[string][]string // sorted
+	users map[string][]string // the reverse edges, in graph order
 	index map[string]int      // position in order
 }
 
@@ -72,8 +73,12 @@ func Build(nodes []Node) (*Graph, error) {
 	}
 	g := &Graph{needs: needs, index: make(map[string]int, len(names))}
 	g.order = topo(names, needs)
+	g.users = make(map[string][]string, len(names))
 	for i, n := range g.order {
 		g.index[n] = i
+		for _, m := range needs[n] {
+			g.users[m] = append(g.users[m], n)
+		}
 	}
 	return g, nil
 }
@@ -195,6 +200,17 @@ func (g *Graph) Ready(done func(string) bool) []string {
 		}
 	}
 	return ready
+}
+
+// Users returns the nodes that directly need name, in graph order.
+func (g *Graph) Users(name string) []string { return slices.Clone(g.users[name]) }
+
+// Index is the position of name in Order, or -1.
+func (g *Graph) Index(name string) int {
+	if i, ok := g.index[name]; ok {
+		return i
+	}
+	return -1
 }
 
 // Downstream returns every node that transitively needs name, in graph order.

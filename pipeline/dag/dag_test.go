@@ -150,3 +150,14 @@ func TestDownstream(t *testing.T) {
 		t.Errorf("downstream of e = %v, want none", got)
 	}
 }
+
+func TestUsersAndIndex(t *testing.T) {
+	// a → b, a → c, b → d
+	g := build(t, n("d", "b"), n("c", "a"), n("b", "a"), n("a"))
+	if diff := cmp.Diff([]string{"b", "c"}, g.Users("a")); diff != "" {
+		t.Errorf("users of a (-want +got):\n%s", diff)
+	}
+	if g.Index("a") != 0 || g.Index("d") != 3 || g.Index("zz") != -1 {
+		t.Errorf("index a=%d d=%d zz=%d, want 0 3 -1", g.Index("a"), g.Index("d"), g.Index("zz"))
+	}
+}
