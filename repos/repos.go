@@ -25,6 +25,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"github.com/go-git/go-git/v5/storage/memory"
 
 	"github.com/sweepboard/release/stages"
 )
@@ -63,7 +64,11 @@ type Option func(*Set)
 
 // WithLogger sends progress to l. The default discards it.
 func WithLogger(l *slog.Logger) Option {
-	return func(s *Set) { s.logger = l }
+	return func(s *Set) {
+		if l != nil {
+			s.logger = l
+		}
+	}
 }
 
 // WithGetenv replaces os.Getenv for reading the token variables named in the
@@ -407,4 +412,24 @@ func (s *Set) each(ctx context.Context, names []string, fn func(ctx context.Cont
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Reach checks that the named repo's remote answers with the configured
+// credentials and has its branch; `release doctor` reports the result.
+func (s *Set) Reach(ctx context.Context, name string) error {
+	rem, err := s.remote(name)
+	if err != nil {
+		return err
+	}
+	refs, err := git.NewRemote(memory.NewStorage(), rem.config()).ListContext(ctx, &git.ListOptions{Auth: rem.auth})
+	if err != nil {
+		return rem.errorf("list refs of", err)
+	}
+	want := plumbing.NewBranchReferenceName(s.branch(name))
+	for _, ref := range refs {
+		if ref.Name() == want {
+			return nil
+		}
+	}
+	return fmt.Errorf("repo %s (%s): no branch %s", name, rem.display, s.branch(name))
 }

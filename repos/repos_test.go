@@ -3,6 +3,7 @@ package repos
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -67,5 +68,28 @@ func TestOpenUnknownRepo(t *testing.T) {
 	set := New(&stages.Spec{}, t.TempDir())
 	if _, err := set.Open(context.Background(), "nope"); err == nil || err.Error() != `unknown repo "nope"` {
 		t.Errorf("Open unknown = %v", err)
+	}
+}
+
+func TestReach(t *testing.T) {
+	root := t.TempDir()
+	newRemote(t, root, "api", "feat: one")
+	newRemote(t, root, "empty")
+	spec := specOf(root, nil)
+	spec.Repos = map[string]stages.Repo{
+		"api":     {URL: "api.git"},
+		"empty":   {URL: "empty.git"},
+		"missing": {URL: "nowhere.git"},
+	}
+	set := New(spec, t.TempDir())
+	ctx := context.Background()
+	if err := set.Reach(ctx, "api"); err != nil {
+		t.Errorf("api: %v", err)
+	}
+	if err := set.Reach(ctx, "empty"); err == nil {
+		t.Error("empty: no error")
+	}
+	if err := set.Reach(ctx, "missing"); err == nil || !strings.Contains(err.Error(), filepath.Join(root, "nowhere.git")) {
+		t.Errorf("missing: %v", err)
 	}
 }

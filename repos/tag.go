@@ -1,6 +1,7 @@
 package repos
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -233,14 +234,21 @@ func (s *Set) pushTag(ctx context.Context, r *git.Repository, name, tag string) 
 		return false, err
 	}
 	ref := plumbing.NewTagReferenceName(tag).String()
+	// The remote's messages (a hook's reason for refusing) arrive on the
+	// progress side band; keep them for the error.
+	var remoteMsg bytes.Buffer
 	err = git.NewRemote(r.Storer, rem.config()).PushContext(ctx, &git.PushOptions{
 		RefSpecs: []config.RefSpec{config.RefSpec(ref + ":" + ref)},
 		Auth:     rem.auth,
+		Progress: &remoteMsg,
 	})
 	if errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return false, nil
 	}
 	if err != nil {
+		if msg := strings.Join(strings.Fields(remoteMsg.String()), " "); msg != "" {
+			err = fmt.Errorf("%w (remote: %s)", err, msg)
+		}
 		return false, rem.errorf("push tag "+tag+" to", err)
 	}
 	return true, nil
