@@ -235,12 +235,28 @@ var mirrorRefSpecs = []config.RefSpec{
 	"+refs/tags/*:refs/tags/*",
 }
 
+// dirLocks serialise writes to one mirror directory across all Sets of the
+// process: stages running side by side (docker-build fetching, git-tag
+// tagging) build their own Sets over the same work directory, and a fetch
+// that prunes tags must not run between a tag's creation and its push.
+var dirLocks sync.Map // absolute mirror dir → *sync.Mutex
+
+func lockDir(dir string) func() {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	mu, _ := dirLocks.LoadOrStore(dir, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	return mu.(*sync.Mutex).Unlock
+}
+
 func (s *Set) fetchMirror(ctx context.Context, name string) (*git.Repository, error) {
 	rem, err := s.remote(name)
 	if err != nil {
 		return nil, err
 	}
 	dir := s.MirrorDir(name)
+	defer lockDir(dir)()
 	r, err := git.PlainOpen(dir)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
 		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {

@@ -149,6 +149,7 @@ func (s *Set) Tag(ctx context.Context, version string, commits map[string]string
 			summary = s.tagSummary(r, name, v, want)
 		}
 		msg := "Release " + tag + "\n\n" + summary + "\n"
+		defer lockDir(s.MirrorDir(name))()
 		if err := createTag(r, tag, want, tagger, msg); err != nil {
 			return fail(i, fmt.Errorf("create tag %s in the mirror of repo %s: %w", tag, name, err))
 		}

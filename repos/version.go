@@ -359,3 +359,34 @@ func firstLine(msg string) string {
 	line, _, _ := strings.Cut(strings.TrimLeft(msg, "\n"), "\n")
 	return strings.TrimSpace(line)
 }
+
+// GivenVersion describes a version set by hand (`--version V`) in the shape
+// NextVersion uses: Requested "version", Bump "none", and Previous the
+// newest release tag over all repos. A version that is not above it is
+// allowed (re-tagging the current release adopts its tags) and the Reason
+// says so.
+func (s *Set) GivenVersion(ctx context.Context, version string, commits map[string]string) (Next, error) {
+	prefix := s.TagPrefix()
+	v, err := ParseVersion(version, prefix)
+	if err != nil {
+		return Next{}, err
+	}
+	states, err := s.states(ctx, commits)
+	if err != nil {
+		return Next{}, err
+	}
+	next, err := nextVersion(states, prefix, "minor", Minor)
+	if err != nil {
+		return Next{}, err
+	}
+	next.Version, next.Tag, next.Requested, next.Bump = v.String(), prefix+v.String(), "version", None.String()
+	switch prev := next.Previous; {
+	case prev == "":
+		next.Reason = "given by hand, with no release tag yet"
+	case semver.MustParse(prev).LessThan(v):
+		next.Reason = "given by hand, since " + next.PreviousTag
+	default:
+		next.Reason = "given by hand, not above the newest release tag " + next.PreviousTag
+	}
+	return next, nil
+}

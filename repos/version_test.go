@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // history builds repos from scripts. Each line of a repo's script is a
@@ -161,5 +163,27 @@ func TestParseVersion(t *testing.T) {
 		case v.String() != tt.want:
 			t.Errorf("ParseVersion(%q) = %s, want %s", tt.in, v, tt.want)
 		}
+	}
+}
+
+func TestGivenVersion(t *testing.T) {
+	h := history{"api": {"feat: init", "tag v1.2.0", "fix: x"}}
+	set, pinned, _ := h.build(t)
+	for _, tt := range []struct{ in, version, reason string }{
+		{"v2.0.0-rc.1", "2.0.0-rc.1", "given by hand, since v1.2.0"},
+		{"1.2.0", "1.2.0", "given by hand, not above the newest release tag v1.2.0"},
+	} {
+		next, err := set.GivenVersion(context.Background(), tt.in, pinned)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := []string{next.Version, next.Tag, next.Requested, next.Bump, next.Reason}
+		want := []string{tt.version, "v" + tt.version, "version", "none", tt.reason}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("GivenVersion(%s) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+	if _, err := set.GivenVersion(context.Background(), "2", pinned); err == nil {
+		t.Error("GivenVersion(2) accepted")
 	}
 }
