@@ -34,6 +34,9 @@ type Executor struct {
 	// Observe, when set, sees every status change, in order, from one
 	// goroutine.
 	Observe func(Event)
+	// OnStart, when set, is called once the run holds its locks and is
+	// recorded, before any node starts.
+	OnStart func(*Run)
 	// LogTo, when set, also receives every line the nodes log.
 	LogTo  func(LogLine)
 	Logger *slog.Logger
@@ -41,7 +44,24 @@ type Executor struct {
 	// PollCancel is how often the store is asked whether someone cancelled
 	// the run (release cancel); default 1s.
 	PollCancel time.Duration
+
+	// Locks are the leases the run holds while it executes: one per
+	// environment it touches ("env/staging"). They are taken in order
+	// before any node starts, renewed every LeaseTTL/3, checked before
+	// every node starts, and given up at the end.
+	Locks    []string
+	LeaseTTL time.Duration // default DefaultLeaseTTL
+	// Wait makes a held lock a wait instead of a *HeldError.
+	Wait bool
 }
+
+// DefaultLeaseTTL is how long a lock outlives a run that stopped renewing
+// it (a SIGKILL): at most this long.
+const DefaultLeaseTTL = 15 * time.Second
+
+// ErrLockLost is returned when the run lost one of its locks while it ran:
+// nothing new started after that, and the run can be resumed.
+var ErrLockLost = errors.New("lost the environment lock")
 
 // FailedError is the error of a run in which nodes failed. It names only
 // the root causes: nodes skipped because of them are not listed.
@@ -87,6 +107,16 @@ type result struct {
 // taken from p and the edges from plan. Outputs of nodes that already
 // succeeded (a resumed run) are reused, not recomputed.
 func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Run) error {
+	return x.execute(ctx, p, plan, run, false)
+}
+
+// Start records a new run and executes it. The run is recorded only once
+// its locks are held: a run refused by a lock leaves no trace.
+func (x *Executor) Start(ctx context.Context, p *Pipeline, plan *Plan, run *Run) error {
+	return x.execute(ctx, p, plan, run, true)
+}
+
+func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Run, create bool) error {
 	now := x.Now
 	if now == nil {
 		now = time.Now
@@ -123,6 +153,19 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	if run.Images == nil {
 		run.Images = map[string]string{}
 	}
+	locks, err := x.acquire(ctx, run.ID)
+	if err != nil {
+		return err
+	}
+	defer locks.release()
+	if create {
+		if err := x.Store.CreateRun(ctx, run); err != nil {
+			return err
+		}
+	}
+	if x.OnStart != nil {
+		x.OnStart(run)
+	}
 	run.Status, run.FinishedAt = Running, nil
 	if err := x.Store.SaveRun(ctx, run); err != nil {
 		return err
@@ -139,7 +182,7 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	results := make(chan result)
 	running := 0
 	var failed, waiting []string
-	interrupted, cancelled := false, false
+	interrupted, cancelled, lockLost := false, false, false
 	poll := x.PollCancel
 	if poll <= 0 {
 		poll = time.Second
@@ -166,8 +209,9 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	// then starts the new nodes: a node never starts before the record of
 	// everything it depends on is durable, and a burst of finishing nodes
 	// costs one commit, not one each.
-	var batch []*Node
+	var batch, deployed []*Node
 	imagesChanged := false
+	released := false
 	handle := func(res result) {
 		n := nodes[res.id]
 		if res.attempt > 0 {
@@ -181,6 +225,9 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		case Succeeded:
 			imagesChanged = imagesChanged || (n.Item != "" && n.Outputs["image"] != "")
 			addUsers(n.ID)
+			if d, ok := p.Stages[n.Stage].Impl.(stages.Deployer); ok && d.DeploysRelease() && n.Environment != "" {
+				deployed = append(deployed, n)
+			}
 		case Failed:
 			failed = append(failed, n.ID)
 			for _, d := range plan.Graph.Downstream(n.ID) {
@@ -208,6 +255,16 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				running++
 			}
 		}
+		if len(started) > 0 && !locks.valid() {
+			// Fencing: a run that may have lost its locks starts nothing.
+			for _, n := range started {
+				n.Status, n.Attempts, n.StartedAt = Pending, n.Attempts-1, nil
+				running--
+			}
+			started = nil
+			lockLost = true
+			cancelNodes()
+		}
 		batch = append(batch, started...)
 		if imagesChanged {
 			if err := x.Store.SaveRun(wctx, run); err != nil {
@@ -215,7 +272,25 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				return err
 			}
 			imagesChanged = false
+			// The release record is written once, when every service has
+			// its pushed digest.
+			if n := len(p.Spec.Services); n > 0 && len(run.Images) >= n && !released {
+				rel := &Release{Version: run.Version, Pipeline: run.Pipeline, RunID: run.ID, Commits: run.Commits, Images: run.Images, CreatedAt: now().UTC()}
+				if err := x.Store.RecordRelease(wctx, rel); err != nil {
+					cancelNodes()
+					return err
+				}
+				released = true
+			}
 		}
+		for _, n := range deployed {
+			d := &Deployment{Environment: n.Environment, Version: run.Version, RunID: run.ID, Kind: run.Kind, Images: run.Images, At: now().UTC()}
+			if err := x.Store.RecordDeployment(wctx, d); err != nil {
+				cancelNodes()
+				return err
+			}
+		}
+		deployed = deployed[:0]
 		if len(batch) > 0 {
 			if err := x.Store.SaveNodes(wctx, run.ID, batch...); err != nil {
 				cancelNodes()
@@ -228,6 +303,7 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		}
 		for _, n := range started {
 			env := x.env(p, run, n, nodes, logger)
+			env.Fence = locks.fence
 			pn, _ := plan.Node(n.ID)
 			go x.runNode(nodeCtx, p.Stages[pn.Stage], env, n.Attempts, results)
 		}
@@ -251,6 +327,12 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				interrupted = true
 				cancelNodes()
 			}
+		case <-locks.lost:
+			locks.lost = nil
+			if !lockLost {
+				lockLost = true
+				cancelNodes()
+			}
 		case <-ticker.C:
 			if cancelled {
 				continue
@@ -261,7 +343,14 @@ func (x *Executor) Execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			}
 		}
 	}
-	return x.close(ctx, run, nodes, failed, waiting, interrupted, cancelled, now)
+	if lockLost && !interrupted && !cancelled {
+		interrupted = true // recorded as a stop: resumable
+	}
+	err = x.close(ctx, run, nodes, failed, waiting, interrupted, cancelled, now)
+	if lockLost && errors.Is(err, ErrInterrupted) {
+		return fmt.Errorf("run %s: %w; resume it when the lock is free", run.ID, ErrLockLost)
+	}
+	return err
 }
 
 func allOf(ids []string, ok func(string) bool) bool {

@@ -382,3 +382,70 @@ func TestStatusCommittedBeforeDependentsStart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestLocks(t *testing.T) {
+	h := newHarness(t, `
+name: p
+stages:
+  deploy: {uses: script}
+`)
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	var overlap, active int32
+	var mu sync.Mutex
+	h.b.set("deploy", func(ctx context.Context, env *stages.Env) (stages.Outputs, error) {
+		mu.Lock()
+		active++
+		if active > 1 {
+			overlap++
+		}
+		mu.Unlock()
+		if err := env.Fence(ctx); err != nil {
+			return nil, err
+		}
+		select {
+		case inside <- struct{}{}:
+			<-release
+		default:
+		}
+		mu.Lock()
+		active--
+		mu.Unlock()
+		return nil, nil
+	})
+	first := h.newRun()
+	x := func(wait bool) *pipeline.Executor {
+		return &pipeline.Executor{Store: h.store, Parallel: 1, Locks: []string{"env/staging"}, LeaseTTL: time.Second, Wait: wait}
+	}
+	done := make(chan error)
+	go func() { done <- x(false).Execute(context.Background(), h.p, h.plan, first) }()
+	<-inside
+
+	// A second run for the same environment is refused, naming the holder,
+	// and nothing of it ran.
+	second := h.newRun()
+	err := x(false).Execute(context.Background(), h.p, h.plan, second)
+	var held *pipeline.HeldError
+	if !errors.As(err, &held) || held.Holder != first.ID {
+		t.Fatalf("second run: error = %v, want HeldError naming %s", err, first.ID)
+	}
+	if got := h.statuses(second.ID)["deploy"]; got != "pending" {
+		t.Errorf("refused run's node is %s, want pending", got)
+	}
+
+	// With Wait it runs after the first lets go; the heartbeat kept the
+	// first's one-second lease alive meanwhile.
+	waited := make(chan error)
+	go func() { waited <- x(true).Execute(context.Background(), h.p, h.plan, second) }()
+	time.Sleep(1500 * time.Millisecond)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if overlap != 0 {
+		t.Errorf("%d overlapping deploys", overlap)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/sweepboard/release/stages"
@@ -141,5 +142,80 @@ type Store interface {
 	AppendLog(ctx context.Context, runID string, lines []LogLine) error
 	// Logs returns the output of a run, or of one node when node is set.
 	Logs(ctx context.Context, runID, node string) ([]LogLine, error)
+
+	// RecordRelease stores a release once. Recording the same release again
+	// is a no-op; recording another with the same version is
+	// ErrReleaseChanged.
+	RecordRelease(ctx context.Context, r *Release) error
+	// Release returns the release of a version.
+	Release(ctx context.Context, version string) (*Release, error)
+	// RecordDeployment adds to an environment's history.
+	RecordDeployment(ctx context.Context, d *Deployment) error
+	// Deployments returns an environment's history, newest first; all
+	// environments when env is "". limit 0 means all.
+	Deployments(ctx context.Context, env string, limit int) ([]*Deployment, error)
+
+	// AcquireLease takes the named lease for holder until now+ttl, when it
+	// is free, expired, or already the holder's. Otherwise *HeldError.
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (*Lease, error)
+	// RenewLease extends a held lease; ErrLeaseLost when its fence moved on
+	// or it expired and someone else took it.
+	RenewLease(ctx context.Context, l *Lease, ttl time.Duration) error
+	// ReleaseLease gives a lease up, if it is still held with l's fence.
+	ReleaseLease(ctx context.Context, l *Lease) error
+
 	Close() error
 }
+
+// Release is the bill of materials of one version: the commit each repo was
+// built from and the digest of each service's image. It is written once,
+// when the images are pushed, and never changed: every environment gets
+// exactly these digests.
+type Release struct {
+	Version   string            `json:"version"`
+	Pipeline  string            `json:"pipeline"`
+	RunID     string            `json:"runId"`
+	Commits   map[string]string `json:"commits"`
+	Images    map[string]string `json:"images"`
+	CreatedAt time.Time         `json:"createdAt"`
+}
+
+// Deployment is a release going live in an environment: one entry of the
+// environment's history.
+type Deployment struct {
+	Seq         int64             `json:"seq"`
+	Environment string            `json:"environment"`
+	Version     string            `json:"version"`
+	RunID       string            `json:"runId"`
+	Kind        string            `json:"kind"` // run, promote, rollback
+	Images      map[string]string `json:"images"`
+	At          time.Time         `json:"deployedAt"`
+}
+
+// Lease is a lock with an expiry, held by a run and kept alive by renewing
+// it. Fence grows by one with every acquisition, so a holder that lost its
+// lease can tell, and the store refuses its renewals.
+type Lease struct {
+	Name    string    `json:"name"`
+	Holder  string    `json:"holder"`
+	Fence   int64     `json:"fence"`
+	Expires time.Time `json:"expires"`
+}
+
+// HeldError reports a lease held by someone else.
+type HeldError struct {
+	Name    string
+	Holder  string
+	Expires time.Time
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("%s is locked by run %s (lease expires %s unless renewed)", e.Name, e.Holder, e.Expires.UTC().Format(time.RFC3339))
+}
+
+// ErrLeaseLost is returned when renewing a lease someone else took over.
+var ErrLeaseLost = errors.New("lease lost")
+
+// ErrReleaseChanged is returned when a release would be recorded again with
+// other commits or digests.
+var ErrReleaseChanged = errors.New("a release of this version exists with other commits or digests")

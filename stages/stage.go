@@ -44,6 +44,13 @@ type Doctor interface {
 	Doctor(ctx context.Context, spec *Spec) []Check
 }
 
+// Deployer is implemented by stages that make the release live in their
+// node's environment. When such a node succeeds, the engine records the
+// release in that environment's history.
+type Deployer interface {
+	DeploysRelease() bool
+}
+
 // Check is one verdict of `release doctor`.
 type Check struct {
 	Name string // what was checked, e.g. "registry 127.0.0.1:5000"
@@ -82,6 +89,11 @@ type Env struct {
 	Images map[string]string
 	// Approval is set on an approval node that has been approved.
 	Approval *Approval
+
+	// Fence, when set, confirms that the run still holds the locks of its
+	// environments. A stage calls it right before an external side effect
+	// (a cut-over, a push) and stops if it fails.
+	Fence func(ctx context.Context) error
 
 	// Log receives the node's output (command output, build logs); it is
 	// stored in the run's log. Logger is for structured progress.

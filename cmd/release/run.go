@@ -92,10 +92,7 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 		approveUpFront(f, p, run)
 	}
 	markOwner(run)
-	if err := st.CreateRun(ctx, run); err != nil {
-		return err
-	}
-	return execute(ctx, f, p, plan, run, opts.Parallel)
+	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true})
 }
 
 // approveUpFront records a --yes approval on every approval node.
@@ -127,29 +124,61 @@ func ownerAlive(run *pipeline.Run) bool {
 	return syscall.Kill(pid, 0) == nil
 }
 
+// execOptions say how a run executes.
+type execOptions struct {
+	parallel int
+	create   bool // a new run: record it once its locks are held
+	wait     bool // wait for held environment locks instead of exiting 4
+}
+
+// locksOf are the environment locks a run holds: one per environment its
+// nodes deploy to or act in.
+func locksOf(plan *pipeline.Plan) []string {
+	var locks []string
+	for _, n := range plan.Nodes {
+		if n.Environment != "" {
+			locks = append(locks, "env/"+n.Environment)
+		}
+	}
+	return locks
+}
+
 // execute runs the nodes of run that have not succeeded and reports.
-func execute(ctx context.Context, f *Factory, p *pipeline.Pipeline, plan *pipeline.Plan, run *pipeline.Run, parallel int) error {
+func execute(ctx context.Context, f *Factory, p *pipeline.Pipeline, plan *pipeline.Plan, run *pipeline.Run, o execOptions) error {
 	st, err := f.Store(ctx)
 	if err != nil {
 		return err
 	}
-	if f.JSON() {
-		fmt.Fprintf(f.IO.ErrOut, "run %s\n", run.ID)
-	} else {
-		fmt.Fprintln(f.IO.Out, run.ID)
-	}
 	prog := newProgress(f.IO.ErrOut, f.IO.ErrTTY && !f.Verbose, f.IO.ErrTTY && !f.NoColor, run)
 	x := &pipeline.Executor{
 		Store:    st,
-		Parallel: parallel,
+		Parallel: o.parallel,
 		WorkDir:  f.WorkDir(),
 		Observe:  prog.event,
+		Locks:    locksOf(plan),
+		Wait:     o.wait,
+		OnStart: func(run *pipeline.Run) {
+			// The run id comes first: a script keeps it with head -n1.
+			if f.JSON() {
+				fmt.Fprintf(f.IO.ErrOut, "run %s\n", run.ID)
+			} else {
+				fmt.Fprintln(f.IO.Out, run.ID)
+			}
+		},
 	}
 	if f.Verbose {
 		x.LogTo = func(l pipeline.LogLine) { prog.log(l) }
 	}
 	start := time.Now()
-	err = x.Execute(ctx, p, plan, run)
+	if o.create {
+		err = x.Start(ctx, p, plan, run)
+	} else {
+		err = x.Execute(ctx, p, plan, run)
+	}
+	var held *pipeline.HeldError
+	if errors.As(err, &held) {
+		return &codedError{code: exitLocked, err: err}
+	}
 	prog.done()
 	status := fmt.Sprintf("run %s %s in %s", run.ID, run.Status, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintln(f.IO.ErrOut, status)
@@ -183,6 +212,7 @@ type ResumeOptions struct {
 	RunID        string
 	Parallel     int
 	AllowChanged bool
+	Wait         bool
 }
 
 // NewCmdResume builds `release resume`.
@@ -209,6 +239,7 @@ the run).`,
 	}
 	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
 	cmd.Flags().BoolVar(&opts.AllowChanged, "allow-changed", false, "resume even if the pipeline file changed the DAG")
+	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for a locked environment instead of exiting 4")
 	return cmd
 }
 
@@ -250,7 +281,7 @@ func resumeRun(ctx context.Context, opts *ResumeOptions) error {
 		run.PlanHash = h
 	}
 	markOwner(run)
-	return execute(ctx, f, p, plan, run, opts.Parallel)
+	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, wait: opts.Wait})
 }
 
 // sliceOf is the part of the pipeline a run covers.

@@ -125,6 +125,28 @@ CREATE TABLE logs (
 	at TEXT NOT NULL, text TEXT NOT NULL);
 CREATE INDEX logs_run ON logs (run_id, node, seq);`,
 	},
+	{
+		sqlite: `
+CREATE TABLE releases (
+	version TEXT PRIMARY KEY, pipeline TEXT NOT NULL, run_id TEXT NOT NULL,
+	commits TEXT NOT NULL, images TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE deployments (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT, environment TEXT NOT NULL, version TEXT NOT NULL,
+	run_id TEXT NOT NULL, kind TEXT NOT NULL, images TEXT NOT NULL, at TEXT NOT NULL);
+CREATE INDEX deployments_env ON deployments (environment, seq);
+CREATE TABLE leases (
+	name TEXT PRIMARY KEY, holder TEXT NOT NULL, fence BIGINT NOT NULL, expires_at TEXT NOT NULL);`,
+		postgres: `
+CREATE TABLE releases (
+	version TEXT PRIMARY KEY, pipeline TEXT NOT NULL, run_id TEXT NOT NULL,
+	commits TEXT NOT NULL, images TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE deployments (
+	seq BIGSERIAL PRIMARY KEY, environment TEXT NOT NULL, version TEXT NOT NULL,
+	run_id TEXT NOT NULL, kind TEXT NOT NULL, images TEXT NOT NULL, at TEXT NOT NULL);
+CREATE INDEX deployments_env ON deployments (environment, seq);
+CREATE TABLE leases (
+	name TEXT PRIMARY KEY, holder TEXT NOT NULL, fence BIGINT NOT NULL, expires_at TEXT NOT NULL);`,
+	},
 }
 
 // SchemaVersion is the number of the newest migration.
@@ -432,6 +454,168 @@ func (s *DB) Logs(ctx context.Context, runID, node string) ([]pipeline.LogLine, 
 		out = append(out, l)
 	}
 	return out, rows.Err()
+}
+
+// RecordRelease stores a release once.
+func (s *DB) RecordRelease(ctx context.Context, r *pipeline.Release) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var commits, images string
+		err := tx.QueryRowContext(ctx, s.rebind(`SELECT commits, images FROM releases WHERE version = ?`), r.Version).Scan(&commits, &images)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return s.exec(ctx, tx, `INSERT INTO releases (version, pipeline, run_id, commits, images, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+				r.Version, r.Pipeline, r.RunID, toJSON(orEmpty(r.Commits)), toJSON(orEmpty(r.Images)), stamp(r.CreatedAt))
+		case err != nil:
+			return err
+		case commits == toJSON(orEmpty(r.Commits)) && images == toJSON(orEmpty(r.Images)):
+			return nil
+		}
+		return pipeline.ErrReleaseChanged
+	})
+	if err != nil {
+		return fmt.Errorf("record release %s: %w", r.Version, err)
+	}
+	return nil
+}
+
+func orEmpty(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// Release returns the release of a version.
+func (s *DB) Release(ctx context.Context, version string) (*pipeline.Release, error) {
+	var r pipeline.Release
+	var commits, images, created string
+	err := s.db.QueryRowContext(ctx, s.rebind(`SELECT version, pipeline, run_id, commits, images, created_at FROM releases WHERE version = ?`), version).
+		Scan(&r.Version, &r.Pipeline, &r.RunID, &commits, &images, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("release %s: %w", version, pipeline.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read release %s: %w", version, err)
+	}
+	if err := errors.Join(json.Unmarshal([]byte(commits), &r.Commits), json.Unmarshal([]byte(images), &r.Images)); err != nil {
+		return nil, fmt.Errorf("read release %s: corrupt record: %w", version, err)
+	}
+	r.CreatedAt = parseStamp(created)
+	return &r, nil
+}
+
+// RecordDeployment adds to an environment's history.
+func (s *DB) RecordDeployment(ctx context.Context, d *pipeline.Deployment) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		return s.exec(ctx, tx, `INSERT INTO deployments (environment, version, run_id, kind, images, at) VALUES (?, ?, ?, ?, ?, ?)`,
+			d.Environment, d.Version, d.RunID, d.Kind, toJSON(orEmpty(d.Images)), stamp(d.At))
+	})
+	if err != nil {
+		return fmt.Errorf("record deployment of %s to %s: %w", d.Version, d.Environment, err)
+	}
+	return nil
+}
+
+// Deployments returns history, newest first.
+func (s *DB) Deployments(ctx context.Context, env string, limit int) ([]*pipeline.Deployment, error) {
+	q := `SELECT seq, environment, version, run_id, kind, images, at FROM deployments`
+	var args []any
+	if env != "" {
+		q += ` WHERE environment = ?`
+		args = append(args, env)
+	}
+	q += ` ORDER BY seq DESC`
+	if limit > 0 {
+		q += ` LIMIT ` + strconv.Itoa(limit)
+	}
+	rows, err := s.db.QueryContext(ctx, s.rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("read deployments: %w", err)
+	}
+	defer rows.Close()
+	var out []*pipeline.Deployment
+	for rows.Next() {
+		var d pipeline.Deployment
+		var images, at string
+		if err := rows.Scan(&d.Seq, &d.Environment, &d.Version, &d.RunID, &d.Kind, &images, &at); err != nil {
+			return nil, fmt.Errorf("read deployments: %w", err)
+		}
+		if err := json.Unmarshal([]byte(images), &d.Images); err != nil {
+			return nil, fmt.Errorf("read deployments: corrupt record: %w", err)
+		}
+		d.At = parseStamp(at)
+		out = append(out, &d)
+	}
+	return out, rows.Err()
+}
+
+// AcquireLease takes a lease when it is free, expired or already ours.
+func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (*pipeline.Lease, error) {
+	var lease *pipeline.Lease
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.exec(ctx, tx, `INSERT INTO leases (name, holder, fence, expires_at) VALUES (?, '', 0, ?) ON CONFLICT (name) DO NOTHING`, name, stamp(time.Unix(0, 0))); err != nil {
+			return err
+		}
+		q := `SELECT holder, fence, expires_at FROM leases WHERE name = ?`
+		if s.dialect == postgres {
+			q += ` FOR UPDATE`
+		}
+		var cur pipeline.Lease
+		var expires string
+		if err := tx.QueryRowContext(ctx, s.rebind(q), name).Scan(&cur.Holder, &cur.Fence, &expires); err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		if cur.Holder != "" && cur.Holder != holder && parseStamp(expires).After(now) {
+			return &pipeline.HeldError{Name: name, Holder: cur.Holder, Expires: parseStamp(expires)}
+		}
+		lease = &pipeline.Lease{Name: name, Holder: holder, Fence: cur.Fence + 1, Expires: now.Add(ttl)}
+		return s.exec(ctx, tx, `UPDATE leases SET holder = ?, fence = ?, expires_at = ? WHERE name = ?`, holder, lease.Fence, stamp(lease.Expires), name)
+	})
+	if err != nil {
+		var held *pipeline.HeldError
+		if errors.As(err, &held) {
+			return nil, held
+		}
+		return nil, fmt.Errorf("acquire lease %s: %w", name, err)
+	}
+	return lease, nil
+}
+
+// RenewLease extends a lease that is still ours with the same fence.
+func (s *DB) RenewLease(ctx context.Context, l *pipeline.Lease, ttl time.Duration) error {
+	expires := time.Now().UTC().Add(ttl)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var holder, exp string
+		var fence int64
+		err := tx.QueryRowContext(ctx, s.rebind(`SELECT holder, fence, expires_at FROM leases WHERE name = ?`), l.Name).Scan(&holder, &fence, &exp)
+		if errors.Is(err, sql.ErrNoRows) {
+			return pipeline.ErrLeaseLost
+		}
+		if err != nil {
+			return err
+		}
+		if holder != l.Holder || fence != l.Fence {
+			return pipeline.ErrLeaseLost
+		}
+		return s.exec(ctx, tx, `UPDATE leases SET expires_at = ? WHERE name = ? AND fence = ?`, stamp(expires), l.Name, l.Fence)
+	})
+	if err != nil {
+		return fmt.Errorf("renew lease %s: %w", l.Name, err)
+	}
+	l.Expires = expires
+	return nil
+}
+
+// ReleaseLease frees a lease still held with l's fence.
+func (s *DB) ReleaseLease(ctx context.Context, l *pipeline.Lease) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		return s.exec(ctx, tx, `UPDATE leases SET holder = '', expires_at = ? WHERE name = ? AND holder = ? AND fence = ?`, stamp(time.Unix(0, 0)), l.Name, l.Holder, l.Fence)
+	})
+	if err != nil {
+		return fmt.Errorf("release lease %s: %w", l.Name, err)
+	}
+	return nil
 }
 
 var _ pipeline.Store = (*DB)(nil)

@@ -172,6 +172,100 @@ var suite = []struct {
 			t.Errorf("node logs (-want +got):\n%s", diff)
 		}
 	}},
+	{"releases are written once", func(t *testing.T, s pipeline.Store) {
+		ctx := context.Background()
+		rel := &pipeline.Release{Version: "1.2.0", Pipeline: "p", RunID: "r1", Commits: map[string]string{"api": "c1"}, Images: map[string]string{"api": "reg/api@sha256:aa"}, CreatedAt: time.Now().UTC()}
+		if err := s.RecordRelease(ctx, rel); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordRelease(ctx, rel); err != nil {
+			t.Errorf("recording the same release again: %v", err)
+		}
+		changed := *rel
+		changed.Images = map[string]string{"api": "reg/api@sha256:bb"}
+		if err := s.RecordRelease(ctx, &changed); !errors.Is(err, pipeline.ErrReleaseChanged) {
+			t.Errorf("recording other digests: error = %v, want ErrReleaseChanged", err)
+		}
+		got, err := s.Release(ctx, "1.2.0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(rel, got, timeEqual); diff != "" {
+			t.Errorf("release (-want +got):\n%s", diff)
+		}
+		if _, err := s.Release(ctx, "9.9.9"); !errors.Is(err, pipeline.ErrNotFound) {
+			t.Errorf("Release(9.9.9) error = %v, want ErrNotFound", err)
+		}
+	}},
+	{"deployment history newest first", func(t *testing.T, s pipeline.Store) {
+		ctx := context.Background()
+		for _, d := range []struct{ env, version string }{{"dev", "1.0.0"}, {"staging", "1.0.0"}, {"dev", "1.1.0"}} {
+			if err := s.RecordDeployment(ctx, &pipeline.Deployment{Environment: d.env, Version: d.version, RunID: "r", Kind: "run", Images: map[string]string{"api": "x"}, At: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dev, err := s.Deployments(ctx, "dev", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, d := range dev {
+			got = append(got, d.Environment+" "+d.Version)
+		}
+		if diff := cmp.Diff([]string{"dev 1.1.0", "dev 1.0.0"}, got); diff != "" {
+			t.Errorf("dev history (-want +got):\n%s", diff)
+		}
+		all, _ := s.Deployments(ctx, "", 1)
+		if len(all) != 1 || all[0].Version != "1.1.0" {
+			t.Errorf("newest deployment = %+v", all)
+		}
+	}},
+	{"leases", func(t *testing.T, s pipeline.Store) {
+		ctx := context.Background()
+		a, err := s.AcquireLease(ctx, "env/staging", "run-a", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.AcquireLease(ctx, "env/staging", "run-b", time.Minute)
+		var held *pipeline.HeldError
+		if !errors.As(err, &held) || held.Holder != "run-a" {
+			t.Fatalf("second acquire: error = %v, want HeldError naming run-a", err)
+		}
+		if _, err := s.AcquireLease(ctx, "env/prod", "run-b", time.Minute); err != nil {
+			t.Errorf("another environment is free: %v", err)
+		}
+		if err := s.RenewLease(ctx, a, time.Minute); err != nil {
+			t.Errorf("renew: %v", err)
+		}
+		if err := s.ReleaseLease(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.AcquireLease(ctx, "env/staging", "run-b", 50*time.Millisecond)
+		if err != nil {
+			t.Fatalf("acquire after release: %v", err)
+		}
+		if b.Fence <= a.Fence {
+			t.Errorf("fence %d after %d: want it to grow", b.Fence, a.Fence)
+		}
+		// The old holder's renewal is refused: its fence moved on.
+		if err := s.RenewLease(ctx, a, time.Minute); !errors.Is(err, pipeline.ErrLeaseLost) {
+			t.Errorf("stale renew: error = %v, want ErrLeaseLost", err)
+		}
+		// An expired lease is free for the next holder.
+		time.Sleep(80 * time.Millisecond)
+		c, err := s.AcquireLease(ctx, "env/staging", "run-c", time.Minute)
+		if err != nil {
+			t.Fatalf("acquire of an expired lease: %v", err)
+		}
+		if err := s.RenewLease(ctx, b, time.Minute); !errors.Is(err, pipeline.ErrLeaseLost) {
+			t.Errorf("renew after expiry and takeover: error = %v, want ErrLeaseLost", err)
+		}
+		// Releasing with a stale fence does not free someone else's lease.
+		_ = s.ReleaseLease(ctx, b)
+		if _, err := s.AcquireLease(ctx, "env/staging", "run-d", time.Minute); !errors.As(err, &held) || held.Holder != "run-c" {
+			t.Errorf("after a stale release: error = %v, want HeldError naming run-c (fence %d)", err, c.Fence)
+		}
+	}},
 	{"concurrent writers", func(t *testing.T, s pipeline.Store) {
 		ctx := context.Background()
 		r := sampleRun("r1", time.Now())
