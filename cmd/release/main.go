@@ -106,6 +106,8 @@ in a state store, and can resume, promote, roll back and report.
 		NewCmdCancel(f, nil),
 		NewCmdRuns(f),
 		NewCmdLogs(f, nil),
+		NewCmdTag(f, nil),
+		NewCmdVersion(f),
 	)
 	return root
 }

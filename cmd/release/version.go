@@ -30,6 +30,13 @@ func resolveVersion(ctx context.Context, f *Factory, p *pipeline.Pipeline, st pi
 		if err != nil {
 			return versionChoice{}, usageErrorf("--version: %v", err)
 		}
+		if len(p.Spec.Repos) > 0 {
+			next, err := repos.New(p.Spec, f.WorkDir()).GivenVersion(ctx, v.String(), commits)
+			if err != nil {
+				return versionChoice{}, err
+			}
+			return versionChoice{Version: next.Version, Reason: next.Reason, Next: &next}, nil
+		}
 		return versionChoice{Version: v.String(), Reason: "given with --version"}, nil
 	}
 	if bump == "" {

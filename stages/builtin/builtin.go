@@ -5,13 +5,19 @@ package builtin
 import (
 	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/approval"
+	"github.com/sweepboard/release/stages/deploy"
 	"github.com/sweepboard/release/stages/exec"
+	"github.com/sweepboard/release/stages/githubrelease"
+	"github.com/sweepboard/release/stages/gittag"
 )
 
 // Kinds are the built-in stage kinds.
 var Kinds = []stages.Kind{
 	approval.Kind,
+	deploy.Kind,
 	exec.Kind,
+	githubrelease.Kind,
+	gittag.Kind,
 }
 
 // Registry returns a registry of the built-in kinds.
