@@ -375,6 +375,65 @@ func (v *validator) stages() {
 	names := sortedKeys(v.f.Stages)
 	if c := dag.FindCycle(names, func(n string) []string { return v.f.Stages[n].Needs }); c != nil {
 		v.errorf([]string{"stages", c[0], "needs"}, "stages: needs cycle: %s", strings.Join(c, " → "))
+		return
+	}
+	v.gates()
+}
+
+// GateName is the approval node the loader adds in front of the stages of
+// an environment with `approval: required`.
+func GateName(env string) string { return "approve-" + env }
+
+// gates puts an approval gate in front of every environment that requires
+// one: the gate needs what the environment's first stages need from
+// outside it, and every stage of the environment needs the gate. A promote
+// of the environment starts with the gate; so does a full run, once the
+// stages before the environment are done.
+func (v *validator) gates() {
+	for _, env := range sortedKeys(v.p.Spec.Environments) {
+		if v.p.Spec.Environments[env].Approval != "required" {
+			continue
+		}
+		var members []*Stage
+		for _, name := range sortedKeys(v.p.Stages) {
+			if st := v.p.Stages[name]; st.Environment == env {
+				members = append(members, st)
+			}
+		}
+		if len(members) == 0 {
+			continue
+		}
+		at := []string{"environments", env, "approval"}
+		name := GateName(env)
+		if _, taken := v.p.Stages[name]; taken {
+			v.errorf(at, "environments.%s.approval: the gate stage %q it adds is already a stage name", env, name)
+			continue
+		}
+		kind, err := v.reg.Lookup("approval")
+		if err != nil {
+			v.errorf(at, "environments.%s.approval: %v", env, err)
+			continue
+		}
+		gate := &Stage{Name: name, Uses: "approval", Environment: env, Impl: kind.New(), Pos: v.d.posOf(at...)}
+		for _, st := range members {
+			inside := false
+			for _, need := range st.Needs {
+				if v.p.Stages[need].Environment == env {
+					inside = true
+				}
+			}
+			if !inside {
+				gate.Needs = append(gate.Needs, st.Needs...)
+			}
+			st.Needs = append(slices.Clone(st.Needs), name)
+		}
+		slices.Sort(gate.Needs)
+		gate.Needs = slices.Compact(gate.Needs)
+		v.p.Stages[name] = gate
+	}
+	names := sortedKeys(v.p.Stages)
+	if c := dag.FindCycle(names, func(n string) []string { return v.p.Stages[n].Needs }); c != nil {
+		v.errorf([]string{"stages", c[0], "needs"}, "stages: needs cycle through an approval gate: %s", strings.Join(c, " → "))
 	}
 }
 

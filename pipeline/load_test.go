@@ -308,3 +308,40 @@ func TestHostileInputIsRejected(t *testing.T) {
 		})
 	}
 }
+
+func TestApprovalGates(t *testing.T) {
+	p, err := parse(`
+name: p
+environments:
+  dev: {}
+  prod: {from: dev, approval: required}
+stages:
+  deploy-dev:  {uses: deploy, environment: dev}
+  tag:         {uses: exec, environment: prod, needs: [deploy-dev]}
+  deploy-prod: {uses: deploy, environment: prod, needs: [tag]}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// deploy-dev → approve-prod → tag → deploy-prod
+	plan, err := p.Plan(pipeline.Slice{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range plan.Nodes {
+		got = append(got, n.ID+" <- "+strings.Join(n.Needs, ","))
+	}
+	want := []string{"deploy-dev <- ", "approve-prod <- deploy-dev", "tag <- approve-prod,deploy-dev", "deploy-prod <- approve-prod,tag"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("plan (-want +got):\n%s", diff)
+	}
+	// The prod slice, as `release promote prod` runs it, starts at the gate.
+	prod, err := p.Plan(pipeline.Slice{Environment: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first := prod.Nodes[0]; first.ID != "approve-prod" || len(first.Needs) != 0 || first.Uses != "approval" {
+		t.Errorf("first node of the prod slice = %+v, want the approval gate as a root", first)
+	}
+}
