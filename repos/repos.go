@@ -129,13 +129,18 @@ func (s *Set) MirrorDir(name string) string {
 // same repo share one fetch. A failed fetch is not remembered: the next call
 // tries again.
 func (s *Set) Open(ctx context.Context, name string) (*git.Repository, error) {
+	return s.fetch(ctx, name, false)
+}
+
+// fetch fetches the mirror once per Set, or again when force is set.
+func (s *Set) fetch(ctx context.Context, name string, force bool) (*git.Repository, error) {
 	m, err := s.mirror(name)
 	if err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.fetched {
+	if m.fetched && !force {
 		return m.repo, nil
 	}
 	r, err := s.fetchMirror(ctx, name)

@@ -112,16 +112,19 @@ func (s *Set) Tag(ctx context.Context, version string, commits map[string]string
 			return fail(i, err)
 		}
 		repos[i] = r
-		have, found, err := s.remoteTag(ctx, r, name, tag)
+		state, err := s.remoteState(ctx, r, name, tag)
 		if err != nil {
 			return fail(i, err)
 		}
 		switch {
-		case !found:
-		case have == want:
+		case !state.tagFound:
+			if err := s.onBranch(ctx, name, want, state.branch); err != nil {
+				return fail(i, err)
+			}
+		case state.tag == want:
 			results[i].Outcome = Adopted
 		default:
-			return fail(i, &ConflictError{Repo: name, Tag: tag, Have: have.String(), Want: want.String()})
+			return fail(i, &ConflictError{Repo: name, Tag: tag, Have: state.tag.String(), Want: want.String()})
 		}
 		return nil
 	})
@@ -170,24 +173,33 @@ func (s *Set) Tag(ctx context.Context, version string, commits map[string]string
 	return results, nil
 }
 
-// remoteTag asks the remote (not the mirror, which may be stale) where the
-// tag points, peeled to a commit.
-func (s *Set) remoteTag(ctx context.Context, r *git.Repository, name, tag string) (plumbing.Hash, bool, error) {
+// remoteRefs is what the check of one repo needs from its remote.
+type remoteRefs struct {
+	tag      plumbing.Hash // the commit the tag points at, peeled
+	tagFound bool
+	branch   plumbing.Hash // the head of the repo's branch; zero if absent
+}
+
+// remoteState asks the remote (not the mirror, which may be stale) where
+// the tag and the branch point, in one round trip.
+func (s *Set) remoteState(ctx context.Context, r *git.Repository, name, tag string) (remoteRefs, error) {
+	var st remoteRefs
 	rem, err := s.remote(name)
 	if err != nil {
-		return plumbing.ZeroHash, false, err
+		return st, err
 	}
 	refs, err := git.NewRemote(r.Storer, rem.config()).ListContext(ctx, &git.ListOptions{
 		Auth:          rem.auth,
 		PeelingOption: git.AppendPeeled,
 	})
 	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return plumbing.ZeroHash, false, nil
+		return st, nil
 	}
 	if err != nil {
-		return plumbing.ZeroHash, false, rem.errorf("list refs of", err)
+		return st, rem.errorf("list refs of", err)
 	}
 	full := plumbing.NewTagReferenceName(tag).String()
+	branch := plumbing.NewBranchReferenceName(s.branch(name)).String()
 	var direct, peeled plumbing.Hash
 	for _, ref := range refs {
 		switch ref.Name().String() {
@@ -195,19 +207,62 @@ func (s *Set) remoteTag(ctx context.Context, r *git.Repository, name, tag string
 			direct = ref.Hash()
 		case full + "^{}":
 			peeled = ref.Hash()
+		case branch:
+			st.branch = ref.Hash()
 		}
 	}
 	switch {
 	case !peeled.IsZero():
-		return peeled, true, nil
+		st.tag, st.tagFound = peeled, true
 	case !direct.IsZero():
 		// A lightweight tag, or an annotated one the server did not peel.
+		st.tag, st.tagFound = direct, true
 		if c, err := peel(r, direct); err == nil {
-			return c, true, nil
+			st.tag = c
 		}
-		return direct, true, nil
 	}
-	return plumbing.ZeroHash, false, nil
+	return st, nil
+}
+
+// onBranch checks that the pinned commit is still on the repo's branch at
+// the remote: a tag must not bring back a commit that was force-pushed away.
+// The mirror is fetched only when the branch has moved past it.
+func (s *Set) onBranch(ctx context.Context, name string, commit, head plumbing.Hash) error {
+	if head == commit {
+		return nil
+	}
+	branch := s.branch(name)
+	if head.IsZero() {
+		return fmt.Errorf("repo %s: no branch %s on the remote to check commit %s against", name, branch, commit)
+	}
+	m, err := s.mirror(name)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	r := m.repo
+	m.mu.Unlock()
+	if r == nil || !hasCommit(r, head) {
+		if r, err = s.fetch(ctx, name, true); err != nil {
+			return err
+		}
+	}
+	hc, err := r.CommitObject(head)
+	if err != nil {
+		return fmt.Errorf("read head %s of branch %s in repo %s: %w", head, branch, name, err)
+	}
+	pc, err := r.CommitObject(commit)
+	if err != nil {
+		return fmt.Errorf("read commit %s in repo %s: %w", commit, name, err)
+	}
+	ok, err := pc.IsAncestor(hc)
+	if err != nil {
+		return fmt.Errorf("check commit %s against branch %s in repo %s: %w", commit, branch, name, err)
+	}
+	if !ok {
+		return fmt.Errorf("repo %s: pinned commit %s is not on branch %s (rewritten since the run started?)", name, commit, branch)
+	}
+	return nil
 }
 
 // createTag makes the annotated tag in the mirror, reusing one left there by

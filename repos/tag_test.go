@@ -338,3 +338,32 @@ func TestTagOverHTTPWithToken(t *testing.T) {
 		t.Errorf("wrong-token outcomes (-want +got):\n%s", diff)
 	}
 }
+
+func TestTagRewrittenBranch(t *testing.T) {
+	ctx := context.Background()
+	tr := newTrain(t, 2)
+	work := filepath.Join(tr.root, ".release")
+	set := New(tr.spec(), work)
+	pinned, err := set.Heads(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// repo02's pinned commit is rewritten away after the run started.
+	r := tr.remotes["repo02"]
+	gitCLI(t, r.Work, "reset", "-q", "--hard", "HEAD~1")
+	gitCLI(t, r.Work, "commit", "-q", "--allow-empty", "-m", "fix: rewritten")
+	gitCLI(t, r.Work, "push", "-q", "-f", "origin", "main")
+	tr.pushes(t)
+
+	// The same Set, whose mirror was fetched before the rewrite.
+	results, err := set.Tag(ctx, "1.0.0", pinned, TagOptions{})
+	if err == nil || !strings.Contains(err.Error(), "repo repo02: pinned commit "+pinned["repo02"]+" is not on branch main") {
+		t.Fatalf("err = %v", err)
+	}
+	if diff := cmp.Diff(map[string]Outcome{"repo01": Skipped, "repo02": Failed}, outcomes(results)); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+	if got := tr.pushes(t); len(got) != 0 {
+		t.Errorf("pushed to %v", got)
+	}
+}
