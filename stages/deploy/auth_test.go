@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,22 +89,28 @@ func TestDeployPrivateRegistry(t *testing.T) {
 	_, err = cli.RegistryLogin(context.Background(), ac)
 	need(t, "registry "+reg, err)
 
-	ref := pushTo(t, reg, auth, "auth", "v1", false)
-	// Forget the image under the private registry's name, so that the
-	// deploy has to pull it.
-	for _, name := range []string{ref, reg + "/" + pipeline + "/auth:v1"} {
-		if _, err := cli.ImageRemove(context.Background(), name, image.RemoveOptions{}); err != nil {
-			t.Fatalf("untag %s: %v", name, err)
-		}
+	// An image no engine has seen: an engine that has a digest's content
+	// already may "pull" it without asking the registry.
+	version := fmt.Sprintf("private-%d", time.Now().UnixNano())
+	ref := pushTo(t, reg, auth, "auth", version, false)
+	img, err := cli.ImageInspect(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if _, err := cli.ImageRemove(context.Background(), img.ID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+		t.Fatalf("remove image %s: %v", img.ID, err)
+	}
+	t.Cleanup(func() {
+		cli.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true})
+	})
 
-	const environment = "t-private"
+	environment := envName("t-private")
 	spec := testSpec(t, environment, []string{host1}, false)
 	spec.Services = map[string]stages.Service{"auth": spec.Services["auth"]}
 	s := &Stage{StopTimeout: time.Second}
 
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
-	r := deploy(t, s, spec, environment, "v1", map[string]string{"auth": ref})
+	r := deploy(t, s, spec, environment, version, map[string]string{"auth": ref})
 	if r.err == nil {
 		t.Fatal("deploy without credentials succeeded")
 	}
@@ -118,7 +125,7 @@ func TestDeployPrivateRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("DOCKER_CONFIG", dir)
-	r = deploy(t, s, spec, environment, "v1", map[string]string{"auth": ref})
+	r = deploy(t, s, spec, environment, version, map[string]string{"auth": ref})
 	if r.err != nil {
 		t.Fatalf("deploy with credentials: %v", r.err)
 	}

@@ -171,6 +171,9 @@ func (s *Stage) deployer(env *stages.Env) (*deployer, error) {
 	}
 	if e.Proxy != nil && e.Proxy.Caddy != "" {
 		d.proxy = newCaddy(e.Proxy.Caddy)
+		if err := checkMigrateReq(e.Proxy.Caddy); err != nil {
+			d.logf("warning: %v", err)
+		}
 	}
 	for _, addr := range e.Hosts {
 		h, err := openHost(addr)

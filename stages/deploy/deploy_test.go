@@ -186,7 +186,7 @@ func checkDeployed(t *testing.T, spec *stages.Spec, environment string, hosts []
 
 func TestDeployRecreate(t *testing.T) {
 	needParts(t, host1)
-	const environment = "t-recreate"
+	environment := envName("t-recreate")
 	spec := testSpec(t, environment, []string{host1}, false)
 	v1 := release(t, "v1", services)
 	s := &Stage{StopTimeout: 2 * time.Second}
@@ -230,7 +230,7 @@ func TestDeployRecreate(t *testing.T) {
 	if r.err == nil {
 		t.Fatal("deploy of an unhealthy api succeeded")
 	}
-	for _, want := range []string{"deploy api to t-recreate", "503 Service Unavailable", "unhealthy: api v3 fails on purpose"} {
+	for _, want := range []string{"deploy api to " + environment, "503 Service Unavailable", "unhealthy: api v3 fails on purpose"} {
 		if !strings.Contains(r.err.Error(), want) {
 			t.Errorf("error %q does not contain %q", r.err, want)
 		}
@@ -250,7 +250,7 @@ func TestDeployRecreate(t *testing.T) {
 
 func TestInspect(t *testing.T) {
 	needParts(t, host1)
-	const environment = "t-inspect"
+	environment := envName("t-inspect")
 	spec := testSpec(t, environment, []string{host1}, true)
 	v1 := release(t, "v1", services)
 	if r := deploy(t, &Stage{Drain: 100 * time.Millisecond}, spec, environment, "v1", v1); r.err != nil {
@@ -353,7 +353,8 @@ func deployUnderLoad(tb testing.TB, s *Stage, spec *stages.Spec, environment, fr
 
 func TestDeployUnderLoad(t *testing.T) {
 	needParts(t, host1)
-	const environment = "t-load"
+	needReloadSafety(t)
+	environment := envName("t-load")
 	spec := testSpec(t, environment, []string{host1}, true)
 	v1, v2 := release(t, "v1", services), release(t, "v2", services)
 	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
@@ -401,7 +402,8 @@ func checkProxy(t *testing.T, spec *stages.Spec, environment, svc, want string) 
 
 func TestDeployUnhealthyUnderLoad(t *testing.T) {
 	needParts(t, host1)
-	const environment = "t-unhealthy"
+	needReloadSafety(t)
+	environment := envName("t-unhealthy")
 	spec := testSpec(t, environment, []string{host1}, true)
 	v1 := release(t, "v1", services)
 	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
@@ -415,7 +417,7 @@ func TestDeployUnhealthyUnderLoad(t *testing.T) {
 	}
 	t.Logf("error: %v", r.err)
 	t.Logf("under load: %d requests ok, %d failed", st.ok, st.failed)
-	for _, want := range []string{"deploy api to t-unhealthy", "not healthy after 5s", "GET /healthz: 503 Service Unavailable: unhealthy: api v3 fails on purpose"} {
+	for _, want := range []string{"deploy api to " + environment, "not healthy after 5s", "GET /healthz: 503 Service Unavailable: unhealthy: api v3 fails on purpose"} {
 		if !strings.Contains(r.err.Error(), want) {
 			t.Errorf("error %q does not contain %q", r.err, want)
 		}
@@ -437,7 +439,7 @@ func TestDeployResumeAfterKill(t *testing.T) {
 	needParts(t, host1)
 	for _, point := range []string{"started", "switched"} {
 		t.Run(point, func(t *testing.T) {
-			environment := "t-kill-" + point
+			environment := envName("t-kill-" + point)
 			spec := testSpec(t, environment, []string{host1}, true)
 			v1, v2 := release(t, "v1", services), release(t, "v2", services)
 			s := &Stage{Drain: 100 * time.Millisecond, StopTimeout: 2 * time.Second}
@@ -464,7 +466,8 @@ func TestDeployResumeAfterKill(t *testing.T) {
 func TestDeployTwoHosts(t *testing.T) {
 	hosts := []string{host1, host2}
 	needParts(t, hosts...)
-	const environment = "t-two"
+	needReloadSafety(t)
+	environment := envName("t-two")
 	spec := testSpec(t, environment, hosts, true)
 	v1, v2 := release(t, "v1", services), release(t, "v2", services)
 	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
@@ -530,7 +533,8 @@ func liveAddr(t *testing.T, l Live) string {
 // answered at once. Run with -benchtime=1x: each iteration is a deploy.
 func BenchmarkSwitch(b *testing.B) {
 	needParts(b, host1)
-	const environment = "b-switch"
+	needReloadSafety(b)
+	environment := envName("b-switch")
 	spec := testSpec(b, environment, []string{host1}, true)
 	refs := map[string]map[string]string{"v1": release(b, "v1", services), "v2": release(b, "v2", services)}
 	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
@@ -561,4 +565,32 @@ func BenchmarkSwitch(b *testing.B) {
 	b.ReportMetric(float64(proxy.Microseconds())/1000, "max-caddy-switch-ms")
 	b.ReportMetric(float64(gap.Microseconds())/1000, "max-old-new-gap-ms")
 	b.ReportMetric(float64(slowest.Microseconds())/1000, "slowest-request-ms")
+}
+
+func TestDoctor(t *testing.T) {
+	needParts(t, host1)
+	spec := &stages.Spec{Environments: map[string]stages.Environment{
+		"dev":  {Hosts: []string{host1}, Proxy: &stages.Proxy{Caddy: caddyAdmin}},
+		"down": {Hosts: []string{"unix:///nonexistent/docker.sock", host1}, Proxy: &stages.Proxy{Caddy: "http://127.0.0.1:1"}},
+	}}
+	type verdict struct {
+		Name string
+		OK   bool
+	}
+	var got []verdict
+	for _, c := range (&Stage{}).Doctor(context.Background(), spec) {
+		got = append(got, verdict{c.Name, c.Err == nil})
+	}
+	reloadOK := checkMigrateReq(caddyAdmin) == nil
+	want := []verdict{
+		{"docker host " + host1, true},
+		{"caddy admin " + caddyAdmin, true},
+		{"caddy reloads without resets " + caddyAdmin, reloadOK},
+		{"docker host unix:///nonexistent/docker.sock", false},
+		{"caddy admin http://127.0.0.1:1", false},
+		{"caddy reloads without resets http://127.0.0.1:1", reloadOK},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Doctor (-want +got):\n%s", diff)
+	}
 }

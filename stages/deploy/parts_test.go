@@ -40,6 +40,30 @@ var (
 
 const pipeline = "deploytest"
 
+// envName makes a test's environment name unique to this test process, so
+// that two runs of these tests on one engine never touch each other's
+// containers.
+func envName(base string) string { return fmt.Sprintf("%s-%d", base, os.Getpid()) }
+
+// removeStale removes what killed test runs left behind: test containers
+// older than any run of these tests.
+func removeStale() {
+	ctx := context.Background()
+	for _, addr := range []string{host1, host2} {
+		h, err := openHost(addr)
+		if err != nil {
+			continue
+		}
+		boxes, _ := h.list(ctx, map[string]string{LabelPipeline: pipeline})
+		for _, b := range boxes {
+			if time.Since(b.Created) > 30*time.Minute {
+				_ = h.remove(ctx, b.ID)
+			}
+		}
+		h.cli.Close()
+	}
+}
+
 func envOr(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok {
 		return v
@@ -59,6 +83,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	removeStale()
 	code := m.Run()
 	os.RemoveAll(tmpDir)
 	os.Exit(code)
@@ -100,6 +125,22 @@ func needParts(tb testing.TB, hosts ...string) {
 		}
 		need(tb, part, err)
 	}
+}
+
+// needReloadSafety makes sure Caddy's config changes do not reset
+// connections (see checkMigrateReq): the zero-failure tests depend on it.
+// fixtures/up.sh should set it; as root, the test sets it when it is off.
+func needReloadSafety(tb testing.TB) {
+	tb.Helper()
+	if checkMigrateReq(caddyAdmin) == nil {
+		return
+	}
+	err := os.WriteFile(migrateReqPath, []byte("1\n"), 0o644)
+	if err == nil {
+		tb.Logf("set net.ipv4.tcp_migrate_req=1: without it a Caddy reload resets connections queued on its old listener")
+		return
+	}
+	need(tb, "net.ipv4.tcp_migrate_req=1", err)
 }
 
 func dockerClient(tb testing.TB, h string) *client.Client {
