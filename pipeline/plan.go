@@ -46,6 +46,18 @@ func (p *Plan) Hash() string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
+// Stages returns the names of the stages the plan's nodes come from, sorted.
+func (p *Plan) Stages() []string {
+	var names []string
+	for _, n := range p.Nodes {
+		if !slices.Contains(names, n.Stage) {
+			names = append(names, n.Stage)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
 // NodeID names the node of stage for item.
 func NodeID(stage, item string) string {
 	if item == "" {

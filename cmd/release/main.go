@@ -108,6 +108,10 @@ in a state store, and can resume, promote, roll back and report.
 		NewCmdLogs(f, nil),
 		NewCmdTag(f, nil),
 		NewCmdVersion(f),
+		NewCmdPromote(f, nil),
+		NewCmdRollback(f, nil),
+		NewCmdStatus(f, nil),
+		NewCmdShow(f, nil),
 	)
 	return root
 }

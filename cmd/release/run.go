@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -286,8 +287,12 @@ func resumeRun(ctx context.Context, opts *ResumeOptions) error {
 
 // sliceOf is the part of the pipeline a run covers.
 func sliceOf(run *pipeline.Run) pipeline.Slice {
+	var s pipeline.Slice
 	if run.Kind == "promote" || run.Kind == "rollback" {
-		return pipeline.Slice{Environment: run.Environment}
+		s.Environment = run.Environment
 	}
-	return pipeline.Slice{}
+	if names := run.Params["stages"]; names != "" {
+		s.Stages = strings.Split(names, ",")
+	}
+	return s
 }

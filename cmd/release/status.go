@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/stages/deploy"
+)
+
+// StatusOptions are the inputs of `release status`.
+type StatusOptions struct {
+	f           *Factory
+	Environment string
+}
+
+// NewCmdStatus builds `release status`.
+func NewCmdStatus(f *Factory, runF func(*StatusOptions) error) *cobra.Command {
+	opts := &StatusOptions{f: f}
+	return &cobra.Command{
+		Use:   "status [ENV]",
+		Short: "What each environment runs: version, digests, health, drift from the record",
+		Long: `For each environment (or ENV), the release recorded as live and the containers
+actually running on its hosts: the digest of each, its health, and drift where the
+running digest is not the recorded one or a container is missing. With -o json:
+environments (each name, version, runId, deployedAt, services (each name, digest,
+healthy, drift)).`,
+		Example: `  release status
+  release status prod -o json | jq '.environments[0].services[] | select(.drift != "")'`,
+		Args: rangeArgs(0, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				opts.Environment = args[0]
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return statusRun(cmd.Context(), opts)
+		},
+	}
+}
+
+type statusView struct {
+	Environments []envStatusView `json:"environments"`
+}
+
+type envStatusView struct {
+	Name       string              `json:"name"`
+	Version    string              `json:"version"`
+	RunID      string              `json:"runId"`
+	DeployedAt *time.Time          `json:"deployedAt"`
+	Services   []serviceStatusView `json:"services"`
+}
+
+type serviceStatusView struct {
+	Name    string `json:"name"`
+	Host    string `json:"host,omitempty"`
+	Digest  string `json:"digest"`
+	Healthy bool   `json:"healthy"`
+	Drift   string `json:"drift"`
+}
+
+func statusRun(ctx context.Context, opts *StatusOptions) error {
+	f := opts.f
+	p, err := f.Pipeline()
+	if err != nil {
+		return err
+	}
+	names := sortedKeys(p.Spec.Environments)
+	if opts.Environment != "" {
+		if _, ok := p.Spec.Environments[opts.Environment]; !ok {
+			return usageErrorf("unknown environment %q (known: %s)", opts.Environment, strings.Join(names, ", "))
+		}
+		names = []string{opts.Environment}
+	}
+	st, err := f.Store(ctx)
+	if err != nil {
+		return err
+	}
+	view := statusView{Environments: []envStatusView{}}
+	for _, name := range names {
+		ev := envStatusView{Name: name, Services: []serviceStatusView{}}
+		var recorded map[string]string
+		if hist, err := st.Deployments(ctx, name, 1); err != nil {
+			return err
+		} else if len(hist) > 0 {
+			d := hist[0]
+			ev.Version, ev.RunID, ev.DeployedAt, recorded = d.Version, d.RunID, &d.At, d.Images
+		}
+		live, err := deploy.Inspect(ctx, p.Spec, name)
+		if err != nil && len(live) == 0 && len(p.Spec.Environments[name].Hosts) > 0 {
+			return fmt.Errorf("status of %s: %w", name, err)
+		}
+		for _, l := range live {
+			sv := serviceStatusView{Name: l.Service, Host: l.Host, Digest: l.Digest, Healthy: l.Healthy}
+			switch want := recorded[l.Service]; {
+			case l.State == "missing" && want != "":
+				sv.Drift = "no container runs; recorded " + want
+			case want == "" && l.Digest != "":
+				sv.Drift = "runs " + l.Digest + ", which no recorded release put here"
+			case want != "" && l.Digest != want:
+				sv.Drift = "runs " + l.Digest + ", recorded " + want
+			}
+			ev.Services = append(ev.Services, sv)
+		}
+		view.Environments = append(view.Environments, ev)
+	}
+	if f.JSON() {
+		return writeJSON(f.IO.Out, view)
+	}
+	w := f.IO.Out
+	for i, ev := range view.Environments {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		if ev.Version == "" {
+			fmt.Fprintf(w, "%s: nothing deployed yet\n", ev.Name)
+		} else {
+			fmt.Fprintf(w, "%s: %s (run %s, %s)\n", ev.Name, ev.Version, ev.RunID, fmtTime(ev.DeployedAt))
+		}
+		t := newTable(w, f.IO.OutTTY, "SERVICE", "HOST", "DIGEST", "HEALTH", "DRIFT")
+		for _, s := range ev.Services {
+			health := "unhealthy"
+			if s.Healthy {
+				health = "healthy"
+			}
+			t.row(s.Name, s.Host, s.Digest, health, s.Drift)
+		}
+		t.flush()
+	}
+	return nil
+}
+
+// ShowOptions are the inputs of `release show`.
+type ShowOptions struct {
+	f       *Factory
+	Version string
+}
+
+// NewCmdShow builds `release show`.
+func NewCmdShow(f *Factory, runF func(*ShowOptions) error) *cobra.Command {
+	opts := &ShowOptions{f: f}
+	return &cobra.Command{
+		Use:   "show VERSION",
+		Short: "Show a release: the commit of each repo, the digest of each image, where it ran",
+		Example: `  release show 1.4.0
+  release show v1.4.0 -o json`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Version = args[0]
+			if runF != nil {
+				return runF(opts)
+			}
+			return showRun(cmd.Context(), opts)
+		},
+	}
+}
+
+type releaseView struct {
+	*pipeline.Release
+	Deployments []*pipeline.Deployment `json:"deployments"`
+}
+
+func showRun(ctx context.Context, opts *ShowOptions) error {
+	f := opts.f
+	p, err := f.Pipeline()
+	if err != nil {
+		return err
+	}
+	st, err := f.Store(ctx)
+	if err != nil {
+		return err
+	}
+	version := strings.TrimPrefix(opts.Version, p.Spec.Version.TagPrefix)
+	rel, err := st.Release(ctx, version)
+	if err != nil {
+		return err
+	}
+	all, err := st.Deployments(ctx, "", 0)
+	if err != nil {
+		return err
+	}
+	view := releaseView{Release: rel, Deployments: []*pipeline.Deployment{}}
+	for _, d := range all {
+		if d.Version == rel.Version {
+			view.Deployments = append(view.Deployments, d)
+		}
+	}
+	if f.JSON() {
+		return writeJSON(f.IO.Out, view)
+	}
+	w := f.IO.Out
+	fmt.Fprintf(w, "release %s (run %s, %s)\n\ncommits\n", rel.Version, rel.RunID, fmtTime(&rel.CreatedAt))
+	for _, k := range sortedKeys(rel.Commits) {
+		fmt.Fprintf(w, "  %-12s %s\n", k, rel.Commits[k])
+	}
+	fmt.Fprintln(w, "\nimages")
+	for _, k := range sortedKeys(rel.Images) {
+		fmt.Fprintf(w, "  %-12s %s\n", k, rel.Images[k])
+	}
+	fmt.Fprintln(w, "\ndeployments")
+	for _, d := range view.Deployments {
+		fmt.Fprintf(w, "  %-12s %s by %s run %s\n", d.Environment, fmtTime(&d.At), d.Kind, d.RunID)
+	}
+	return nil
+}
