@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/google/go-cmp/cmp"
 	"github.com/sweepboard/release/stages"
 )
@@ -91,5 +92,47 @@ func TestReach(t *testing.T) {
 	}
 	if err := set.Reach(ctx, "missing"); err == nil || !strings.Contains(err.Error(), filepath.Join(root, "nowhere.git")) {
 		t.Errorf("missing: %v", err)
+	}
+}
+
+// The docker-build stage reads commits from mirrors while the git-tag stage
+// of another node tags them: both through the same work directory.
+func TestConcurrentReadersAndTag(t *testing.T) {
+	ctx := context.Background()
+	tr := newTrain(t, 3)
+	work := filepath.Join(tr.root, ".release")
+	pinned, err := New(tr.spec(), work).Heads(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := New(tr.spec(), work)
+	var wg sync.WaitGroup
+	for range 3 {
+		for _, name := range tr.names {
+			wg.Go(func() {
+				r, err := reader.Open(ctx, name)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c, err := r.CommitObject(plumbing.NewHash(pinned[name]))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := c.Tree(); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	wg.Go(func() {
+		if _, err := New(tr.spec(), work).Tag(ctx, "1.0.0", pinned, TagOptions{}); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Wait()
+	for _, name := range tr.names {
+		checkAnnotated(t, tr.remotes[name].Bare, "v1.0.0", pinned[name])
 	}
 }
