@@ -15,16 +15,23 @@ import (
 )
 
 // registryAuth returns the X-Registry-Auth value an engine needs to pull
-// ref, from the Docker client config ($DOCKER_CONFIG/config.json, or
-// ~/.docker/config.json): "" when the config has no entry for the
-// registry. Errors never carry the credentials.
-func registryAuth(ref string) (string, error) {
+// ref: for the pipeline's own registry (pipelineRegistry, host[:port]),
+// RELEASE_REGISTRY_USER and RELEASE_REGISTRY_PASSWORD when set; otherwise
+// the Docker client config ($DOCKER_CONFIG/config.json, or
+// ~/.docker/config.json); "" when neither has an entry for the registry.
+// Errors never carry the credentials.
+func registryAuth(ref, pipelineRegistry string, getenv func(string) string) (string, error) {
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
 		return "", fmt.Errorf("parse image reference %s: %w", ref, err)
 	}
 	domain := reference.Domain(named)
-	dir := os.Getenv("DOCKER_CONFIG")
+	if user := getenv("RELEASE_REGISTRY_USER"); user != "" && domain == registryHost(pipelineRegistry) {
+		return registry.EncodeAuthConfig(registry.AuthConfig{
+			Username: user, Password: getenv("RELEASE_REGISTRY_PASSWORD"), ServerAddress: domain,
+		})
+	}
+	dir := getenv("DOCKER_CONFIG")
 	if dir == "" {
 		home, err := os.UserHomeDir()
 		if err != nil {

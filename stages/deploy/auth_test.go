@@ -23,10 +23,17 @@ func TestRegistryAuth(t *testing.T) {
 	tests := []struct {
 		name    string
 		config  string // "" for no config file
+		env     map[string]string
 		want    registry.AuthConfig
 		wantErr string
 	}{
 		{name: "no config file"},
+		{name: "env for the pipeline's registry", config: `{"auths": {"127.0.0.1:5001": {"auth": "` + userPass + `"}}}`,
+			env:  map[string]string{"RELEASE_REGISTRY_USER": "carol", "RELEASE_REGISTRY_PASSWORD": "pw"},
+			want: registry.AuthConfig{Username: "carol", Password: "pw", ServerAddress: "127.0.0.1:5001"}},
+		{name: "env for another registry", config: `{"auths": {"127.0.0.1:5001": {"auth": "` + userPass + `"}}}`,
+			env:  map[string]string{"RELEASE_REGISTRY_USER": "carol", "RELEASE_REGISTRY_PASSWORD": "pw", "PIPELINE_REGISTRY": "127.0.0.1:5000"},
+			want: registry.AuthConfig{Username: "alice", Password: "s3cret:with:colons", ServerAddress: "127.0.0.1:5001"}},
 		{name: "no entry", config: `{"auths": {"other:5000": {"auth": "` + userPass + `"}}}`},
 		{name: "auth field", config: `{"auths": {"127.0.0.1:5001": {"auth": "` + userPass + `"}}}`,
 			want: registry.AuthConfig{Username: "alice", Password: "s3cret:with:colons", ServerAddress: "127.0.0.1:5001"}},
@@ -44,8 +51,15 @@ func TestRegistryAuth(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			t.Setenv("DOCKER_CONFIG", dir)
-			got, err := registryAuth(ref)
+			env := map[string]string{"DOCKER_CONFIG": dir}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			pipelineRegistry := "127.0.0.1:5001"
+			if r := env["PIPELINE_REGISTRY"]; r != "" {
+				pipelineRegistry = r
+			}
+			got, err := registryAuth(ref, pipelineRegistry, func(k string) string { return env[k] })
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("registryAuth error = %v, want one containing %q", err, tt.wantErr)

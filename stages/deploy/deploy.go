@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -212,6 +213,15 @@ func (d *deployer) stopTimeout() time.Duration {
 	return DefaultStopTimeout
 }
 
+// pull pulls an image with the registry credentials, if any.
+func (d *deployer) pull(ctx context.Context, h *host, ref string) error {
+	auth, err := registryAuth(ref, d.env.Spec.Registry.URL, os.Getenv)
+	if err != nil {
+		return err
+	}
+	return h.pull(ctx, ref, auth)
+}
+
 // want is the container spec of a service in this environment.
 func (d *deployer) want(name string) spec {
 	svc := d.env.Spec.Services[name]
@@ -339,7 +349,7 @@ func (d *deployer) ensureNew(ctx context.Context, p *onHost, name string, w spec
 	if p.cur != nil {
 		d.logf("%s on %s: found %s", name, p.h.addr, p.cur.Name)
 	} else {
-		if err := p.h.pull(ctx, w.Image); err != nil {
+		if err := d.pull(ctx, p.h, w.Image); err != nil {
 			return err
 		}
 		b, err := p.h.create(ctx, w)
@@ -515,7 +525,7 @@ func (d *deployer) recreate(ctx context.Context, name string, w spec, svc stages
 				return nil
 			}
 		}
-		if err := p.h.pull(ctx, w.Image); err != nil {
+		if err := d.pull(ctx, p.h, w.Image); err != nil {
 			return err
 		}
 		// Keep the newest old container to fall back on; the rest go.

@@ -126,16 +126,13 @@ func (h *host) list(ctx context.Context, labels map[string]string) ([]box, error
 	return boxes, nil
 }
 
-// pull makes sure the image ref (by digest) is on the host.
-func (h *host) pull(ctx context.Context, ref string) error {
+// pull makes sure the image ref (by digest) is on the host. auth is the
+// X-Registry-Auth value, "" for none.
+func (h *host) pull(ctx context.Context, ref, auth string) error {
 	if _, err := h.cli.ImageInspect(ctx, ref); err == nil {
 		return nil
 	} else if !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("inspect image %s on %s: %w", ref, h.addr, err)
-	}
-	auth, err := registryAuth(ref)
-	if err != nil {
-		return err
 	}
 	rc, err := h.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: auth})
 	if err != nil {
