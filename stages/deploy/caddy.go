@@ -123,9 +123,10 @@ func (c *caddy) remove(ctx context.Context, id string) error {
 	return err
 }
 
-// do sends one admin request. Statuses that say "not there" (404, and 400
-// or 500 for a traversal into a missing key) and 409 are returned for the
-// caller to decide; any other non-200 is an error carrying Caddy's message.
+// do sends one admin request. "Not there" (404, or 400 for a traversal
+// into a missing key) and "already there" (409, or 500 for a PUT of an
+// existing key) come back as 404 and 409 for the caller to decide; any
+// other non-200 is an error carrying Caddy's message.
 func (c *caddy) do(ctx context.Context, method, path string, in, out any) (int, error) {
 	var body io.Reader
 	if in != nil {
@@ -161,10 +162,10 @@ func (c *caddy) do(ctx context.Context, method, path string, in, out any) (int, 
 		return resp.StatusCode, nil
 	case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusConflict:
 		return resp.StatusCode, nil
-	case method == http.MethodGet || method == http.MethodDelete:
-		if isMissingKey(raw) {
-			return http.StatusNotFound, nil
-		}
+	case (method == http.MethodGet || method == http.MethodDelete) && isMissingKey(raw):
+		return http.StatusNotFound, nil
+	case method == http.MethodPut && strings.Contains(string(raw), "key already exists"):
+		return http.StatusConflict, nil
 	}
 	return resp.StatusCode, fmt.Errorf("caddy %s %s: %s", method, path, caddyMessage(resp.StatusCode, raw))
 }
