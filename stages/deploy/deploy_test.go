@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -560,7 +563,7 @@ func BenchmarkSwitch(b *testing.B) {
 		}
 		from, to = to, from
 	}
-	b.ReportMetric(float64(failed), "failed-requests")
+	b.ReportMetric(float64(failed)/float64(b.N), "failed-requests/op")
 	b.ReportMetric(float64(ok)/float64(b.N), "ok-requests/op")
 	b.ReportMetric(float64(proxy.Microseconds())/1000, "max-caddy-switch-ms")
 	b.ReportMetric(float64(gap.Microseconds())/1000, "max-old-new-gap-ms")
@@ -593,4 +596,75 @@ func TestDoctor(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Doctor (-want +got):\n%s", diff)
 	}
+}
+
+// BenchmarkStopThenRun is the baseline BenchmarkSwitch is measured
+// against: what a shell script does with the docker CLI, `docker stop` of
+// the old container then `docker run` of the new one on the same published
+// port, behind the same Caddy route, under the same load. Run with
+// -benchtime=1x and compare failed-requests.
+func BenchmarkStopThenRun(b *testing.B) {
+	needParts(b, host1)
+	needReloadSafety(b)
+	docker, err := exec.LookPath("docker")
+	need(b, "docker CLI", err)
+	environment := envName("b-stoprun")
+	spec := testSpec(b, environment, []string{host1}, true)
+	refs := map[string]string{"v1": pushImage(b, "api", "v1", false), "v2": pushImage(b, "api", "v2", false)}
+	port := freeAddr(b)
+	_, hostPort, _ := net.SplitHostPort(port)
+	name := containerName(pipeline, environment, "api", "script")
+	labels := []string{"--label", LabelPipeline + "=" + pipeline, "--label", LabelEnvironment + "=" + environment, "--label", LabelService + "=api"}
+	run := func(args ...string) {
+		b.Helper()
+		cmd := exec.Command(docker, args...)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+host1)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	start := func(ref string) {
+		b.Helper()
+		run(append(append([]string{"run", "-d", "--name", name, "-p", "127.0.0.1:" + hostPort + ":8080"}, labels...), ref)...)
+		// Wait for health as the script would, with curl in a loop.
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if ok, _ := probe(context.Background(), port, stages.Health{HTTP: "/healthz"}); ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s not healthy", ref)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	start(refs["v1"])
+	// The plain reverse_proxy a script would configure: no retries of
+	// failed dials, which would turn the downtime into stalled requests.
+	r := route{ID: routeID(pipeline, environment, "api"), Listen: spec.Environments[environment].Proxy.Listen["api"]}
+	server := r.server([]string{port})
+	delete(server["routes"].([]any)[0].(map[string]any)["handle"].([]any)[0].(map[string]any), "load_balancing")
+	if _, err := newCaddy(caddyAdmin).do(context.Background(), http.MethodPut, "/config/apps/http/servers/"+r.ID, server, nil); err != nil {
+		b.Fatal(err)
+	}
+	to := "v2"
+	var failed, ok int64
+	var slowest time.Duration
+	b.ResetTimer()
+	for range b.N {
+		l := startLoad([]string{"http://" + r.Listen}, 4)
+		time.Sleep(300 * time.Millisecond)
+		run("stop", "-t", "10", name)
+		run("rm", name)
+		start(refs[to])
+		time.Sleep(300 * time.Millisecond)
+		l.finish()
+		b.Logf("stop then run %s under load: %d ok, %d failed, e.g. %v", to, l.ok.Load(), l.failed.Load(), l.errs[:min(len(l.errs), 2)])
+		failed += l.failed.Load()
+		ok += l.ok.Load()
+		slowest = max(slowest, l.slowest)
+		to = map[string]string{"v1": "v2", "v2": "v1"}[to]
+	}
+	b.ReportMetric(float64(failed)/float64(b.N), "failed-requests/op")
+	b.ReportMetric(float64(ok)/float64(b.N), "ok-requests/op")
+	b.ReportMetric(float64(slowest.Microseconds())/1000, "slowest-request-ms")
 }

@@ -1,5 +1,17 @@
 package deploy
 
+// The tests of this package run against a real Docker engine (two for
+// TestDeployTwoHosts), the registry on 127.0.0.1:5000 (and the htpasswd one
+// on 127.0.0.1:5001) and Caddy's admin API on 127.0.0.1:2019. As root:
+//
+//	eval "$(fixtures/up.sh)"
+//	go test -race -count=1 ./stages/deploy
+//	go test -count=1 -run '^$' -bench . -benchtime=1x ./stages/deploy
+//
+// With CI set, a missing part fails the tests; otherwise they skip. The
+// zero-failure tests need net.ipv4.tcp_migrate_req=1 (see doctor.go) and set
+// it when they can.
+
 import (
 	"archive/tar"
 	"bufio"
