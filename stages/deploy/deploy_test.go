@@ -16,6 +16,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/google/go-cmp/cmp"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sweepboard/release/stages"
 )
@@ -667,4 +668,34 @@ func BenchmarkStopThenRun(b *testing.B) {
 	b.ReportMetric(float64(failed)/float64(b.N), "failed-requests/op")
 	b.ReportMetric(float64(ok)/float64(b.N), "ok-requests/op")
 	b.ReportMetric(float64(slowest.Microseconds())/1000, "slowest-request-ms")
+}
+
+// TestWith decodes `with:` blocks the way the loader does: strictly.
+func TestWith(t *testing.T) {
+	tests := []struct {
+		name, with string
+		want       Stage
+		wantErr    bool
+	}{
+		{name: "empty", with: "{}", want: Stage{}},
+		{name: "durations", with: "drain: 3s\nstop_timeout: 1m", want: Stage{Drain: 3 * time.Second, StopTimeout: time.Minute}},
+		{name: "unknown key", with: "drian: 3s", wantErr: true},
+		{name: "not a duration", with: "drain: soon", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := Kind.New().(*Stage)
+			dec := yaml.NewDecoder(strings.NewReader(tt.with))
+			dec.KnownFields(true)
+			err := dec.Decode(s)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("decode %q: error %v, want error %v", tt.with, err, tt.wantErr)
+			}
+			if err == nil {
+				if diff := cmp.Diff(tt.want, *s); diff != "" {
+					t.Errorf("decoded (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
 }
