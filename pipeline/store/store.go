@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // the team store's driver
 	"github.com/sweepboard/release/pipeline"
 	_ "modernc.org/sqlite" // the embedded store's driver
 )
@@ -22,10 +24,59 @@ import (
 // Open opens the store named by dsn: a postgres:// URL, or a file path for
 // SQLite, created with its directory when missing. Migrations run first.
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return nil, fmt.Errorf("open state store: postgres is not supported yet")
+	if IsPostgres(dsn) {
+		return OpenPostgres(ctx, dsn)
 	}
 	return OpenSQLite(ctx, dsn)
+}
+
+// IsPostgres reports whether dsn names a PostgreSQL store.
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// OpenPostgres opens a PostgreSQL state store (a team's, shared by CI
+// runners and laptops) and runs the migrations in one transaction, under an
+// advisory lock so that two processes starting at once do not race.
+func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
+	shown := redactDSN(dsn)
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open state store %s: %w", shown, err)
+	}
+	db.SetMaxOpenConns(4)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state store %s: %s", shown, redactErr(err, dsn))
+	}
+	s := &DB{db: db, dialect: postgres, name: shown}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state store %s: %w", shown, err)
+	}
+	return s, nil
+}
+
+// redactDSN drops the password from a connection URL for messages.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://…"
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+func redactErr(err error, dsn string) string {
+	msg := err.Error()
+	if u, perr := url.Parse(dsn); perr == nil {
+		if pw, has := u.User.Password(); has && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	return msg
 }
 
 // OpenSQLite opens (or creates) a SQLite state file in WAL mode with full
@@ -158,6 +209,12 @@ func (s *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer tx.Rollback()
+	if s.dialect == postgres {
+		// Held until the transaction ends: one migrator at a time.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7265636)`); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
 	if err := s.exec(ctx, tx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

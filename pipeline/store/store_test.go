@@ -2,11 +2,14 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,12 +18,26 @@ import (
 	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/pipeline/store"
 	"github.com/sweepboard/release/stages"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
 )
 
 // opener opens a fresh, empty store for one test.
 type opener func(t *testing.T) pipeline.Store
 
-// stores are the implementations the conformance suite runs against.
+// postgresDSN is the test cluster fixtures/up.sh starts; RELEASE_TEST_POSTGRES
+// overrides it.
+func postgresDSN() string {
+	if dsn := os.Getenv("RELEASE_TEST_POSTGRES"); dsn != "" {
+		return dsn
+	}
+	return "postgres://release:release@127.0.0.1:5432/release_test?sslmode=disable"
+}
+
+var schemaSeq atomic.Int64
+
+// stores are the implementations the conformance suite runs against. Each
+// PostgreSQL test gets a schema of its own, so tests start empty.
 func stores(t *testing.T) map[string]opener {
 	return map[string]opener{
 		"sqlite": func(t *testing.T) pipeline.Store {
@@ -31,7 +48,43 @@ func stores(t *testing.T) map[string]opener {
 			t.Cleanup(func() { s.Close() })
 			return s
 		},
+		"postgres": func(t *testing.T) pipeline.Store {
+			return openPostgres(t)
+		},
 	}
+}
+
+func openPostgres(t testing.TB) *store.DB {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := sql.Open("pgx", postgresDSN())
+	if err == nil {
+		err = admin.PingContext(ctx)
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("PostgreSQL at %s: %v (fixtures/up.sh starts it)", postgresDSN(), err)
+		}
+		t.Skipf("no PostgreSQL at %s: %v", postgresDSN(), err)
+	}
+	defer admin.Close()
+	schema := fmt.Sprintf("t_%d_%d", os.Getpid(), schemaSeq.Add(1))
+	if _, err := admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE; CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if a, err := sql.Open("pgx", postgresDSN()); err == nil {
+			a.ExecContext(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+			a.Close()
+		}
+	})
+	dsn := postgresDSN() + "&search_path=" + schema
+	s, err := store.OpenPostgres(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 func TestConformance(t *testing.T) {
