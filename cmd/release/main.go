@@ -112,6 +112,7 @@ in a state store, and can resume, promote, roll back and report.
 		NewCmdRollback(f, nil),
 		NewCmdStatus(f, nil),
 		NewCmdShow(f, nil),
+		NewCmdDoctor(f, nil),
 	)
 	return root
 }

@@ -39,7 +39,7 @@ func IsPostgres(dsn string) bool {
 // runners and laptops) and runs the migrations in one transaction, under an
 // advisory lock so that two processes starting at once do not race.
 func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
-	shown := redactDSN(dsn)
+	shown := Redact(dsn)
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", shown, err)
@@ -57,8 +57,11 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	return s, nil
 }
 
-// redactDSN drops the password from a connection URL for messages.
-func redactDSN(dsn string) string {
+// Redact names a store for messages: a connection URL loses its password.
+func Redact(dsn string) string {
+	if !IsPostgres(dsn) {
+		return dsn
+	}
 	u, err := url.Parse(dsn)
 	if err != nil {
 		return "postgres://…"
