@@ -192,6 +192,7 @@ func TestDeployRecreate(t *testing.T) {
 	needParts(t, host1)
 	environment := envName("t-recreate")
 	spec := testSpec(t, environment, []string{host1}, false)
+	failFast(spec, "api")
 	v1 := release(t, "v1", services)
 	s := &Stage{StopTimeout: 2 * time.Second}
 
@@ -409,6 +410,7 @@ func TestDeployUnhealthyUnderLoad(t *testing.T) {
 	needReloadSafety(t)
 	environment := envName("t-unhealthy")
 	spec := testSpec(t, environment, []string{host1}, true)
+	failFast(spec, "api")
 	v1 := release(t, "v1", services)
 	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
 	if r := deploy(t, s, spec, environment, "v1", v1); r.err != nil {

@@ -338,7 +338,8 @@ func freeAddr(tb testing.TB) string {
 // own environment name, so tests never see each other's containers.
 func testSpec(tb testing.TB, environment string, hosts []string, withProxy bool) *stages.Spec {
 	tb.Helper()
-	health := stages.Health{HTTP: "/healthz", Timeout: 5 * time.Second}
+	// Generous: a busy CI machine may take a while to start a container.
+	health := stages.Health{HTTP: "/healthz", Timeout: 20 * time.Second}
 	vol := filepath.Join(tmpDir, environment+"-data")
 	if err := os.MkdirAll(vol, 0o755); err != nil {
 		tb.Fatal(err)
@@ -387,6 +388,14 @@ func cleanup(tb testing.TB, spec *stages.Spec, environment string) {
 	for name := range spec.Services {
 		_ = c.remove(ctx, routeID(pipeline, environment, name))
 	}
+}
+
+// failFast shortens a service's health timeout, for tests that wait for a
+// health check to fail.
+func failFast(spec *stages.Spec, service string) {
+	svc := spec.Services[service]
+	svc.Health.Timeout = 5 * time.Second
+	spec.Services[service] = svc
 }
 
 type runResult struct {
