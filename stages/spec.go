@@ -110,6 +110,28 @@ func (s *Spec) DeployOrder() []string {
 	return order
 }
 
+// EnvironmentOrder returns the environments in promotion order: each after
+// the one it is promoted from; ties are broken by name.
+func (s *Spec) EnvironmentOrder() []string {
+	var order []string
+	seen := map[string]bool{}
+	var visit func(string)
+	visit = func(n string) {
+		if seen[n] {
+			return
+		}
+		seen[n] = true
+		if from := s.Environments[n].From; from != "" {
+			visit(from)
+		}
+		order = append(order, n)
+	}
+	for _, n := range sortedKeys(s.Environments) {
+		visit(n)
+	}
+	return order
+}
+
 // ServiceNames returns the service names, sorted.
 func (s *Spec) ServiceNames() []string { return sortedKeys(s.Services) }
 

@@ -94,7 +94,7 @@ func planRun(ctx context.Context, opts *PlanOptions) error {
 		svc := p.Spec.Services[s]
 		view.Images[s] = imageRef(p.Spec.Registry.URL, svc.Image) + ":" + v.Version
 	}
-	for _, name := range sortedKeys(p.Spec.Environments) {
+	for _, name := range p.Spec.EnvironmentOrder() {
 		e := p.Spec.Environments[name]
 		view.Environments = append(view.Environments, envPlanView{Name: name, From: e.From, Hosts: nonNil(e.Hosts), Approval: e.Approval == "required"})
 	}

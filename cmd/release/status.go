@@ -69,7 +69,7 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	if err != nil {
 		return err
 	}
-	names := sortedKeys(p.Spec.Environments)
+	names := p.Spec.EnvironmentOrder()
 	if opts.Environment != "" {
 		if _, ok := p.Spec.Environments[opts.Environment]; !ok {
 			return usageErrorf("unknown environment %q (known: %s)", opts.Environment, strings.Join(names, ", "))
@@ -203,7 +203,7 @@ func showRun(ctx context.Context, opts *ShowOptions) error {
 	}
 	fmt.Fprintln(w, "\ndeployments")
 	for _, d := range view.Deployments {
-		fmt.Fprintf(w, "  %-12s %s by %s run %s\n", d.Environment, fmtTime(&d.At), d.Kind, d.RunID)
+		fmt.Fprintf(w, "  %-12s %s by %s %s\n", d.Environment, fmtTime(&d.At), d.Kind, d.RunID)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/approval"
 	"github.com/sweepboard/release/stages/deploy"
+	"github.com/sweepboard/release/stages/dockerbuild"
+	"github.com/sweepboard/release/stages/dockerpush"
 	"github.com/sweepboard/release/stages/exec"
 	"github.com/sweepboard/release/stages/githubrelease"
 	"github.com/sweepboard/release/stages/gittag"
@@ -15,6 +17,8 @@ import (
 var Kinds = []stages.Kind{
 	approval.Kind,
 	deploy.Kind,
+	dockerbuild.Kind,
+	dockerpush.Kind,
 	exec.Kind,
 	githubrelease.Kind,
 	gittag.Kind,
