@@ -52,7 +52,11 @@ const (
 // Stage deploys the release's images to the stage's environment.
 type Stage struct {
 	// Drain is how long old containers keep running after the proxy
-	// switched away from them, for requests already proxied to finish.
+	// switched away from them, for requests already proxied to them to
+	// finish. Caddy cannot tell when they have: it forgets an upstream's
+	// request count as soon as a config change drops the upstream. Longer
+	// requests rely on the service finishing them on SIGTERM, within
+	// StopTimeout.
 	Drain time.Duration `yaml:"drain"`
 	// StopTimeout is how long an old container's process gets between
 	// SIGTERM and SIGKILL.

@@ -312,7 +312,7 @@ type switchStats struct {
 	// the old version answered to the start of the first one the new
 	// version answered; negative when both answered for a while.
 	gap map[string]time.Duration
-	// slowest is the longest request (each asks for 20ms of work).
+	// slowest is the longest a request waited beyond the work it asked for.
 	slowest time.Duration
 	// proxy is, per service, how long Caddy took to apply the switch.
 	proxy map[string]time.Duration
@@ -322,7 +322,7 @@ var switchLine = regexp.MustCompile(`deploy \S+: (\S+): \S+ now proxies to .* \(
 
 func (st switchStats) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d requests ok, %d failed, slowest %v", st.ok, st.failed, st.slowest.Round(time.Millisecond))
+	fmt.Fprintf(&b, "%d requests ok, %d failed, longest wait %v", st.ok, st.failed, st.slowest.Round(time.Millisecond))
 	for _, svc := range services {
 		fmt.Fprintf(&b, "; %s: caddy switch %v, requests old→new %v", svc, st.proxy[svc], st.gap[svc].Round(time.Millisecond))
 	}
@@ -570,7 +570,7 @@ func BenchmarkSwitch(b *testing.B) {
 	b.ReportMetric(float64(ok)/float64(b.N), "ok-requests/op")
 	b.ReportMetric(float64(proxy.Microseconds())/1000, "max-caddy-switch-ms")
 	b.ReportMetric(float64(gap.Microseconds())/1000, "max-old-new-gap-ms")
-	b.ReportMetric(float64(slowest.Microseconds())/1000, "slowest-request-ms")
+	b.ReportMetric(float64(slowest.Microseconds())/1000, "longest-wait-ms")
 }
 
 func TestDoctor(t *testing.T) {
@@ -669,7 +669,7 @@ func BenchmarkStopThenRun(b *testing.B) {
 	}
 	b.ReportMetric(float64(failed)/float64(b.N), "failed-requests/op")
 	b.ReportMetric(float64(ok)/float64(b.N), "ok-requests/op")
-	b.ReportMetric(float64(slowest.Microseconds())/1000, "slowest-request-ms")
+	b.ReportMetric(float64(slowest.Microseconds())/1000, "longest-wait-ms")
 }
 
 // TestWith decodes `with:` blocks the way the loader does: strictly.

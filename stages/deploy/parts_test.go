@@ -490,7 +490,7 @@ type load struct {
 	mu         sync.Mutex
 	first      map[string]time.Time // first request answered by each version, by its start
 	last       map[string]time.Time // last request answered by each version, by its start
-	slowest    time.Duration
+	slowest    time.Duration        // the longest wait beyond the work asked for
 	errs       []string
 	start      time.Time
 	stop       func()
@@ -500,23 +500,28 @@ type load struct {
 // startLoad starts workers per URL: half of them reuse keep-alive
 // connections, the other half open a new connection per request, so that
 // neither a closed idle connection (which Go's client retries silently)
-// nor a refused new one can hide.
+// nor a refused new one can hide. Each asks for 20ms of work; one more
+// worker per URL asks for 1.5s, so that a deploy always finds requests in
+// flight on the old container.
 func startLoad(urls []string, workers int) *load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{first: map[string]time.Time{}, last: map[string]time.Time{}, start: time.Now(), stop: cancel}
-	keepAlive := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	keepAlive := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers + 1}}
 	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, u := range urls {
-		for i := range workers {
-			hc := keepAlive
-			if i%2 == 1 {
+		for i := range workers + 1 {
+			hc, ms := keepAlive, 20
+			switch {
+			case i == workers:
+				ms = 1500
+			case i%2 == 1:
 				hc = fresh
 			}
 			l.wg.Add(1)
 			go func() {
 				defer l.wg.Done()
 				for ctx.Err() == nil {
-					l.once(hc, u+"/?ms=20")
+					l.once(hc, fmt.Sprintf("%s/?ms=%d", u, ms), time.Duration(ms)*time.Millisecond)
 				}
 			}()
 		}
@@ -524,7 +529,7 @@ func startLoad(urls []string, workers int) *load {
 	return l
 }
 
-func (l *load) once(hc *http.Client, url string) {
+func (l *load) once(hc *http.Client, url string, work time.Duration) {
 	start := time.Now()
 	resp, err := hc.Get(url)
 	if err != nil {
@@ -550,7 +555,7 @@ func (l *load) once(hc *http.Client, url string) {
 	if start.After(l.last[v]) {
 		l.last[v] = start
 	}
-	l.slowest = max(l.slowest, time.Since(start))
+	l.slowest = max(l.slowest, time.Since(start)-work)
 	l.mu.Unlock()
 }
 
