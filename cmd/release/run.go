@@ -24,6 +24,7 @@ type RunOptions struct {
 	Version  string
 	Parallel int
 	Yes      bool
+	Wait     bool
 }
 
 // NewCmdRun builds `release run`.
@@ -55,6 +56,7 @@ that reaches an approval gate stops with exit code 5 until it is approved.`,
 	cmd.Flags().StringVar(&opts.Version, "version", "", "release this exact version instead of bumping")
 	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "approve every approval gate up front (recorded as such)")
+	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for locked environments instead of exiting 4")
 	return cmd
 }
 
@@ -93,7 +95,7 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 		approveUpFront(f, p, run)
 	}
 	markOwner(run)
-	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true})
+	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true, wait: opts.Wait})
 }
 
 // approveUpFront records a --yes approval on every approval node.
