@@ -255,15 +255,28 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				running++
 			}
 		}
+		blocked := false
+		if len(started) > 0 && locks.held() {
+			// Fencing: confirm the locks with the store before anything
+			// new starts; a failed confirmation leaves them unconfirmed.
+			_ = locks.fence(wctx)
+		}
 		if len(started) > 0 && !locks.valid() {
-			// Fencing: a run that may have lost its locks starts nothing.
+			// Fencing: a run that is not sure of its locks starts nothing.
+			// It waits for a renewal to get through, and stops when the
+			// locks are lost or expired.
 			for _, n := range started {
 				n.Status, n.Attempts, n.StartedAt = Pending, n.Attempts-1, nil
 				running--
 			}
+			ready = append(nodeIDList(started), ready...)
 			started = nil
-			lockLost = true
-			cancelNodes()
+			if locks.over() {
+				lockLost = true
+				cancelNodes()
+			} else {
+				blocked = true
+			}
 		}
 		batch = append(batch, started...)
 		if imagesChanged {
@@ -307,7 +320,7 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			pn, _ := plan.Node(n.ID)
 			go x.runNode(nodeCtx, p.Stages[pn.Stage], env, n.Attempts, results)
 		}
-		if running == 0 {
+		if running == 0 && !blocked {
 			break
 		}
 		select {
@@ -351,6 +364,14 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		return fmt.Errorf("run %s: %w; resume it when the lock is free", run.ID, ErrLockLost)
 	}
 	return err
+}
+
+func nodeIDList(ns []*Node) []string {
+	ids := make([]string, len(ns))
+	for i, n := range ns {
+		ids[i] = n.ID
+	}
+	return ids
 }
 
 func allOf(ids []string, ok func(string) bool) bool {

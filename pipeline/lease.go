@@ -20,6 +20,10 @@ type heldLocks struct {
 	mu      sync.Mutex
 	expires time.Time // the earliest expiry of the leases as last renewed
 	gone    bool
+	// unconfirmed is set when a renewal could not reach the store: the
+	// leases may still be ours, but nothing new starts until a renewal
+	// succeeds again.
+	unconfirmed bool
 }
 
 // acquire takes the executor's locks in name order (so two runs wanting the
@@ -83,6 +87,7 @@ func (h *heldLocks) heartbeat() {
 		case <-h.stop:
 			return
 		case <-t.C:
+			ok := true
 			for _, l := range h.leases {
 				if err := h.store.RenewLease(context.Background(), l, h.ttl); err != nil {
 					h.mu.Lock()
@@ -95,22 +100,43 @@ func (h *heldLocks) heartbeat() {
 						close(h.lost)
 						return
 					}
-					// A failed renewal that is not a loss (the store is
-					// unreachable) leaves the old expiry in force: valid()
-					// turns false when it passes.
-					continue
+					// The store did not answer: until a renewal gets
+					// through, the leases are not confirmed, and when
+					// their expiry passes they are gone.
+					h.mu.Lock()
+					h.unconfirmed = true
+					h.mu.Unlock()
+					ok = false
+					break
 				}
 			}
-			h.setExpires()
+			if ok {
+				h.setExpires()
+				h.mu.Lock()
+				h.unconfirmed = false
+				h.mu.Unlock()
+			}
 		}
 	}
 }
 
-// valid reports whether every lock is still held: not lost, not expired.
+// valid reports whether every lock is held and confirmed: not lost, not
+// expired, and the last renewal reached the store.
 func (h *heldLocks) valid() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return !h.gone && time.Now().Before(h.expires)
+	return !h.gone && !h.unconfirmed && time.Now().Before(h.expires)
+}
+
+// held reports whether there are locks at all.
+func (h *heldLocks) held() bool { return len(h.leases) > 0 }
+
+// over reports whether the locks are lost for good: taken by someone else,
+// or expired without a renewal.
+func (h *heldLocks) over() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gone || !time.Now().Before(h.expires)
 }
 
 // fence confirms the locks with the store itself, for a stage about to make
@@ -121,10 +147,16 @@ func (h *heldLocks) fence(ctx context.Context) error {
 	}
 	for _, l := range h.leases {
 		if err := h.store.RenewLease(ctx, l, h.ttl); err != nil {
+			h.mu.Lock()
+			h.unconfirmed = true
+			h.mu.Unlock()
 			return errors.Join(ErrLockLost, err)
 		}
 	}
 	h.setExpires()
+	h.mu.Lock()
+	h.unconfirmed = false
+	h.mu.Unlock()
 	return nil
 }
 

@@ -6,9 +6,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the team store's driver
 	"github.com/sweepboard/release/pipeline"
 	_ "modernc.org/sqlite" // the embedded store's driver
@@ -273,7 +276,21 @@ func toJSON(v any) string {
 	return string(b)
 }
 
+// tx runs f in a transaction. On PostgreSQL a transaction that failed
+// because its connection broke (a restart, pg_terminate_backend) is run
+// again on a fresh connection: every write here is safe to redo.
 func (s *DB) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = s.tx1(ctx, f)
+		if err == nil || s.dialect != postgres || !brokenConn(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func (s *DB) tx1(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -283,6 +300,17 @@ func (s *DB) tx(ctx context.Context, f func(*sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// brokenConn reports errors that mean the connection, not the statement,
+// failed: the server shut it (class 57P: operator intervention), it is gone
+// (class 08: connection exception), or the driver dropped it.
+func brokenConn(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
+	}
+	return errors.Is(err, driver.ErrBadConn) || pgconn.SafeToRetry(err) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // CreateRun records a new run and its nodes in one transaction.
