@@ -82,6 +82,11 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 		}
 	}
 	v, err := resolveVersion(ctx, f, p, st, opts.Bump, opts.Version, commits)
+	if errors.Is(err, repos.ErrNothingToRelease) {
+		// Not a failure: a CI job on a push of chores has nothing to do.
+		fmt.Fprintf(f.IO.ErrOut, "release: %v; no run started\n", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
