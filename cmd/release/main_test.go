@@ -2,12 +2,14 @@ package main
 
 import (
 	"flag"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/sweepboard/release/fixtures/fakegithub"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output in testdata/script")
@@ -38,6 +40,16 @@ func TestScript(t *testing.T) {
 				}
 				first, _, _ := strings.Cut(ts.ReadFile("stdout"), "\n")
 				ts.Setenv(args[0], strings.TrimSpace(first))
+			},
+			// fakegithub VAR TOKEN: serve the fake GitHub API for the rest
+			// of the script, requiring TOKEN; VAR gets its api_url.
+			"fakegithub": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: fakegithub VAR TOKEN")
+				}
+				srv := httptest.NewServer(fakegithub.New(args[1]))
+				ts.Defer(srv.Close)
+				ts.Setenv(args[0], srv.URL+"/")
 			},
 			// lines FILE N: FILE has exactly N lines.
 			"lines": func(ts *testscript.TestScript, neg bool, args []string) {

@@ -66,7 +66,21 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	return out, err
 }
 
+// Doctor checks that GitHub answers for every repo with the token.
+func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
+	gh, err := repos.New(spec, "").GitHub()
+	if err != nil {
+		return []stages.Check{{Name: "github " + spec.GitHub.APIURL, Err: err}}
+	}
+	var checks []stages.Check
+	for _, name := range spec.RepoNames() {
+		checks = append(checks, stages.Check{Name: "github releases of " + spec.GitHub.Owner + "/" + name, Err: gh.Check(ctx, name)})
+	}
+	return checks
+}
+
 var (
 	_ stages.Stage     = (*Stage)(nil)
 	_ stages.Validator = (*Stage)(nil)
+	_ stages.Doctor    = (*Stage)(nil)
 )
