@@ -101,7 +101,9 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer close(done[name])
+			var once sync.Once
+			release := func() { once.Do(func() { close(done[name]) }) }
+			defer release()
 			for _, dep := range env.Spec.Services[name].DependsOn {
 				<-done[dep]
 				mu.Lock()
@@ -112,7 +114,8 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 					return
 				}
 			}
-			if err := d.service(ctx, name); err != nil {
+			retire, err := d.service(ctx, name)
+			if err != nil {
 				errs[i] = fmt.Errorf("deploy %s to %s: %w", name, env.Environment, err)
 				return
 			}
@@ -120,6 +123,14 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 			ok[name] = true
 			out[name] = d.images[name]
 			mu.Unlock()
+			// The new containers take the traffic: services that depend
+			// on this one go on while the old ones drain and stop.
+			release()
+			if retire != nil {
+				if err := retire(); err != nil {
+					errs[i] = fmt.Errorf("deploy %s to %s: %w", name, env.Environment, err)
+				}
+			}
 		}()
 	}
 	wg.Wait()
@@ -303,8 +314,10 @@ type onHost struct {
 	err  error
 }
 
-// service deploys one service to all hosts.
-func (d *deployer) service(ctx context.Context, name string) error {
+// service deploys one service to all hosts. Once the new containers take
+// the traffic it returns; retire, when not nil, then drains and removes
+// the old ones.
+func (d *deployer) service(ctx context.Context, name string) (retire func() error, err error) {
 	w := d.want(name)
 	svc := d.env.Spec.Services[name]
 	parts := make([]*onHost, len(d.hosts))
@@ -312,7 +325,7 @@ func (d *deployer) service(ctx context.Context, name string) error {
 		parts[i] = &onHost{h: h}
 	}
 	if d.proxy == nil {
-		return d.recreate(ctx, name, w, svc, parts)
+		return nil, d.recreate(ctx, name, w, svc, parts)
 	}
 	return d.startFirst(ctx, name, w, svc, parts)
 }
@@ -396,8 +409,8 @@ func eachHost(parts []*onHost, f func(p *onHost) error) error {
 	return errors.Join(errs...)
 }
 
-func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stages.Service, parts []*onHost) error {
-	err := eachHost(parts, func(p *onHost) error {
+func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stages.Service, parts []*onHost) (retire func() error, err error) {
+	err = eachHost(parts, func(p *onHost) error {
 		if err := d.inventory(ctx, p, name, w); err != nil {
 			return err
 		}
@@ -409,7 +422,7 @@ func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stag
 	}
 	r := route{ID: routeID(d.pipeline, d.env.Environment, name), Listen: listen}
 	if err != nil {
-		return errors.Join(err, d.abandon(context.WithoutCancel(ctx), name, r, svc, parts))
+		return nil, errors.Join(err, d.abandon(context.WithoutCancel(ctx), name, r, svc, parts))
 	}
 	if hook != nil {
 		hook("started", name)
@@ -422,7 +435,7 @@ func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stag
 		}
 		start := time.Now()
 		if err := d.proxy.switchTo(ctx, r, ups); err != nil {
-			return fmt.Errorf("switch %s to %s: %w", r.Listen, strings.Join(ups, ","), err)
+			return nil, fmt.Errorf("switch %s to %s: %w", r.Listen, strings.Join(ups, ","), err)
 		}
 		d.logf("%s: %s now proxies to %s (switch took %s)", name, r.Listen, strings.Join(ups, ", "), time.Since(start).Round(time.Millisecond))
 		if hook != nil {
@@ -435,23 +448,25 @@ func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stag
 		anyOld = anyOld || len(p.old) > 0
 	}
 	if !anyOld {
-		return nil
+		return nil, nil
 	}
-	if listen != "" && svc.Port > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d.drain()):
-		}
-	}
-	return eachHost(parts, func(p *onHost) error {
-		for _, b := range p.old {
-			if err := d.retire(ctx, p.h, name, b); err != nil {
-				return err
+	return func() error {
+		if listen != "" && svc.Port > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d.drain()):
 			}
 		}
-		return nil
-	})
+		return eachHost(parts, func(p *onHost) error {
+			for _, b := range p.old {
+				if err := d.retire(ctx, p.h, name, b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}, nil
 }
 
 // retire stops an old container with grace and removes it.
