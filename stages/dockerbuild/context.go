@@ -24,6 +24,13 @@ type buildContext struct {
 	files   []contextFile
 	modTime time.Time
 	skipped []string // submodules, which have no content in the tree
+	// dockerfile is the Dockerfile's name in the context; when dfContent
+	// is set, the tar carries it instead of the Dockerfile's blob.
+	dockerfile string
+	dfContent  []byte
+	// dfHidden: .dockerignore excludes the Dockerfile, so the engine drops
+	// it from the context once read and no build step sees its content.
+	dfHidden bool
 }
 
 type contextFile struct {
@@ -145,6 +152,8 @@ func newBuildContext(commit *object.Commit, dir, dockerfile string) (*buildConte
 		}
 	}
 	dockerfile = path.Clean(dockerfile)
+	bc.dockerfile = dockerfile
+	bc.dfHidden = ig.excluded(dockerfile)
 	found := false
 	for _, f := range all {
 		// The Dockerfile and .dockerignore always go, as with the docker CLI.
@@ -218,6 +227,39 @@ func checkLink(links map[string]string, name string) error {
 	return err
 }
 
+// appendInstruction makes line the Dockerfile's last instruction in the
+// tar. It changes nothing and returns false unless .dockerignore hides the
+// Dockerfile from the build (a COPY of the context must see the committed
+// file), and when the Dockerfile is a symlink or its last line continues on
+// the next one.
+func (bc *buildContext) appendInstruction(line string) (bool, error) {
+	if !bc.dfHidden {
+		return false, nil
+	}
+	for _, f := range bc.files {
+		if f.name != bc.dockerfile {
+			continue
+		}
+		if f.mode == filemode.Symlink {
+			return false, nil
+		}
+		text, err := readAll(f.blob)
+		if err != nil {
+			return false, fmt.Errorf("read %s: %w", f.name, err)
+		}
+		last := strings.TrimRight(text, " \t\r\n")
+		if strings.HasSuffix(last, "\\") || strings.HasSuffix(last, "`") {
+			return false, nil
+		}
+		if text != "" && !strings.HasSuffix(text, "\n") {
+			text += "\n"
+		}
+		bc.dfContent = []byte(text + line + "\n")
+		return true, nil
+	}
+	return false, nil
+}
+
 // writeTar writes the context as a tar stream, directories first, with the
 // commit's time on every entry so that the same commit gives the same tar.
 func (bc *buildContext) writeTar(w io.Writer) error {
@@ -252,6 +294,16 @@ func (bc *buildContext) writeTar(w io.Writer) error {
 			h.Mode = 0o644
 		}
 		h.Typeflag, h.Size = tar.TypeReg, f.blob.Size
+		if f.name == bc.dockerfile && bc.dfContent != nil {
+			h.Size = int64(len(bc.dfContent))
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+			if _, err := tw.Write(bc.dfContent); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}

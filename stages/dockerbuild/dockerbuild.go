@@ -29,6 +29,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode"
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/filters"
@@ -184,11 +185,23 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	opts := build.ImageBuildOptions{
 		Tags:        []string{tag},
 		Dockerfile:  path.Clean(dockerfile),
-		Labels:      labels,
 		BuildArgs:   map[string]*string{"RELEASE_VERSION": &version, "RELEASE_COMMIT": &commit},
 		Remove:      true,
 		ForceRemove: true,
 		Version:     build.BuilderV1,
+	}
+	// The classic builder turns each label of the build options into a step
+	// of its own after the last one, and on the vfs storage driver each step
+	// copies the image's whole file tree twice. When no step can see the
+	// Dockerfile, one LABEL instruction appended to it sets them all at once.
+	if line, ok := labelInstruction(labels); ok {
+		ok, err = bc.appendInstruction(line)
+		if err != nil {
+			return nil, fmt.Errorf("build %s: %w", name, err)
+		}
+	}
+	if bc.dfContent == nil {
+		opts.Labels = labels
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(bc.writeTar(pw)) }()
@@ -225,6 +238,28 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	logger.Info("image built", "service", name, "image", insp.ID, "commit", commit)
 	out["imageID"], out["reused"] = insp.ID, "false"
 	return out, nil
+}
+
+// labelInstruction returns one LABEL instruction that sets every label, in
+// key order, and false when a key or value holds a character a Dockerfile
+// would interpret (quotes, escapes, variables) or that is not printable.
+func labelInstruction(labels map[string]string) (string, bool) {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("LABEL")
+	for _, k := range keys {
+		for _, s := range []string{k, labels[k]} {
+			if strings.ContainsAny(s, "\"\\`$") || strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+				return "", false
+			}
+		}
+		fmt.Fprintf(&b, " %q=%q", k, labels[k])
+	}
+	return b.String(), true
 }
 
 // findBuilt returns the newest image with the build key, or "".

@@ -390,3 +390,112 @@ func TestBuildContextEscapesAreRejected(t *testing.T) {
 		})
 	}
 }
+
+func TestLabelInstruction(t *testing.T) {
+	tests := []struct {
+		name   string
+		labels map[string]string
+		want   string
+		wantOK bool
+	}{
+		{name: "sorted and quoted", labels: map[string]string{"b": "2", "a": "x y", "org.x/y": "https://h/p.git"},
+			want: `LABEL "a"="x y" "b"="2" "org.x/y"="https://h/p.git"`, wantOK: true},
+		{name: "empty value", labels: map[string]string{"a": ""}, want: `LABEL "a"=""`, wantOK: true},
+		{name: "quote", labels: map[string]string{"a": `say "hi"`}},
+		{name: "backslash", labels: map[string]string{"a": `c:\x`}},
+		{name: "backtick escape", labels: map[string]string{"a": "x`y"}},
+		{name: "variable", labels: map[string]string{"a": "$HOME"}},
+		{name: "newline", labels: map[string]string{"a": "x\nRUN evil"}},
+		{name: "bad key", labels: map[string]string{"a\tb": "x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := labelInstruction(tt.labels)
+			if diff := cmp.Diff(struct {
+				Line string
+				OK   bool
+			}{tt.want, tt.wantOK}, struct {
+				Line string
+				OK   bool
+			}{got, ok}); diff != "" {
+				t.Errorf("labelInstruction (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLabelsInOneStep: when .dockerignore hides the Dockerfile, the labels
+// are set by one LABEL step appended to it; otherwise the committed
+// Dockerfile reaches the build unchanged and the labels come from the build
+// options. Either way the image carries every label.
+func TestLabelsInOneStep(t *testing.T) {
+	cli := parts.Docker(t, parts.DockerHost)
+	tests := []struct {
+		name          string
+		files         map[string]string
+		wantLabelStep int
+		wantCopied    map[string]string
+	}{
+		{
+			name: "hidden Dockerfile without final newline",
+			files: map[string]string{
+				"Dockerfile": "FROM scratch\nCOPY . /ctx/", ".dockerignore": "Dockerfile\n", "a.txt": "a\n",
+			},
+			wantLabelStep: 1,
+			wantCopied:    map[string]string{"ctx/": "", "ctx/.dockerignore": "Dockerfile\n", "ctx/a.txt": "a\n"},
+		},
+		{
+			name: "visible Dockerfile",
+			files: map[string]string{
+				"Dockerfile": "FROM scratch\nCOPY . /ctx/\n", "a.txt": "a\n",
+			},
+			wantLabelStep: 10,
+			wantCopied:    map[string]string{"ctx/": "", "ctx/Dockerfile": "FROM scratch\nCOPY . /ctx/\n", "ctx/a.txt": "a\n"},
+		},
+		{
+			name: "hidden Dockerfile ending in a continuation",
+			files: map[string]string{
+				"Dockerfile": "FROM scratch\nCOPY a.txt \\\n /ctx/a.txt \\\n", ".dockerignore": "Dockerfile\n", "a.txt": "a\n",
+			},
+			wantLabelStep: 10,
+			wantCopied:    map[string]string{"ctx/": "", "ctx/a.txt": "a\n"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pipeline := testPipeline(t, cli)
+			dir, shas := gitRepo(t, tt.files)
+			spec := oneRepoSpec(pipeline, dir, stages.Service{})
+			r := run(t, &Stage{Host: parts.DockerHost}, spec, t.TempDir(), "app", map[string]string{"app": shas[0]})
+			if r.err != nil {
+				t.Fatalf("build: %v\n%s", r.err, r.log)
+			}
+			insp, err := cli.ImageInspect(context.Background(), r.out["imageID"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := insp.Config.Labels[LabelCommit]; got != shas[0] {
+				t.Errorf("label %s = %q, want %q", LabelCommit, got, shas[0])
+			}
+			if got := len(insp.Config.Labels); got != 10 {
+				t.Errorf("%d labels, want 10: %v", got, insp.Config.Labels)
+			}
+			hist, err := cli.ImageHistory(context.Background(), r.out["imageID"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps := 0
+			for _, h := range hist {
+				if strings.Contains(h.CreatedBy, "LABEL ") {
+					steps++
+				}
+			}
+			if steps != tt.wantLabelStep {
+				t.Errorf("%d LABEL steps, want %d\n%s", steps, tt.wantLabelStep, r.log)
+			}
+			if diff := cmp.Diff(tt.wantCopied, imageFiles(t, cli, r.out["imageID"], "/ctx")); diff != "" {
+				t.Errorf("files in the image (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
