@@ -45,11 +45,7 @@ Continue the run with release resume RUN.`,
 
 func approveRun(ctx context.Context, opts *ApproveOptions) error {
 	f := opts.f
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	r, err := st.Run(ctx, opts.RunID)
+	st, r, err := f.Run(ctx, opts.RunID)
 	if err != nil {
 		return err
 	}

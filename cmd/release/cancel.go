@@ -37,11 +37,7 @@ cancelled. A cancelled run is not resumed; start a new one.`,
 
 func cancelRun(ctx context.Context, opts *CancelOptions) error {
 	f := opts.f
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	r, err := st.Run(ctx, opts.RunID)
+	st, r, err := f.Run(ctx, opts.RunID)
 	if err != nil {
 		return err
 	}

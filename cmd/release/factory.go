@@ -94,6 +94,32 @@ func (f *Factory) Pipeline() (*pipeline.Pipeline, error) {
 	return p, nil
 }
 
+// Plan loads the pipeline and expands its slice into a plan.
+func (f *Factory) Plan(slice pipeline.Slice) (*pipeline.Pipeline, *pipeline.Plan, error) {
+	p, err := f.Pipeline()
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := p.Plan(slice)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, plan, nil
+}
+
+// Run opens the store and reads a run by id or unique prefix.
+func (f *Factory) Run(ctx context.Context, id string) (pipeline.Store, *pipeline.Run, error) {
+	st, err := f.Store(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := st.Run(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, r, nil
+}
+
 // StateDSN is the state store: --state, RELEASE_STATE, or the pipeline
 // file's state (default .release/state.db beside it).
 func (f *Factory) StateDSN() (string, error) {

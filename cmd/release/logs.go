@@ -42,11 +42,7 @@ STAGE is a node id like push[api], or a stage name for all of its nodes.`,
 
 func logsRun(ctx context.Context, opts *LogsOptions) error {
 	f := opts.f
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	r, err := st.Run(ctx, opts.RunID)
+	st, r, err := f.Run(ctx, opts.RunID)
 	if err != nil {
 		return err
 	}

@@ -70,11 +70,7 @@ type nodePlanView struct {
 
 func planRun(ctx context.Context, opts *PlanOptions) error {
 	f := opts.f
-	p, err := f.Pipeline()
-	if err != nil {
-		return err
-	}
-	plan, err := p.Plan(pipeline.Slice{})
+	p, plan, err := f.Plan(pipeline.Slice{})
 	if err != nil {
 		return err
 	}

@@ -62,11 +62,7 @@ that reaches an approval gate stops with exit code 5 until it is approved.`,
 
 func runRun(ctx context.Context, opts *RunOptions) error {
 	f := opts.f
-	p, err := f.Pipeline()
-	if err != nil {
-		return err
-	}
-	plan, err := p.Plan(pipeline.Slice{})
+	p, plan, err := f.Plan(pipeline.Slice{})
 	if err != nil {
 		return err
 	}
@@ -257,11 +253,7 @@ func resumeRun(ctx context.Context, opts *ResumeOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	run, err := st.Run(ctx, opts.RunID)
+	_, run, err := f.Run(ctx, opts.RunID)
 	if err != nil {
 		return err
 	}

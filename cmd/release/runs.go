@@ -110,11 +110,7 @@ commits, images, stages (each id, stage, item, status, attempts, outputs, error)
 
 func runsShow(ctx context.Context, opts *RunsShowOptions) error {
 	f := opts.f
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	r, err := st.Run(ctx, opts.RunID)
+	_, r, err := f.Run(ctx, opts.RunID)
 	if err != nil {
 		return err
 	}

@@ -35,11 +35,7 @@ Exits 0 when the file is valid, 2 with every problem listed otherwise.`,
 
 func validateRun(opts *ValidateOptions) error {
 	f := opts.f
-	p, err := f.Pipeline()
-	if err != nil {
-		return err
-	}
-	plan, err := p.Plan(pipeline.Slice{})
+	p, plan, err := f.Plan(pipeline.Slice{})
 	if err != nil {
 		return err
 	}
