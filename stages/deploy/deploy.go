@@ -360,8 +360,7 @@ func (d *deployer) inventory(ctx context.Context, p *onHost, name string, w spec
 }
 
 // ensureNew makes p.cur a healthy container with the intended
-// configuration: adopted when one runs already, started otherwise. An
-// unhealthy one is removed.
+// configuration: adopted when one runs already, started otherwise.
 func (d *deployer) ensureNew(ctx context.Context, p *onHost, name string, w spec, svc stages.Service) error {
 	if p.cur != nil {
 		d.logf("%s on %s: found %s", name, p.h.addr, p.cur.Name)
@@ -373,9 +372,28 @@ func (d *deployer) ensureNew(ctx context.Context, p *onHost, name string, w spec
 		if err != nil {
 			return err
 		}
-		p.cur = &b
-		d.logf("%s on %s: started %s (%s)", name, p.h.addr, b.Name, w.Image)
+		if err := d.startNew(ctx, p, name, b); err != nil {
+			return err
+		}
 	}
+	return d.awaitNew(ctx, p, name, svc)
+}
+
+// startNew starts a created container as p.cur; one that does not start
+// is removed.
+func (d *deployer) startNew(ctx context.Context, p *onHost, name string, b box) error {
+	if err := p.h.start(ctx, b); err != nil {
+		_ = p.h.remove(context.WithoutCancel(ctx), b.ID)
+		return err
+	}
+	b.Running = true
+	p.cur = &b
+	d.logf("%s on %s: started %s (%s)", name, p.h.addr, b.Name, b.Labels[LabelDigest])
+	return nil
+}
+
+// awaitNew waits for p.cur to be healthy. An unhealthy one is removed.
+func (d *deployer) awaitNew(ctx context.Context, p *onHost, name string, svc stages.Service) error {
 	addr, err := waitHealthy(ctx, p.h, *p.cur, svc.Port, svc.Health)
 	if err != nil {
 		if rmErr := p.h.remove(context.WithoutCancel(ctx), p.cur.ID); rmErr != nil {
@@ -558,17 +576,30 @@ func (d *deployer) recreate(ctx context.Context, name string, w spec, svc stages
 				return err
 			}
 		}
+		// Creating is the slow part: do it while the old one still runs.
+		nb, err := p.h.create(ctx, w)
+		if err != nil {
+			return err
+		}
 		if prev != nil && prev.Running {
 			if err := p.h.stop(ctx, *prev, d.stopTimeout()); err != nil {
+				_ = p.h.remove(context.WithoutCancel(ctx), nb.ID)
 				return err
 			}
 			d.logf("%s on %s: stopped %s", name, p.h.addr, prev.Name)
 		}
-		err := d.ensureNew(ctx, p, name, w, svc)
+		err = d.startNew(ctx, p, name, nb)
+		if err == nil {
+			err = d.awaitNew(ctx, p, name, svc)
+		}
 		if err != nil {
 			if prev != nil {
-				if startErr := p.h.start(context.WithoutCancel(ctx), *prev); startErr != nil {
+				bg := context.WithoutCancel(ctx)
+				if startErr := p.h.start(bg, *prev); startErr != nil {
 					return errors.Join(err, startErr)
+				}
+				if _, healthErr := waitHealthy(bg, p.h, *prev, svc.Port, svc.Health); healthErr != nil {
+					return errors.Join(err, fmt.Errorf("start %s again: %w", prev.Name, healthErr))
 				}
 				d.logf("%s on %s: started %s again", name, p.h.addr, prev.Name)
 			}

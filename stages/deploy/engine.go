@@ -181,8 +181,8 @@ type spec struct {
 	StopTimeout time.Duration
 }
 
-// create creates and starts a container. A stopped container of the same
-// name is in the way only after a crash; it is removed first.
+// create creates a container, not started. A stopped container of the
+// same name is in the way only after a crash; it is removed first.
 func (h *host) create(ctx context.Context, s spec) (box, error) {
 	stop := int(s.StopTimeout / time.Second)
 	cfg := &container.Config{
@@ -210,16 +210,10 @@ func (h *host) create(ctx context.Context, s spec) (box, error) {
 	if err != nil {
 		return box{}, fmt.Errorf("create container %s on %s: %w", s.Name, h.addr, err)
 	}
-	b := box{ID: resp.ID, Name: s.Name, Config: s.Labels[LabelConfig], Labels: s.Labels, Created: time.Now()}
-	if err := h.cli.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
-		_ = h.remove(context.WithoutCancel(ctx), resp.ID)
-		return box{}, fmt.Errorf("start container %s on %s: %w", s.Name, h.addr, err)
-	}
-	b.Running = true
-	return b, nil
+	return box{ID: resp.ID, Name: s.Name, Config: s.Labels[LabelConfig], Labels: s.Labels, Created: time.Now()}, nil
 }
 
-// start starts a stopped container again.
+// start starts a created or stopped container.
 func (h *host) start(ctx context.Context, b box) error {
 	if err := h.cli.ContainerStart(ctx, b.ID, container.StartOptions{}); err != nil {
 		return fmt.Errorf("start container %s on %s: %w", b.Name, h.addr, err)
