@@ -27,6 +27,7 @@ type file struct {
 	State       string              `yaml:"state"`
 	Stages      map[string]stageDef `yaml:"stages"`
 	Schedules   map[string]Schedule `yaml:"schedules"`
+	Freeze      map[string]*Freeze  `yaml:"freeze"`
 }
 
 type stageDef struct {
@@ -73,6 +74,7 @@ type Pipeline struct {
 	State     string // the state store: a path (absolute) or a postgres:// URL
 	Stages    map[string]*Stage
 	Schedules map[string]Schedule
+	Freeze    map[string]*Freeze // windows without promotions, by name
 }
 
 // Load reads and validates a pipeline file. The error of an invalid file is
@@ -122,6 +124,7 @@ func Parse(display, abs string, data []byte, reg *stages.Registry) (*Pipeline, e
 		Spec:      &f.Spec,
 		Stages:    map[string]*Stage{},
 		Schedules: f.Schedules,
+		Freeze:    f.Freeze,
 	}
 	p.Spec.Dir = filepath.Dir(abs)
 	v := &validator{d: d, f: &f, p: p, reg: reg}
@@ -198,6 +201,24 @@ func (v *validator) validate() {
 	v.environments()
 	v.stages()
 	v.schedules()
+	v.freeze()
+}
+
+func (v *validator) freeze() {
+	envs := map[string]bool{}
+	for name := range v.p.Spec.Environments {
+		envs[name] = true
+	}
+	for _, name := range sortedKeys(v.f.Freeze) {
+		f := v.f.Freeze[name]
+		if f == nil {
+			v.errorf([]string{"freeze", name}, "freeze.%s: want a window", name)
+			continue
+		}
+		if err := f.compile(envs); err != nil {
+			v.errorf([]string{"freeze", name}, "freeze.%s: %v", name, err)
+		}
+	}
 }
 
 // Bumps are the ways a version may be bumped.

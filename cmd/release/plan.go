@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
@@ -50,6 +51,7 @@ type planView struct {
 	Tags         map[string]string `json:"tags"`
 	Images       map[string]string `json:"images"`
 	Environments []envPlanView     `json:"environments"`
+	Freeze       []pipeline.Window `json:"freeze"`
 	Nodes        []nodePlanView    `json:"nodes"`
 }
 
@@ -93,6 +95,10 @@ func planRun(ctx context.Context, opts *PlanOptions) error {
 	for _, name := range p.Spec.EnvironmentOrder() {
 		e := p.Spec.Environments[name]
 		view.Environments = append(view.Environments, envPlanView{Name: name, From: e.From, Hosts: nonNil(e.Hosts), Approval: e.Approval == "required"})
+	}
+	view.Freeze = p.Windows("", time.Now())
+	if view.Freeze == nil {
+		view.Freeze = []pipeline.Window{}
 	}
 	for _, n := range plan.Nodes {
 		view.Nodes = append(view.Nodes, nodePlanView{ID: n.ID, Uses: n.Uses, Item: n.Item, Environment: n.Environment, Needs: n.Needs})
@@ -144,6 +150,16 @@ func printPlan(w io.Writer, v *planView) {
 				extra += ", approval required"
 			}
 			fmt.Fprintf(w, "  %-12s %s%s\n", e.Name, strings.Join(e.Hosts, " "), extra)
+		}
+	}
+	if len(v.Freeze) > 0 {
+		fmt.Fprintln(w, "\nfreeze windows")
+		for _, fw := range v.Freeze {
+			state := ""
+			if fw.Active {
+				state = " (frozen now, until " + fw.Until.Format("2006-01-02 15:04 MST") + ")"
+			}
+			fmt.Fprintf(w, "  %-12s %s: %s%s\n", fw.Name, strings.Join(fw.Environments, ", "), fw.Span, state)
 		}
 	}
 	fmt.Fprintf(w, "\nnodes (%d)\n", len(v.Nodes))

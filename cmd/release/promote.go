@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -23,6 +24,8 @@ type PromoteOptions struct {
 	Wait        bool
 	Yes         bool
 	Parallel    int
+	Force       bool
+	Reason      string
 }
 
 // NewCmdPromote builds `release promote`.
@@ -55,6 +58,8 @@ waits (exit 5) until release approve RUN approve-ENV, unless --yes.`,
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for a locked environment instead of exiting 4")
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "approve the environment's approval gate up front (recorded as such)")
 	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "promote into a frozen environment (needs --reason, recorded)")
+	cmd.Flags().StringVar(&opts.Reason, "reason", "", "why a freeze is overridden, recorded in the run")
 	return cmd
 }
 
@@ -71,6 +76,10 @@ func promoteRun(ctx context.Context, opts *PromoteOptions) error {
 	}
 	if env.From == "" {
 		return usageErrorf("environment %s has no from: it gets releases from release run, not by promotion", name)
+	}
+	forced, err := checkFreeze(f, p, []string{name}, opts.Force, opts.Reason)
+	if err != nil {
+		return err
 	}
 	st, err := f.Store(ctx)
 	if err != nil {
@@ -96,11 +105,37 @@ func promoteRun(ctx context.Context, opts *PromoteOptions) error {
 	run := pipeline.NewRun("promote", p, plan, time.Now())
 	run.Environment, run.Version, run.Commits, run.Images = name, rel.Version, rel.Commits, rel.Images
 	run.Params["from"] = env.From
+	maps.Copy(run.Params, forced)
 	if opts.Yes {
 		approveUpFront(f, p, run)
 	}
 	markOwner(run)
 	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true, wait: opts.Wait})
+}
+
+// checkFreeze refuses a run into environments a freeze window covers now,
+// naming the window, unless forced with a reason; the returned params
+// record the override in the run.
+func checkFreeze(f *Factory, p *pipeline.Pipeline, envs []string, force bool, reason string) (map[string]string, error) {
+	if force && strings.TrimSpace(reason) == "" {
+		return nil, usageErrorf("--force needs --reason: say why the freeze is overridden")
+	}
+	forced := map[string]string{}
+	for _, env := range envs {
+		err := p.CheckFrozen(env, time.Now())
+		var frozen *pipeline.FrozenError
+		if !errors.As(err, &frozen) {
+			continue
+		}
+		if !force {
+			return nil, err
+		}
+		forced["forced"] = strings.TrimPrefix(forced["forced"]+","+frozen.Window.Name, ",")
+		forced["forcedBy"] = f.User()
+		forced["forceReason"] = reason
+		fmt.Fprintf(f.IO.ErrOut, "release: %s is frozen by window %s; going anyway (--force): %s\n", env, frozen.Window.Name, reason)
+	}
+	return forced, nil
 }
 
 // promotable is the version to promote from env: the one given, which must

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"strconv"
@@ -25,6 +26,8 @@ type RunOptions struct {
 	Parallel int
 	Yes      bool
 	Wait     bool
+	Force    bool
+	Reason   string
 }
 
 // NewCmdRun builds `release run`.
@@ -57,12 +60,18 @@ that reaches an approval gate stops with exit code 5 until it is approved.`,
 	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "approve every approval gate up front (recorded as such)")
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for locked environments instead of exiting 4")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "run into frozen environments (needs --reason, recorded)")
+	cmd.Flags().StringVar(&opts.Reason, "reason", "", "why a freeze is overridden, recorded in the run")
 	return cmd
 }
 
 func runRun(ctx context.Context, opts *RunOptions) error {
 	f := opts.f
 	p, plan, err := f.Plan(pipeline.Slice{})
+	if err != nil {
+		return err
+	}
+	forced, err := checkFreeze(f, p, p.Environments(), opts.Force, opts.Reason)
 	if err != nil {
 		return err
 	}
@@ -89,6 +98,7 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 	run := pipeline.NewRun("run", p, plan, time.Now())
 	run.Version, run.Commits = v.Version, commits
 	run.Params["versionReason"] = v.Reason
+	maps.Copy(run.Params, forced)
 	if opts.Bump != "" {
 		run.Params["bump"] = opts.Bump
 	}

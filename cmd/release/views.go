@@ -19,7 +19,15 @@ type runView struct {
 	FinishedAt  *time.Time        `json:"finishedAt"`
 	Commits     map[string]string `json:"commits"`
 	Images      map[string]string `json:"images"`
+	Override    *overrideView     `json:"override,omitempty"`
 	Stages      []nodeView        `json:"stages"`
+}
+
+// overrideView records a freeze window a run went through with --force.
+type overrideView struct {
+	Windows string `json:"windows"`
+	By      string `json:"by"`
+	Reason  string `json:"reason"`
 }
 
 type nodeView struct {
@@ -38,6 +46,9 @@ func newRunView(r *pipeline.Run) runView {
 		ID: r.ID, Kind: r.Kind, Status: string(r.Status), Version: r.Version, Environment: r.Environment,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 		Commits: orEmpty(r.Commits), Images: orEmpty(r.Images), Stages: []nodeView{},
+	}
+	if w := r.Params["forced"]; w != "" {
+		v.Override = &overrideView{Windows: w, By: r.Params["forcedBy"], Reason: r.Params["forceReason"]}
 	}
 	for _, n := range r.Nodes {
 		v.Stages = append(v.Stages, nodeView{
