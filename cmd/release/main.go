@@ -113,6 +113,7 @@ in a state store, and can resume, promote, roll back and report.
 		NewCmdStatus(f, nil),
 		NewCmdShow(f, nil),
 		NewCmdDoctor(f, nil),
+		NewCmdServe(f, nil),
 	)
 	return root
 }

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/sweepboard/release/pipeline"
+)
+
+// ServeOptions are the inputs of `release serve`.
+type ServeOptions struct {
+	f        *Factory
+	Addr     string
+	Parallel int
+	// Inspect is how often the dashboard's health of the live containers
+	// is refreshed; 0 turns live inspection off.
+	Inspect time.Duration
+}
+
+// NewCmdServe builds `release serve`.
+func NewCmdServe(f *Factory, runF func(*ServeOptions) error) *cobra.Command {
+	opts := &ServeOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the schedules, serve the HTTP API and the web dashboard",
+		Long: `Run the pipeline file's schedules, and serve a JSON API and a dashboard on --addr.
+
+Each fire of a schedule starts a run with the schedule's bump. When no repo has a
+commit since the last release, or a freeze window covers an environment, the fire
+records a skipped run with the reason instead. Several serve processes may share one
+store: each fire is claimed in the store, so it starts once.
+
+The API answers reads to anyone who can reach --addr (127.0.0.1 by default);
+requests that change state (approve, promote) need Authorization: Bearer TOKEN with
+the token in RELEASE_SERVE_TOKEN, and are refused with 401 when it is unset.
+
+SIGTERM or SIGINT stops the schedules and the listener, cancels the runs in flight
+(their nodes are recorded cancelled; release resume continues them) and exits 0.`,
+		Example: `  RELEASE_SERVE_TOKEN=$(cat ~/.release-token) release serve
+  release serve --addr 127.0.0.1:9000 --state postgres://release@db/release`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return serveRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().StringVar(&opts.Addr, "addr", "127.0.0.1:8780", "listen address")
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes of one run at once")
+	cmd.Flags().DurationVar(&opts.Inspect, "inspect", 30*time.Second, "refresh the live containers' health this often (0: never)")
+	return cmd
+}
+
+// server is one `release serve`: its schedules, its API and its runs.
+type server struct {
+	f        *Factory // the command's: file, state and registry
+	p        *pipeline.Pipeline
+	st       pipeline.Store
+	log      *slog.Logger
+	token    string
+	holder   string           // who claims schedule fires in the store
+	now      func() time.Time // the scheduler's clock
+	parallel int
+
+	runs sync.WaitGroup // runs started by the server
+
+	mu     sync.Mutex
+	live   map[string]liveEnv // the last inspection of each environment
+	active map[string]bool    // runs executing in this process
+}
+
+// claimTTL is how long a claimed fire stays claimed: far longer than any
+// clock skew between two servers, so a claim is never taken twice.
+const claimTTL = 400 * 24 * time.Hour
+
+func newServer(ctx context.Context, f *Factory, logOut io.Writer) (*server, error) {
+	p, err := f.Pipeline()
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return &server{
+		f: f, p: p, st: st,
+		log:      slog.New(slog.NewTextHandler(logOut, nil)),
+		token:    f.Getenv("RELEASE_SERVE_TOKEN"),
+		holder:   fmt.Sprintf("serve %s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:])),
+		now:      time.Now,
+		parallel: runtime.NumCPU(),
+		live:     map[string]liveEnv{},
+	}, nil
+}
+
+func serveRun(ctx context.Context, opts *ServeOptions) error {
+	f := opts.f
+	s, err := newServer(ctx, f, f.IO.ErrOut)
+	if err != nil {
+		return err
+	}
+	if opts.Parallel > 0 {
+		s.parallel = opts.Parallel
+	}
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", opts.Addr, err)
+	}
+	// Runs live in a context of their own: cancelled at shutdown, after
+	// the listener stopped taking new work.
+	runCtx, stopRuns := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRuns()
+	srv := &http.Server{
+		Handler:           s.handler(runCtx),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.token == "" {
+		s.log.Warn("RELEASE_SERVE_TOKEN is not set: the API is read-only, approve and promote answer 401")
+	}
+	s.log.Info("serving", "addr", "http://"+ln.Addr().String()+"/", "pipeline", s.p.Spec.Name, "schedules", len(s.p.Schedules))
+	fmt.Fprintf(f.IO.Out, "http://%s/\n", ln.Addr())
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	scheduled := make(chan struct{})
+	go func() {
+		defer close(scheduled)
+		s.schedule(ctx, runCtx)
+	}()
+	if opts.Inspect > 0 {
+		go s.inspectEvery(ctx, opts.Inspect)
+	}
+
+	select {
+	case err := <-served:
+		stopRuns()
+		s.runs.Wait()
+		return fmt.Errorf("serve on %s: %w", opts.Addr, err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: no new runs; runs in flight stop at their next safe point")
+	<-scheduled
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	herr := srv.Shutdown(shutCtx)
+	stopRuns()
+	s.runs.Wait()
+	s.log.Info("stopped")
+	if herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
+		return fmt.Errorf("stop the HTTP server: %w", herr)
+	}
+	return nil
+}
+
+// subFactory is a Factory for one piece of work the server does (a run, a
+// promotion, an approval): the server's pipeline and store, its output
+// captured instead of printed, and by as the user.
+func (s *server) subFactory(out, errOut io.Writer, by string) *Factory {
+	getenv := s.f.Getenv
+	if by != "" {
+		getenv = func(k string) string {
+			if k == "RELEASE_USER" {
+				return by
+			}
+			return s.f.Getenv(k)
+		}
+	}
+	sub := &Factory{
+		IO:       &IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut},
+		Registry: s.f.Registry,
+		Getenv:   getenv,
+		File:     s.f.File,
+		State:    s.f.State,
+		Output:   "text",
+		NoColor:  true,
+	}
+	sub.pipeline, sub.store = s.p, s.st
+	return sub
+}
+
+// goRun runs work in the background, counted, so shutdown waits for it.
+func (s *server) goRun(work func()) {
+	s.runs.Add(1)
+	go func() {
+		defer s.runs.Done()
+		work()
+	}()
+}
+
+// disown clears the owner of a run this process executed, once it stopped
+// executing it: release resume in another process may continue it now
+// (after an approval) without waiting for the server to exit.
+func (s *server) disown(runID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := s.st.Run(ctx, runID)
+	if err != nil {
+		s.log.Warn("read run after it stopped", "run", runID, "err", err)
+		return
+	}
+	if r.Params["pid"] != fmt.Sprint(os.Getpid()) {
+		return
+	}
+	delete(r.Params, "pid")
+	delete(r.Params, "host")
+	if err := s.st.SaveRun(ctx, r); err != nil {
+		s.log.Warn("clear the owner of a run", "run", runID, "err", err)
+	}
+}
+
+// logWriter turns output lines into log records.
+type logWriter struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(b)
+	for {
+		line, err := w.buf.ReadString('\n')
+		if err != nil {
+			w.buf.WriteString(line)
+			return len(b), nil
+		}
+		if line = strings.TrimRight(line, "\n"); line != "" {
+			w.log.Info(line)
+		}
+	}
+}
+
+// firstLineWriter hands over the first line written to it (a run id), then
+// discards the rest.
+type firstLineWriter struct {
+	once  sync.Once
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	first string
+	line  chan string
+	// onFirst, when set, sees the first line before it is handed over.
+	onFirst func(string)
+}
+
+func newFirstLineWriter() *firstLineWriter { return &firstLineWriter{line: make(chan string, 1)} }
+
+func (w *firstLineWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(b)
+	if i := bytes.IndexByte(w.buf.Bytes(), '\n'); i >= 0 {
+		line := strings.TrimSpace(string(w.buf.Bytes()[:i]))
+		w.once.Do(func() {
+			w.first = line
+			if w.onFirst != nil {
+				w.onFirst(line)
+			}
+			w.line <- line
+		})
+	}
+	return len(b), nil
+}
+
+func (w *firstLineWriter) got() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.first
+}

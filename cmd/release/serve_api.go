@@ -1,0 +1,462 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/stages/deploy"
+)
+
+// maxBody bounds the body of a request that changes state.
+const maxBody = 64 << 10
+
+// handler is the HTTP API and the dashboard. Work a request starts (a
+// promotion, the rest of an approved run) runs under runCtx, not under the
+// request.
+func (s *server) handler(runCtx context.Context) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/runs", s.apiRuns)
+	mux.HandleFunc("GET /api/runs/{id}", s.apiRun)
+	mux.HandleFunc("GET /api/runs/{id}/logs", s.apiLogs)
+	mux.HandleFunc("GET /api/environments", s.apiEnvironments)
+	mux.HandleFunc("GET /api/schedules", s.apiSchedules)
+	mux.Handle("POST /api/runs/{id}/approve", s.auth(func(w http.ResponseWriter, r *http.Request) { s.apiApprove(runCtx, w, r) }))
+	mux.Handle("POST /api/promotions", s.auth(func(w http.ResponseWriter, r *http.Request) { s.apiPromote(runCtx, w, r) }))
+	mux.HandleFunc("GET /{$}", s.dashboard)
+	return mux
+}
+
+// auth lets a request through only with the server's bearer token. Without
+// a token configured, nothing that changes state is served.
+func (s *server) auth(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="release"`)
+			apiError(w, http.StatusUnauthorized, errors.New("this server has no RELEASE_SERVE_TOKEN: requests that change state are refused"))
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(s.token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="release"`)
+			apiError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+			return
+		}
+		next(w, r)
+	})
+}
+
+func apiJSON(w http.ResponseWriter, code int, v any) {
+	var b bytes.Buffer
+	if err := writeJSON(&b, v); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	w.Write(b.Bytes())
+}
+
+func apiError(w http.ResponseWriter, code int, err error) {
+	apiJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// apiStatus maps an error of a command to an HTTP status: 404 for an
+// unknown run, 400 for bad input, 409 for a refusal by the state of things
+// (locked, frozen, nothing waiting, nothing to promote).
+func apiStatus(err error) int {
+	var ce *codedError
+	switch {
+	case errors.Is(err, pipeline.ErrNotFound):
+		return http.StatusNotFound
+	case errors.As(err, &ce) && ce.code == exitUsage:
+		return http.StatusBadRequest
+	}
+	return http.StatusConflict
+}
+
+// decodeBody reads a JSON object strictly: unknown fields, trailing data
+// and wrong types are a 400.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON object")
+	}
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("trailing data after the JSON object")
+		}
+	}
+	if err != nil {
+		apiError(w, http.StatusBadRequest, fmt.Errorf("read request body: %w", err))
+		return false
+	}
+	return true
+}
+
+// serveRunSummary is a run in GET /api/runs: the shape of runs list -o
+// json, and what started a scheduled run.
+type serveRunSummary struct {
+	runSummary
+	Schedule   string `json:"schedule,omitempty"`
+	SkipReason string `json:"skipReason,omitempty"`
+}
+
+// serveRunView is GET /api/runs/{id}: the shape of runs show -o json, plus
+// the schedule that started the run and why it was skipped.
+type serveRunView struct {
+	runView
+	Schedule   string `json:"schedule,omitempty"`
+	SkipReason string `json:"skipReason,omitempty"`
+}
+
+func (s *server) apiRuns(w http.ResponseWriter, r *http.Request) {
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			apiError(w, http.StatusBadRequest, fmt.Errorf("limit %q: want a number, 0 for all", v))
+			return
+		}
+		limit = n
+	}
+	runs, err := s.st.Runs(r.Context(), pipeline.RunFilter{Limit: limit})
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, err)
+		return
+	}
+	out := []serveRunSummary{}
+	for _, x := range runs {
+		out = append(out, serveRunSummary{
+			runSummary: runSummary{ID: x.ID, Kind: x.Kind, Status: string(x.Status), Version: x.Version, Environment: x.Environment, StartedAt: x.StartedAt, FinishedAt: x.FinishedAt},
+			Schedule:   x.Params["schedule"], SkipReason: x.Params["skipReason"],
+		})
+	}
+	apiJSON(w, http.StatusOK, out)
+}
+
+func (s *server) apiRun(w http.ResponseWriter, r *http.Request) {
+	run, err := s.st.Run(r.Context(), r.PathValue("id"))
+	if err != nil {
+		apiError(w, apiStatus(err), err)
+		return
+	}
+	apiJSON(w, http.StatusOK, serveRunView{runView: newRunView(run), Schedule: run.Params["schedule"], SkipReason: run.Params["skipReason"]})
+}
+
+func (s *server) apiLogs(w http.ResponseWriter, r *http.Request) {
+	run, err := s.st.Run(r.Context(), r.PathValue("id"))
+	if err != nil {
+		apiError(w, apiStatus(err), err)
+		return
+	}
+	lines, err := s.st.Logs(r.Context(), run.ID, r.URL.Query().Get("stage"))
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, err)
+		return
+	}
+	if lines == nil {
+		lines = []pipeline.LogLine{}
+	}
+	apiJSON(w, http.StatusOK, lines)
+}
+
+// scheduleView is one schedule in GET /api/schedules.
+type scheduleView struct {
+	Name     string    `json:"name"`
+	Cron     string    `json:"cron"`
+	Bump     string    `json:"bump"`
+	TimeZone string    `json:"timeZone"`
+	Next     time.Time `json:"next"`
+}
+
+func (s *server) schedules() []scheduleView {
+	out := []scheduleView{}
+	now := s.now()
+	for _, name := range sortedKeys(s.p.Schedules) {
+		sc := s.p.Schedules[name]
+		next, _ := sc.Next(now)
+		tz := sc.TimeZone
+		if tz == "" {
+			tz = "UTC"
+		}
+		out = append(out, scheduleView{Name: name, Cron: sc.Cron, Bump: sc.Bump, TimeZone: tz, Next: next})
+	}
+	return out
+}
+
+func (s *server) apiSchedules(w http.ResponseWriter, r *http.Request) {
+	apiJSON(w, http.StatusOK, s.schedules())
+}
+
+// liveEnv is the last inspection of an environment's containers.
+type liveEnv struct {
+	At   time.Time
+	Live []deploy.Live
+	Err  string
+}
+
+// serveEnvView is an environment in GET /api/environments: the shape of
+// status -o json, read from the store, with the health of the last
+// inspection of its containers and its freeze windows.
+type serveEnvView struct {
+	Name        string             `json:"name"`
+	Version     string             `json:"version"`
+	RunID       string             `json:"runId"`
+	DeployedAt  *time.Time         `json:"deployedAt"`
+	Services    []serveServiceView `json:"services"`
+	From        string             `json:"from,omitempty"`
+	Approval    bool               `json:"approval"`
+	Windows     []pipeline.Window  `json:"windows"`
+	InspectedAt *time.Time         `json:"inspectedAt"`
+	InspectErr  string             `json:"inspectError,omitempty"`
+}
+
+type serveServiceView struct {
+	serviceStatusView
+	// Health is what the last inspection saw: "healthy", the reason it is
+	// not, or "not inspected".
+	Health string `json:"health"`
+}
+
+type serveStatusView struct {
+	Environments []serveEnvView `json:"environments"`
+}
+
+func (s *server) environments(ctx context.Context) (serveStatusView, error) {
+	view := serveStatusView{Environments: []serveEnvView{}}
+	now := s.now()
+	for _, name := range s.p.Spec.EnvironmentOrder() {
+		env := s.p.Spec.Environments[name]
+		ev := serveEnvView{Name: name, From: env.From, Approval: env.Approval == "required", Services: []serveServiceView{}, Windows: s.p.Windows(name, now)}
+		if ev.Windows == nil {
+			ev.Windows = []pipeline.Window{}
+		}
+		var recorded map[string]string
+		hist, err := s.st.Deployments(ctx, name, 1)
+		if err != nil {
+			return view, err
+		}
+		if len(hist) > 0 {
+			d := hist[0]
+			ev.Version, ev.RunID, ev.DeployedAt, recorded = d.Version, d.RunID, &d.At, d.Images
+		}
+		s.mu.Lock()
+		live, inspected := s.live[name]
+		s.mu.Unlock()
+		if inspected {
+			at := live.At
+			ev.InspectedAt, ev.InspectErr = &at, live.Err
+		}
+		if !inspected || len(live.Live) == 0 {
+			for _, svc := range sortedKeys(recorded) {
+				ev.Services = append(ev.Services, serveServiceView{serviceStatusView: serviceStatusView{Name: svc, Digest: recorded[svc]}, Health: "not inspected"})
+			}
+		}
+		for _, l := range live.Live {
+			sv := serviceStatusView{Name: l.Service, Host: l.Host, Digest: l.Digest, Healthy: l.Healthy}
+			switch want := recorded[l.Service]; {
+			case l.State == "missing" && want != "":
+				sv.Drift = "no container runs; recorded " + want
+			case want == "" && l.Digest != "":
+				sv.Drift = "runs " + l.Digest + ", which no recorded release put here"
+			case want != "" && l.Digest != want:
+				sv.Drift = "runs " + l.Digest + ", recorded " + want
+			}
+			health := "healthy"
+			if !l.Healthy {
+				health = l.Health
+				if health == "" {
+					health = "unhealthy (" + l.State + ")"
+				}
+			}
+			ev.Services = append(ev.Services, serveServiceView{serviceStatusView: sv, Health: health})
+		}
+		view.Environments = append(view.Environments, ev)
+	}
+	return view, nil
+}
+
+func (s *server) apiEnvironments(w http.ResponseWriter, r *http.Request) {
+	if live, _ := strconv.ParseBool(r.URL.Query().Get("live")); live {
+		s.inspect(r.Context(), 20*time.Second)
+	}
+	view, err := s.environments(r.Context())
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, err)
+		return
+	}
+	apiJSON(w, http.StatusOK, view)
+}
+
+// inspect looks at the containers of every environment that has hosts.
+func (s *server) inspect(ctx context.Context, timeout time.Duration) {
+	for _, name := range s.p.Spec.EnvironmentOrder() {
+		if len(s.p.Spec.Environments[name].Hosts) == 0 {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, timeout)
+		live, err := deploy.Inspect(ictx, s.p.Spec, name)
+		cancel()
+		le := liveEnv{At: time.Now().UTC(), Live: live}
+		if err != nil {
+			le.Err = err.Error()
+		}
+		s.mu.Lock()
+		s.live[name] = le
+		s.mu.Unlock()
+	}
+}
+
+func (s *server) inspectEvery(ctx context.Context, every time.Duration) {
+	for {
+		s.inspect(ctx, max(every, 10*time.Second))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+// approveRequest is the body of POST /api/runs/{id}/approve.
+type approveRequest struct {
+	Stage string `json:"stage"` // the node or stage; may be left out when one waits
+	By    string `json:"by"`    // who approves; default "api"
+}
+
+func (s *server) apiApprove(runCtx context.Context, w http.ResponseWriter, r *http.Request) {
+	var req approveRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	by := req.By
+	if by == "" {
+		by = "api"
+	}
+	var out bytes.Buffer
+	sub := s.subFactory(&out, io.Discard, by)
+	sub.Output = "json"
+	err := approveRun(r.Context(), &ApproveOptions{f: sub, RunID: r.PathValue("id"), Stage: req.Stage})
+	if err != nil {
+		apiError(w, apiStatus(err), err)
+		return
+	}
+	var resp map[string]any
+	if err := json.Unmarshal(out.Bytes(), &resp); err != nil {
+		apiError(w, http.StatusInternalServerError, err)
+		return
+	}
+	id, _ := resp["runId"].(string)
+	resp["resumed"] = s.resumeApproved(runCtx, id)
+	apiJSON(w, http.StatusOK, resp)
+}
+
+// resumeApproved continues an approved run that waits and that no process
+// executes, as release resume would.
+func (s *server) resumeApproved(runCtx context.Context, id string) bool {
+	run, err := s.st.Run(runCtx, id)
+	if err != nil || run.Status != pipeline.Waiting || ownerAlive(run) || !s.track(id) {
+		return false
+	}
+	log := s.log.With("run", id)
+	out := &logWriter{log: log}
+	s.goRun(func() {
+		defer s.untrack(id)
+		err := resumeRun(runCtx, &ResumeOptions{f: s.subFactory(out, out, ""), RunID: id, Parallel: s.parallel, Wait: true})
+		s.disown(id)
+		if err != nil {
+			log.Info("resumed run stopped", "err", err)
+		}
+	})
+	return true
+}
+
+// promotionRequest is the body of POST /api/promotions.
+type promotionRequest struct {
+	Environment string `json:"environment"`
+	Version     string `json:"version"` // default: the one live in the from environment
+	Force       bool   `json:"force"`   // through a freeze window, with a reason
+	Reason      string `json:"reason"`
+	By          string `json:"by"` // who promotes; default "api"
+}
+
+func (s *server) apiPromote(runCtx context.Context, w http.ResponseWriter, r *http.Request) {
+	var req promotionRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if req.Environment == "" {
+		apiError(w, http.StatusBadRequest, errors.New("environment: required"))
+		return
+	}
+	by := req.By
+	if by == "" {
+		by = "api"
+	}
+	ids := newFirstLineWriter()
+	ids.onFirst = func(id string) { s.track(id) }
+	log := s.log.With("promote", req.Environment)
+	sub := s.subFactory(ids, &logWriter{log: log}, by)
+	done := make(chan error, 1)
+	s.goRun(func() {
+		err := promoteRun(runCtx, &PromoteOptions{f: sub, Environment: req.Environment, Version: req.Version, Force: req.Force, Reason: req.Reason, Parallel: s.parallel})
+		if id := ids.got(); id != "" {
+			s.disown(id)
+			s.untrack(id)
+			log.Info("promotion stopped", "run", id, "err", err)
+		}
+		done <- err
+	})
+	accepted := func(id string) {
+		apiJSON(w, http.StatusAccepted, map[string]string{"runId": id, "environment": req.Environment})
+	}
+	select {
+	case id := <-ids.line:
+		accepted(id)
+	case err := <-done:
+		select {
+		case id := <-ids.line:
+			accepted(id)
+			return
+		default:
+		}
+		if err == nil {
+			err = errors.New("the promotion ended without starting a run")
+		}
+		apiError(w, apiStatus(err), err)
+	case <-r.Context().Done():
+	}
+}
+
+// track marks a run as executing in this process; false when it already is.
+func (s *server) track(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == nil {
+		s.active = map[string]bool{}
+	}
+	if s.active[id] {
+		return false
+	}
+	s.active[id] = true
+	return true
+}
+
+func (s *server) untrack(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.active, id)
+}
