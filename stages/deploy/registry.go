@@ -22,7 +22,17 @@ func registryOptions(ctx context.Context, getenv func(string) string) []remote.O
 	if user, pass := getenv("RELEASE_REGISTRY_USER"), getenv("RELEASE_REGISTRY_PASSWORD"); user != "" {
 		keychain = authn.NewMultiKeychain(staticKeychain{authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})}, authn.DefaultKeychain)
 	}
-	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain)}
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain)}
+	// One puller and one pusher for all the calls: each keeps its
+	// authenticated transport per repository, instead of a ping and a token
+	// exchange per call.
+	if puller, err := remote.NewPuller(opts...); err == nil {
+		opts = append(opts, remote.Reuse(puller))
+	}
+	if pusher, err := remote.NewPusher(opts...); err == nil {
+		opts = append(opts, remote.Reuse(pusher))
+	}
+	return opts
 }
 
 type staticKeychain struct{ auth authn.Authenticator }
