@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,4 +316,375 @@ func postgresSchema(t *testing.T) string {
 		}
 	})
 	return dsn + "&search_path=" + schema
+}
+
+const apiPipeline = `
+name: shop
+environments:
+  dev: {}
+  staging: {from: dev}
+  prod: {from: staging, approval: required}
+stages:
+  build: {uses: exec, with: {command: [sh, -c, 'echo compiled shop']}}
+  deploy-dev: {uses: exec, environment: dev, needs: [build], with: {command: ['true']}}
+  deploy-staging: {uses: exec, environment: staging, needs: [deploy-dev], with: {command: ['true']}}
+  deploy-prod: {uses: exec, environment: prod, needs: [deploy-staging], with: {command: ['true']}}
+freeze:
+  holidays: {environments: [prod], from: "2000-01-01 00:00", to: "2999-01-01 00:00"}
+schedules:
+  weekly-major: {cron: "0 8 * * MON", bump: major, time_zone: Europe/Berlin}
+`
+
+const apiDigest = "127.0.0.1:5000/shop/api@sha256:4f0d3bb4a4ab3f7ee0c3c7b4ac3c8f1e5bbf0e9d8f2ad1f0c0b7e0e3a4b5c6d7"
+
+// seedAPIStore records what the API tests read: a run waiting at the prod
+// gate (through release run's own code), and release 1.0.0 live in dev
+// and staging.
+func seedAPIStore(t *testing.T, s *server) string {
+	t.Helper()
+	ctx := context.Background()
+	ids := newFirstLineWriter()
+	sub := s.subFactory(ids, io.Discard, "seeder")
+	err := runRun(ctx, &RunOptions{f: sub, Parallel: 2, Force: true, Reason: "seeding the test"})
+	if exitCode(err) != exitWaiting {
+		t.Fatalf("seed run: %v, want it waiting", err)
+	}
+	rel := &pipeline.Release{Version: "1.0.0", Pipeline: "shop", RunID: "seed", Commits: map[string]string{}, Images: map[string]string{}, CreatedAt: time.Now()}
+	if err := s.st.RecordRelease(ctx, rel); err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range []string{"dev", "staging"} {
+		d := &pipeline.Deployment{Environment: env, Version: "1.0.0", RunID: "seed", Kind: "run", Images: map[string]string{"api": apiDigest}, At: time.Now()}
+		if err := s.st.RecordDeployment(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ids.got()
+}
+
+type apiClient struct {
+	t     *testing.T
+	url   string
+	token string
+}
+
+func (c apiClient) do(method, path, token, body string) (int, string) {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.url+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func (c apiClient) getJSON(path string, v any) {
+	c.t.Helper()
+	code, body := c.do("GET", path, "", "")
+	if code != http.StatusOK {
+		c.t.Fatalf("GET %s: %d %s", path, code, body)
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		c.t.Fatalf("GET %s: %v\n%s", path, err, body)
+	}
+}
+
+// storeState is what a refused request must leave unchanged.
+func storeState(t *testing.T, st pipeline.Store) string {
+	t.Helper()
+	ctx := context.Background()
+	runs, err := st.Runs(ctx, pipeline.RunFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, r := range runs {
+		full, err := st.Run(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full.FinishedAt = nil
+		j, _ := json.Marshal(full)
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	deps, err := st.Deployments(ctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := json.Marshal(deps)
+	b.Write(j)
+	return b.String()
+}
+
+// waitRun polls the store until the run's status is want.
+func waitRun(t *testing.T, st pipeline.Store, id string, want pipeline.Status) *pipeline.Run {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := st.Run(context.Background(), id)
+		if err == nil && r.Status == want {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s: %v, status %v; want %s", id, err, r, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestServeAPI(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "pipeline.yaml"), apiPipeline)
+	const token = "s3cret-t0ken"
+	s, log := newTestServer(t, dir, "", map[string]string{"RELEASE_SERVE_TOKEN": token})
+	waiting := seedAPIStore(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hs := httptest.NewServer(s.handler(ctx))
+	defer hs.Close()
+	c := apiClient{t: t, url: hs.URL, token: token}
+
+	t.Run("list runs", func(t *testing.T) {
+		var runs []serveRunSummary
+		c.getJSON("/api/runs", &runs)
+		if len(runs) != 1 || runs[0].ID != waiting || runs[0].Status != "waiting" || runs[0].Version != "0.1.0" {
+			t.Errorf("runs %+v, want the waiting run %s", runs, waiting)
+		}
+	})
+
+	t.Run("show run", func(t *testing.T) {
+		var v serveRunView
+		c.getJSON("/api/runs/"+waiting[:15], &v)
+		got := map[string]string{}
+		for _, n := range v.Stages {
+			got[n.ID] = n.Status
+		}
+		want := map[string]string{"build": "succeeded", "deploy-dev": "succeeded", "deploy-staging": "succeeded", "approve-prod": "waiting", "deploy-prod": "pending"}
+		if diff := cmp.Diff(want, got); diff != "" || v.ID != waiting || v.Override == nil {
+			t.Errorf("run %s, override %+v, stages (-want +got):\n%s", v.ID, v.Override, diff)
+		}
+		// The shape is the one of runs show -o json.
+		var raw map[string]any
+		c.getJSON("/api/runs/"+waiting, &raw)
+		for _, k := range []string{"id", "kind", "status", "version", "startedAt", "finishedAt", "commits", "images", "stages"} {
+			if _, ok := raw[k]; !ok {
+				t.Errorf("run JSON has no %q: %v", k, raw)
+			}
+		}
+		if code, body := c.do("GET", "/api/runs/20991231", "", ""); code != http.StatusNotFound || !strings.Contains(body, `"error"`) {
+			t.Errorf("unknown run: %d %s, want 404 with an error", code, body)
+		}
+	})
+
+	t.Run("logs", func(t *testing.T) {
+		var lines []pipeline.LogLine
+		c.getJSON("/api/runs/"+waiting+"/logs?stage=build", &lines)
+		if !slices.ContainsFunc(lines, func(l pipeline.LogLine) bool { return l.Text == "compiled shop" }) {
+			t.Errorf("logs of build: %+v", lines)
+		}
+	})
+
+	t.Run("environments", func(t *testing.T) {
+		var v serveStatusView
+		c.getJSON("/api/environments", &v)
+		type env struct {
+			Name, Version string
+			Services      []string
+			Frozen        []string
+		}
+		var got []env
+		for _, e := range v.Environments {
+			ge := env{Name: e.Name, Version: e.Version}
+			for _, svc := range e.Services {
+				ge.Services = append(ge.Services, svc.Name+" "+svc.Digest+" "+svc.Health)
+			}
+			for _, w := range e.Windows {
+				if w.Active {
+					ge.Frozen = append(ge.Frozen, w.Name)
+				}
+			}
+			got = append(got, ge)
+		}
+		want := []env{
+			{Name: "dev", Version: "1.0.0", Services: []string{"api " + apiDigest + " not inspected"}},
+			{Name: "staging", Version: "1.0.0", Services: []string{"api " + apiDigest + " not inspected"}},
+			{Name: "prod", Frozen: []string{"holidays"}},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("environments (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("schedules", func(t *testing.T) {
+		var v []scheduleView
+		c.getJSON("/api/schedules", &v)
+		if len(v) != 1 || v[0].Name != "weekly-major" || v[0].Next.IsZero() {
+			t.Errorf("schedules %+v", v)
+		}
+	})
+
+	// Every refused request: status, a word of the error, and nothing in
+	// the store changed.
+	refused := []struct {
+		name, path, token, body string
+		code                    int
+		says                    string
+	}{
+		{"approve without token", "/api/runs/" + waiting + "/approve", "", `{"stage": "approve-prod"}`, 401, "bearer token"},
+		{"approve with a wrong token", "/api/runs/" + waiting + "/approve", "nope", `{"stage": "approve-prod"}`, 401, "bearer token"},
+		{"approve, body not JSON", "/api/runs/" + waiting + "/approve", token, `stage=approve-prod`, 400, "invalid character"},
+		{"approve, stage not a string", "/api/runs/" + waiting + "/approve", token, `{"stage": 5}`, 400, "cannot unmarshal"},
+		{"approve, unknown field", "/api/runs/" + waiting + "/approve", token, `{"stage": "approve-prod", "yes": true}`, 400, `unknown field "yes"`},
+		{"approve, trailing data", "/api/runs/" + waiting + "/approve", token, `{"stage": "approve-prod"} {}`, 400, "trailing data"},
+		{"approve, stage not waiting", "/api/runs/" + waiting + "/approve", token, `{"stage": "deploy-prod"}`, 400, `"deploy-prod" is not waiting`},
+		{"approve, unknown run", "/api/runs/20991231/approve", token, `{}`, 404, "not found"},
+		{"promote without token", "/api/promotions", "", `{"environment": "staging"}`, 401, "bearer token"},
+		{"promote, empty body", "/api/promotions", token, ``, 400, "EOF"},
+		{"promote, no environment", "/api/promotions", token, `{}`, 400, "environment: required"},
+		{"promote, unknown environment", "/api/promotions", token, `{"environment": "qa"}`, 400, `unknown environment "qa"`},
+		{"promote, bad version", "/api/promotions", token, `{"environment": "staging", "version": "one"}`, 400, "--version"},
+		{"promote, force not a bool", "/api/promotions", token, `{"environment": "prod", "force": "yes"}`, 400, "cannot unmarshal"},
+		{"promote into a frozen environment", "/api/promotions", token, `{"environment": "prod"}`, 409, "frozen by window holidays"},
+		{"promote, force without a reason", "/api/promotions", token, `{"environment": "prod", "force": true}`, 400, "--force needs --reason"},
+		{"promote, version never in the from environment", "/api/promotions", token, `{"environment": "staging", "version": "9.9.9"}`, 409, "never reached dev"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			before := storeState(t, s.st)
+			code, body := c.do("POST", tt.path, tt.token, tt.body)
+			var e struct{ Error string }
+			json.Unmarshal([]byte(body), &e)
+			if code != tt.code || !strings.Contains(e.Error, tt.says) {
+				t.Errorf("POST %s %s: %d %s; want %d saying %q", tt.path, tt.body, code, body, tt.code, tt.says)
+			}
+			if diff := cmp.Diff(before, storeState(t, s.st)); diff != "" {
+				t.Errorf("the store changed (-before +after):\n%s", diff)
+			}
+		})
+	}
+	if strings.Contains(log.String(), token) {
+		t.Error("the token reached the server log")
+	}
+
+	t.Run("wrong method", func(t *testing.T) {
+		if code, _ := c.do("GET", "/api/promotions", "", ""); code != http.StatusMethodNotAllowed {
+			t.Errorf("GET /api/promotions: %d, want 405", code)
+		}
+	})
+
+	t.Run("promote", func(t *testing.T) {
+		code, body := c.do("POST", "/api/promotions", token, `{"environment": "staging", "by": "bob"}`)
+		if code != http.StatusAccepted {
+			t.Fatalf("promote staging: %d %s", code, body)
+		}
+		var resp struct{ RunID, Environment string }
+		if err := json.Unmarshal([]byte(body), &resp); err != nil || resp.RunID == "" || resp.Environment != "staging" {
+			t.Fatalf("promote answer %s: %v", body, err)
+		}
+		waitRun(t, s.st, resp.RunID, pipeline.Succeeded)
+		s.runs.Wait()
+		r, err := s.st.Run(context.Background(), resp.RunID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Kind != "promote" || r.Environment != "staging" || r.Version != "1.0.0" || r.Params["pid"] != "" {
+			t.Errorf("promotion run %+v", r)
+		}
+	})
+
+	t.Run("promote through a freeze with a reason", func(t *testing.T) {
+		code, body := c.do("POST", "/api/promotions", token, `{"environment": "prod", "force": true, "reason": "payment outage hotfix", "by": "carol"}`)
+		if code != http.StatusAccepted {
+			t.Fatalf("forced promote: %d %s", code, body)
+		}
+		var resp struct{ RunID string }
+		json.Unmarshal([]byte(body), &resp)
+		waitRun(t, s.st, resp.RunID, pipeline.Waiting) // at the prod gate
+		var v serveRunView
+		c.getJSON("/api/runs/"+resp.RunID, &v)
+		want := &overrideView{Windows: "holidays", By: "carol", Reason: "payment outage hotfix"}
+		if diff := cmp.Diff(want, v.Override); diff != "" {
+			t.Errorf("override (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("approve", func(t *testing.T) {
+		code, body := c.do("POST", "/api/runs/"+waiting+"/approve", token, `{"stage": "approve-prod", "by": "alice"}`)
+		if code != http.StatusOK {
+			t.Fatalf("approve: %d %s", code, body)
+		}
+		var resp struct {
+			RunID    string
+			Approved []string
+			By       string
+			Resumed  bool
+		}
+		if err := json.Unmarshal([]byte(body), &resp); err != nil {
+			t.Fatal(err)
+		}
+		want := struct {
+			RunID    string
+			Approved []string
+			By       string
+			Resumed  bool
+		}{waiting, []string{"approve-prod"}, "alice", true}
+		if diff := cmp.Diff(want, resp); diff != "" {
+			t.Errorf("approve answer (-want +got):\n%s", diff)
+		}
+		waitRun(t, s.st, waiting, pipeline.Succeeded)
+		s.runs.Wait()
+		r, err := s.st.Run(context.Background(), waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := r.Node("approve-prod"); n.Approval == nil || n.Approval.By != "alice" {
+			t.Errorf("approval %+v", n.Approval)
+		}
+		if r.Params["pid"] != "" {
+			t.Errorf("the server still owns run %s after it finished: pid %s", r.ID, r.Params["pid"])
+		}
+	})
+}
+
+// TestServeAPIWithoutToken: a server started without RELEASE_SERVE_TOKEN
+// answers reads and refuses every change.
+func TestServeAPIWithoutToken(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "pipeline.yaml"), apiPipeline)
+	s, _ := newTestServer(t, dir, "", nil)
+	waiting := seedAPIStore(t, s)
+	hs := httptest.NewServer(s.handler(context.Background()))
+	defer hs.Close()
+	c := apiClient{t: t, url: hs.URL}
+	before := storeState(t, s.st)
+	for _, tok := range []string{"", "anything"} {
+		code, body := c.do("POST", "/api/promotions", tok, `{"environment": "staging"}`)
+		if code != http.StatusUnauthorized || !strings.Contains(body, "no RELEASE_SERVE_TOKEN") {
+			t.Errorf("promote with token %q: %d %s", tok, code, body)
+		}
+		code, body = c.do("POST", "/api/runs/"+waiting+"/approve", tok, `{}`)
+		if code != http.StatusUnauthorized {
+			t.Errorf("approve with token %q: %d %s", tok, code, body)
+		}
+	}
+	if diff := cmp.Diff(before, storeState(t, s.st)); diff != "" {
+		t.Errorf("the store changed (-before +after):\n%s", diff)
+	}
+	var runs []serveRunSummary
+	c.getJSON("/api/runs", &runs)
+	if len(runs) != 1 {
+		t.Errorf("runs %+v", runs)
+	}
 }
