@@ -183,8 +183,8 @@ type dagEdge struct {
 }
 
 const (
-	dagBoxW, dagBoxH = 168, 44
-	dagColW, dagRowH = 208, 60
+	dagBoxW, dagBoxH = 156, 44
+	dagColW, dagRowH = 190, 58
 	dagPad           = 10
 )
 
@@ -207,8 +207,8 @@ func layoutDAG(run *pipeline.Run) dagLayout {
 		}
 		depth[n.ID] = d
 		label := n.ID
-		if len([]rune(label)) > 24 {
-			label = string([]rune(label)[:23]) + "…"
+		if len([]rune(label)) > 22 {
+			label = string([]rune(label)[:21]) + "…"
 		}
 		l.Nodes = append(l.Nodes, dagNode{
 			ID: n.ID, Label: label, Status: string(n.Status), Error: firstLine(n.Error), Attempts: n.Attempts,

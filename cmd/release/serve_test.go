@@ -688,3 +688,53 @@ func TestServeAPIWithoutToken(t *testing.T) {
 		t.Errorf("runs %+v", runs)
 	}
 }
+
+// TestLayoutDAG: a node sits one column right of the deepest node it
+// needs, rows fill in graph order.
+//
+//	build[api] ── push[api] ──┐
+//	build[web] ── push[web] ──┴── deploy ── gate
+func TestLayoutDAG(t *testing.T) {
+	run := &pipeline.Run{Nodes: []*pipeline.Node{
+		{ID: "build[api]", Status: pipeline.Succeeded},
+		{ID: "build[web]", Status: pipeline.Failed},
+		{ID: "push[api]", Needs: []string{"build[api]"}, Status: pipeline.Succeeded},
+		{ID: "push[web]", Needs: []string{"build[web]"}, Status: pipeline.Skipped},
+		{ID: "deploy", Needs: []string{"push[api]", "push[web]"}, Status: pipeline.Skipped},
+		{ID: "gate-with-a-rather-long-name", Needs: []string{"deploy"}, Status: pipeline.Pending},
+	}}
+	l := layoutDAG(run)
+	type cell struct {
+		ID, Label, Status string
+		Col, Row          int
+	}
+	var got []cell
+	for _, n := range l.Nodes {
+		got = append(got, cell{n.ID, n.Label, n.Status, (n.X - dagPad) / dagColW, (n.Y - dagPad) / dagRowH})
+	}
+	want := []cell{
+		{"build[api]", "build[api]", "succeeded", 0, 0},
+		{"build[web]", "build[web]", "failed", 0, 1},
+		{"push[api]", "push[api]", "succeeded", 1, 0},
+		{"push[web]", "push[web]", "skipped", 1, 1},
+		{"deploy", "deploy", "skipped", 2, 0},
+		{"gate-with-a-rather-long-name", "gate-with-a-rather-lo…", "pending", 3, 0},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("layout (-want +got):\n%s", diff)
+	}
+	var edges []string
+	for _, e := range l.Edges {
+		edges = append(edges, e.From+"→"+e.To+" "+e.Class)
+	}
+	wantEdges := []string{"build[api]→push[api] done", "build[web]→push[web] ", "push[api]→deploy done", "push[web]→deploy ", "deploy→gate-with-a-rather-long-name "}
+	if diff := cmp.Diff(wantEdges, edges); diff != "" {
+		t.Errorf("edges (-want +got):\n%s", diff)
+	}
+	if want := 2*dagPad + 3*dagColW + dagBoxW; l.Width != want {
+		t.Errorf("width %d, want %d", l.Width, want)
+	}
+	if want := 2*dagPad + dagRowH + dagBoxH; l.Height != want {
+		t.Errorf("height %d, want %d", l.Height, want)
+	}
+}
