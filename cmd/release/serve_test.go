@@ -738,3 +738,40 @@ func TestLayoutDAG(t *testing.T) {
 		t.Errorf("height %d, want %d", l.Height, want)
 	}
 }
+
+// TestScheduleLoop runs the scheduler's own loop with a clock set a second
+// before a fire: the fire starts one run, and the loop stops with its
+// context.
+func TestScheduleLoop(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "pipeline.yaml"), everyTenPipeline)
+	s, _ := newTestServer(t, dir, "", nil)
+	fireAt := time.Date(2026, 11, 30, 9, 10, 0, 0, time.UTC)
+	offset := fireAt.Add(-time.Second).Sub(time.Now())
+	s.now = func() time.Time { return time.Now().Add(offset) }
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		s.schedule(ctx, context.Background())
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	var runs []*pipeline.Run
+	for len(runs) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		var err error
+		if runs, err = s.st.Runs(context.Background(), pipeline.RunFilter{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the scheduler did not stop with its context")
+	}
+	s.runs.Wait()
+	if len(runs) != 1 || runs[0].Params["schedule"] != "every-ten" || runs[0].Params["fire"] != "2026-11-30T09:10:00Z" {
+		t.Fatalf("runs after the fire: %+v", runs)
+	}
+}
