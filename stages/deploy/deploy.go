@@ -17,6 +17,8 @@
 //     new one and wait for its health; remove the old one, or, when the new
 //     one is not healthy, remove it and start the old one again.
 //
+// An environment with `swarm: true` runs Swarm services instead (swarm.go).
+//
 // Services are deployed in depends_on order, independent ones in parallel.
 // Every step is safe to redo, so a deploy killed anywhere converges on the
 // next run: one container per service and host, at the intended digest.
@@ -114,7 +116,13 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 					return
 				}
 			}
-			retire, err := d.service(ctx, name)
+			var retire func() error
+			var err error
+			if d.swarm {
+				err = d.swarmService(ctx, name)
+			} else {
+				retire, err = d.service(ctx, name)
+			}
 			if err != nil {
 				errs[i] = fmt.Errorf("deploy %s to %s: %w", name, env.Environment, err)
 				return
@@ -158,6 +166,7 @@ type deployer struct {
 	pipeline string
 	hosts    []*host
 	proxy    *caddy // nil: strategy recreate
+	swarm    bool   // services are Swarm services, through hosts[0]
 	images   map[string]string
 
 	logMu sync.Mutex
@@ -212,6 +221,15 @@ func (s *Stage) deployer(env *stages.Env) (*deployer, error) {
 			return nil, err
 		}
 		d.hosts = append(d.hosts, h)
+	}
+	if e.Swarm {
+		d.swarm = true
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := checkManager(ctx, d.hosts[0]); err != nil {
+			d.close()
+			return nil, fmt.Errorf("deploy to %s: %w", env.Environment, err)
+		}
 	}
 	return d, nil
 }

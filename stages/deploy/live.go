@@ -32,7 +32,8 @@ type Live struct {
 // Inspect lists, per host of the environment (in the file's order) and per
 // service (sorted), the containers a deploy left there and whether they
 // answer their health check, probed through their published port on
-// 127.0.0.1. An unreachable host yields one Live per service whose Health
+// 127.0.0.1. For a swarm environment, the services' tasks, through the
+// first host. An unreachable host yields one Live per service whose Health
 // says why, so the caller can still report the other hosts.
 func Inspect(ctx context.Context, spec *stages.Spec, environment string) ([]Live, error) {
 	e, ok := spec.Environments[environment]
@@ -42,6 +43,12 @@ func Inspect(ctx context.Context, spec *stages.Spec, environment string) ([]Live
 	pipeline := spec.Name
 	if pipeline == "" {
 		pipeline = "release"
+	}
+	if e.Swarm {
+		if len(e.Hosts) == 0 {
+			return nil, fmt.Errorf("inspect environment %q: no hosts", environment)
+		}
+		return inspectSwarm(ctx, spec, pipeline, environment, e.Hosts[0]), nil
 	}
 	perHost := make([][]Live, len(e.Hosts))
 	var wg sync.WaitGroup

@@ -224,7 +224,10 @@ func pushTo(tb testing.TB, reg, auth, service, version string, failHealth bool) 
 	// Metadata first and the binary before the small files: with the vfs
 	// storage driver every step after a COPY copies the whole tree again,
 	// and the binary's layer is shared by every version.
-	dockerfile := "FROM scratch\nENTRYPOINT [\"/server\"]\nCOPY server /server\nCOPY version /version\n"
+	// The HEALTHCHECK is what swarm environments watch.
+	dockerfile := "FROM scratch\nENTRYPOINT [\"/server\"]\n" +
+		"HEALTHCHECK --interval=2s --timeout=2s --retries=3 CMD [\"/server\", \"-healthcheck\"]\n" +
+		"COPY server /server\nCOPY version /version\n"
 	if failHealth {
 		files["fail-health"] = []byte("1\n")
 		dockerfile += "COPY fail-health /fail-health\n"

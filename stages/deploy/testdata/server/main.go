@@ -1,6 +1,7 @@
 // Command server is the service the deploy tests run in containers: it
 // answers its version, a health check that the image can be built to fail,
-// and finishes in-flight requests on SIGTERM.
+// and finishes in-flight requests on SIGTERM. Run with -healthcheck it
+// probes its own /healthz (the image's HEALTHCHECK).
 package main
 
 import (
@@ -17,6 +18,19 @@ import (
 )
 
 func main() {
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	// -healthcheck is the image's HEALTHCHECK: probe /healthz, exit 0 or 1.
+	if len(os.Args) > 1 && os.Args[1] == "-healthcheck" {
+		hc := &http.Client{Timeout: 2 * time.Second}
+		resp, err := hc.Get("http://127.0.0.1:" + port + "/healthz")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	version := "unknown"
 	if b, err := os.ReadFile("/version"); err == nil {
 		version = strings.TrimSpace(string(b))
@@ -38,10 +52,6 @@ func main() {
 		}
 		fmt.Fprintln(w, version)
 	})
-	port := os.Getenv("PORT")
-	if port == "" {
-		port = "8080"
-	}
 	srv := &http.Server{Addr: ":" + port, Handler: mux}
 	stopped := make(chan struct{})
 	go func() {

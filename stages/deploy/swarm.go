@@ -1,0 +1,469 @@
+package deploy
+
+// Swarm environments. An environment with `swarm: true` runs each service
+// as a Docker Swarm service, named like the containers without the config
+// hash (pipeline-environment-service), through the engine API of its first
+// host, a swarm manager:
+//
+//   - The service is created when missing, otherwise updated to the new
+//     digest with a rolling update: one task at a time, start-first, the
+//     image's HEALTHCHECK (with timings from the service's health) as the
+//     monitor, and an automatic rollback when the new task fails.
+//   - The port is published in host mode on a port the engine picks: a
+//     fixed host-mode port cannot be held by the old and the new task at
+//     once, and the ingress routing mesh needs the engine's iptables rules.
+//   - With a proxy, Caddy proxies to the tasks: the deploy watches the
+//     update, probes each new task itself and switches Caddy to it as soon
+//     as it answers, before the engine's own health check (every second)
+//     lets swarm stop the old task.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/sweepboard/release/stages"
+)
+
+// Timings of the health check swarm runs in a service's tasks.
+const (
+	swarmHealthInterval = time.Second
+	swarmHealthRetries  = 3
+)
+
+// swarmName is a service's name in the swarm.
+func swarmName(pipeline, environment, service string) string {
+	return sanitize(pipeline) + "-" + sanitize(environment) + "-" + sanitize(service)
+}
+
+// swarmSpec is the Swarm service spec of a service in this environment.
+func (d *deployer) swarmSpec(name string, w spec, svc stages.Service) swarm.ServiceSpec {
+	start := svc.Health.Timeout
+	if start <= 0 {
+		start = defaultHealthTimeout
+	}
+	grace := w.StopTimeout
+	replicas := uint64(1)
+	var mounts []mount.Mount
+	for _, v := range w.Volumes {
+		parts := strings.Split(v, ":")
+		if len(parts) < 2 {
+			continue
+		}
+		m := mount.Mount{Type: mount.TypeBind, Source: parts[0], Target: parts[1]}
+		if len(parts) > 2 && strings.Contains(parts[2], "ro") {
+			m.ReadOnly = true
+		}
+		mounts = append(mounts, m)
+	}
+	s := swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: swarmName(d.pipeline, d.env.Environment, name), Labels: w.Labels},
+		TaskTemplate: swarm.TaskSpec{
+			ContainerSpec: &swarm.ContainerSpec{
+				Image:  w.Image,
+				Env:    w.Env,
+				Labels: w.Labels,
+				Mounts: mounts,
+				// The image's HEALTHCHECK command, checked every second:
+				// swarm holds a task "starting" until it passes, and fails
+				// it after three misses once start has passed.
+				Healthcheck: &container.HealthConfig{
+					Interval:    swarmHealthInterval,
+					Timeout:     2 * time.Second,
+					Retries:     swarmHealthRetries,
+					StartPeriod: start,
+				},
+				StopGracePeriod: &grace,
+			},
+			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny},
+		},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+		UpdateConfig: &swarm.UpdateConfig{
+			Parallelism:   1,
+			Order:         swarm.UpdateOrderStartFirst,
+			FailureAction: swarm.UpdateFailureActionRollback,
+			// A task is watched this long after it runs (healthy) for a
+			// failure that rolls the update back.
+			Monitor:         time.Duration(swarmHealthRetries+2) * swarmHealthInterval,
+			MaxFailureRatio: 0,
+		},
+		RollbackConfig: &swarm.UpdateConfig{
+			Parallelism:   1,
+			Order:         swarm.UpdateOrderStartFirst,
+			FailureAction: swarm.UpdateFailureActionPause,
+			Monitor:       time.Duration(swarmHealthRetries+2) * swarmHealthInterval,
+		},
+	}
+	if w.Port > 0 {
+		s.EndpointSpec = &swarm.EndpointSpec{Ports: []swarm.PortConfig{{
+			Protocol:    swarm.PortConfigProtocolTCP,
+			TargetPort:  uint32(w.Port),
+			PublishMode: swarm.PortConfigPublishModeHost,
+		}}}
+	}
+	return s
+}
+
+// swarmService deploys one service as a Swarm service and waits until its
+// update completed, or rolled back.
+func (d *deployer) swarmService(ctx context.Context, name string) error {
+	h := d.hosts[0]
+	svc := d.env.Spec.Services[name]
+	w := d.want(name)
+	want := d.swarmSpec(name, w, svc)
+	auth, err := registryAuth(w.Image, d.env.Spec.Registry.URL, os.Getenv)
+	if err != nil {
+		return err
+	}
+	var r *route
+	if px := d.env.Spec.Environments[d.env.Environment].Proxy; d.proxy != nil && px != nil && px.Listen[name] != "" && svc.Port > 0 {
+		r = &route{ID: routeID(d.pipeline, d.env.Environment, name), Listen: px.Listen[name]}
+	}
+
+	cur, err := findService(ctx, h, want.Name)
+	if err != nil {
+		return err
+	}
+	began := time.Now()
+	switch {
+	case cur == nil:
+		if d.env.Fence != nil {
+			if err := d.env.Fence(ctx); err != nil {
+				return fmt.Errorf("create service %s: %w", want.Name, err)
+			}
+		}
+		resp, err := h.cli.ServiceCreate(ctx, want, swarm.ServiceCreateOptions{EncodedRegistryAuth: auth})
+		if err != nil {
+			return fmt.Errorf("create service %s on %s: %w", want.Name, h.addr, err)
+		}
+		d.logf("%s: created swarm service %s (%s)", name, want.Name, w.Image)
+		cur = &swarm.Service{ID: resp.ID}
+	case cur.Spec.Labels[LabelConfig] == w.Labels[LabelConfig] && !rolledBack(cur):
+		d.logf("%s: found swarm service %s at %s", name, want.Name, w.Image)
+	default:
+		if d.env.Fence != nil {
+			if err := d.env.Fence(ctx); err != nil {
+				return fmt.Errorf("update service %s: %w", want.Name, err)
+			}
+		}
+		if _, err := h.cli.ServiceUpdate(ctx, cur.ID, cur.Version, want, swarm.ServiceUpdateOptions{EncodedRegistryAuth: auth}); err != nil {
+			return fmt.Errorf("update service %s on %s: %w", want.Name, h.addr, err)
+		}
+		d.logf("%s: updating swarm service %s to %s (start-first)", name, want.Name, w.Image)
+	}
+	if err := d.awaitSwarm(ctx, h, name, cur.ID, w.Image, svc, r); err != nil {
+		return stages.Permanent(err)
+	}
+	d.logf("%s: swarm service %s runs %s (took %s)", name, want.Name, w.Image, time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// rolledBack says a service's last update was rolled back: its spec is
+// the previous one again, and the config label says so too, but a deploy
+// must try the update again rather than adopt it.
+func rolledBack(s *swarm.Service) bool {
+	return s.UpdateStatus != nil && strings.HasPrefix(string(s.UpdateStatus.State), "rollback")
+}
+
+// findService returns the swarm service of that name, or nil.
+func findService(ctx context.Context, h *host, name string) (*swarm.Service, error) {
+	list, err := h.cli.ServiceList(ctx, swarm.ServiceListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+	if err != nil {
+		return nil, fmt.Errorf("list swarm services on %s: %w", h.addr, err)
+	}
+	for _, s := range list {
+		if s.Spec.Name == name {
+			return &s, nil
+		}
+	}
+	return nil, nil
+}
+
+// awaitSwarm follows a service's update until a task of image runs, healthy,
+// and no other task does; with a proxy, it keeps the route pointed at the
+// tasks it found healthy itself. A rollback, or a timeout, is an error
+// carrying the failed task's reason.
+func (d *deployer) awaitSwarm(ctx context.Context, h *host, name, id, image string, svc stages.Service, r *route) error {
+	timeout := svc.Health.Timeout
+	if timeout <= 0 {
+		timeout = defaultHealthTimeout
+	}
+	// Room for the start period, the checks, the monitor and a rollback.
+	deadline := time.Now().Add(2*timeout + 30*time.Second)
+	var routed []string
+	why := ""       // swarm's message when it began the rollback
+	lastCheck := "" // the last failed health check of a new task
+	for {
+		s, _, err := h.cli.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
+		if err != nil {
+			return fmt.Errorf("inspect service %s on %s: %w", id, h.addr, err)
+		}
+		tasks, err := serviceTasks(ctx, h, id)
+		if err != nil {
+			return err
+		}
+		ups, failed := d.healthyTasks(ctx, h, tasks, image, svc)
+		// A check the service answered (a 503 and its body) says more
+		// than a refused or reset connection while the task stops.
+		if failed != "" && (lastCheck == "" || !strings.Contains(failed, `Get "`)) {
+			lastCheck = failed
+		}
+		if r != nil {
+			if len(ups) > 0 && !slices.Equal(ups, routed) {
+				if err := d.switchSwarm(ctx, name, *r, ups); err != nil {
+					return err
+				}
+				routed = ups
+			}
+		}
+		state := ""
+		if s.UpdateStatus != nil {
+			state = string(s.UpdateStatus.State)
+		}
+		switch state {
+		case string(swarm.UpdateStateRollbackStarted), string(swarm.UpdateStateRollbackCompleted),
+			string(swarm.UpdateStateRollbackPaused), string(swarm.UpdateStatePaused):
+			if state == string(swarm.UpdateStateRollbackStarted) {
+				why = s.UpdateStatus.Message
+				break // wait for the old task to serve again
+			}
+			if r != nil {
+				// The old tasks serve again: route to them.
+				old, _ := d.healthyTasks(ctx, h, tasks, s.Spec.TaskTemplate.ContainerSpec.Image, svc)
+				if len(old) > 0 && !slices.Equal(old, routed) {
+					if err := d.switchSwarm(context.WithoutCancel(ctx), name, *r, old); err != nil {
+						return err
+					}
+				}
+			}
+			reason := failedReason(tasks, image, cmpOr(why, s.UpdateStatus.Message))
+			if lastCheck != "" {
+				reason += "; last health check of the new task: " + lastCheck
+			}
+			return fmt.Errorf("swarm service %s: update to %s %s: %s", s.Spec.Name, image, strings.ReplaceAll(state, "_", " "), reason)
+		}
+		if (state == "" || state == string(swarm.UpdateStateCompleted)) && settled(tasks, image) {
+			return nil
+		}
+		if state == "" {
+			// A new service has no update status: a task that failed is
+			// retried by swarm forever; give up at the health timeout.
+			if reason := failedReason(tasks, image, ""); reason != "" && time.Now().After(deadline.Add(-timeout-30*time.Second)) {
+				return fmt.Errorf("swarm service %s: %s not healthy after %s: %s", s.Spec.Name, image, timeout, reason)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("swarm service %s: update to %s not done after %s: %s", s.Spec.Name, image, time.Since(deadline.Add(-2*timeout-30*time.Second)).Round(time.Second), failedReason(tasks, image, "still "+state))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// switchSwarm points the service's route at the given tasks, fenced.
+func (d *deployer) switchSwarm(ctx context.Context, name string, r route, ups []string) error {
+	if d.env.Fence != nil {
+		if err := d.env.Fence(ctx); err != nil {
+			return fmt.Errorf("switch %s: %w", name, err)
+		}
+	}
+	if err := d.proxy.switchTo(ctx, r, ups); err != nil {
+		return fmt.Errorf("switch %s to %s: %w", r.Listen, strings.Join(ups, ","), err)
+	}
+	d.logf("%s: %s now proxies to %s", name, r.Listen, strings.Join(ups, ", "))
+	return nil
+}
+
+// serviceTasks lists a service's tasks that swarm wants running.
+func serviceTasks(ctx context.Context, h *host, id string) ([]swarm.Task, error) {
+	tasks, err := h.cli.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", id))})
+	if err != nil {
+		return nil, fmt.Errorf("list tasks of service %s on %s: %w", id, h.addr, err)
+	}
+	slices.SortStableFunc(tasks, func(a, b swarm.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return tasks, nil
+}
+
+// settled says one task of image runs and no task of another image is
+// wanted running or still running.
+func settled(tasks []swarm.Task, image string) bool {
+	n := 0
+	for _, t := range tasks {
+		live := t.Status.State == swarm.TaskStateRunning || t.Status.State == swarm.TaskStateStarting
+		switch {
+		case t.Spec.ContainerSpec.Image == image && t.DesiredState == swarm.TaskStateRunning && t.Status.State == swarm.TaskStateRunning:
+			n++
+		case t.Spec.ContainerSpec.Image != image && (t.DesiredState == swarm.TaskStateRunning || live):
+			return false
+		}
+	}
+	return n > 0
+}
+
+// failedReason is why the newest failed task of image failed, as swarm
+// says it, or fallback.
+func failedReason(tasks []swarm.Task, image, fallback string) string {
+	// A task swarm failed (unhealthy, exited) says why in Err; one it shut
+	// down in a rollback only says "finished".
+	for _, failed := range []bool{true, false} {
+		for _, t := range tasks {
+			if t.Spec.ContainerSpec.Image != image || t.Status.Err == "" {
+				continue
+			}
+			if failed && t.Status.State != swarm.TaskStateFailed && t.Status.State != swarm.TaskStateRejected {
+				continue
+			}
+			return fmt.Sprintf("task %s %s: %s", t.ID[:12], t.Status.State, t.Status.Err)
+		}
+	}
+	return fallback
+}
+
+// taskAddr is where a task's published port is reached from here, or "".
+func taskAddr(h *host, t swarm.Task, port int) string {
+	for _, p := range t.Status.PortStatus.Ports {
+		if int(p.TargetPort) == port && p.PublishedPort != 0 {
+			return net.JoinHostPort(h.dialIP, strconv.Itoa(int(p.PublishedPort)))
+		}
+	}
+	return ""
+}
+
+// healthyTasks returns the addresses of the running or starting tasks of
+// image that answer their health check now, sorted, and what the last
+// failed check saw.
+func (d *deployer) healthyTasks(ctx context.Context, h *host, tasks []swarm.Task, image string, svc stages.Service) (ups []string, failed string) {
+	for _, t := range tasks {
+		if t.Spec.ContainerSpec.Image != image || t.DesiredState != swarm.TaskStateRunning {
+			continue
+		}
+		if t.Status.State != swarm.TaskStateRunning && t.Status.State != swarm.TaskStateStarting {
+			continue
+		}
+		addr := taskAddr(h, t, svc.Port)
+		if addr == "" && t.Status.ContainerStatus != nil && t.Status.ContainerStatus.ContainerID != "" {
+			// Swarm reports a task's ports once it runs, that is once
+			// healthy; a starting task on this host is found by its
+			// container.
+			if st, err := h.state(ctx, t.Status.ContainerStatus.ContainerID, svc.Port); err == nil && st.HostPort != "" {
+				addr = net.JoinHostPort(h.dialIP, st.HostPort)
+			}
+		}
+		if addr == "" {
+			continue
+		}
+		if ok, out := probe(ctx, addr, svc.Health); ok {
+			ups = append(ups, addr)
+		} else {
+			failed = out
+		}
+	}
+	slices.Sort(ups)
+	return ups, failed
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// inspectSwarm is Inspect for a swarm environment: the tasks swarm wants
+// running, per service, probed through their published port.
+func inspectSwarm(ctx context.Context, spec *stages.Spec, pipeline, environment, addr string) []Live {
+	missing := func(service, health string) Live {
+		return Live{Host: addr, Service: service, State: "missing", Health: health}
+	}
+	var ls []Live
+	h, err := openHost(addr)
+	if err != nil {
+		for _, name := range spec.ServiceNames() {
+			ls = append(ls, missing(name, err.Error()))
+		}
+		return ls
+	}
+	defer h.cli.Close()
+	for _, name := range spec.ServiceNames() {
+		svc := spec.Services[name]
+		s, err := findService(ctx, h, swarmName(pipeline, environment, name))
+		if err != nil || s == nil {
+			msg := "no swarm service"
+			if err != nil {
+				msg = err.Error()
+			}
+			ls = append(ls, missing(name, msg))
+			continue
+		}
+		tasks, err := serviceTasks(ctx, h, s.ID)
+		if err != nil {
+			ls = append(ls, missing(name, err.Error()))
+			continue
+		}
+		found := false
+		for _, t := range tasks {
+			if t.DesiredState != swarm.TaskStateRunning {
+				continue
+			}
+			found = true
+			l := Live{
+				Host:      addr,
+				Service:   name,
+				Container: fmt.Sprintf("%s.%d", s.Spec.Name, t.Slot),
+				ID:        t.ID,
+				Digest:    t.Spec.ContainerSpec.Image,
+				Version:   t.Spec.ContainerSpec.Labels[LabelVersion],
+				RunID:     t.Spec.ContainerSpec.Labels[LabelRunID],
+				State:     string(t.Status.State),
+			}
+			switch {
+			case t.Status.State != swarm.TaskStateRunning:
+				l.Health = t.Status.Message
+				if t.Status.Err != "" {
+					l.Health = t.Status.Err
+				}
+			case svc.Port == 0:
+				l.Healthy, l.Health = true, "running"
+			default:
+				if a := taskAddr(h, t, svc.Port); a != "" {
+					l.Healthy, l.Health = probe(ctx, a, svc.Health)
+				} else {
+					l.Health = fmt.Sprintf("port %d not published", svc.Port)
+				}
+			}
+			ls = append(ls, l)
+		}
+		if !found {
+			ls = append(ls, missing(name, "no task"))
+		}
+	}
+	return ls
+}
+
+var errNoManager = errors.New("not a swarm manager")
+
+// checkManager makes sure a host is a swarm manager.
+func checkManager(ctx context.Context, h *host) error {
+	info, err := h.cli.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("docker info on %s: %w", h.addr, err)
+	}
+	if !info.Swarm.ControlAvailable {
+		return fmt.Errorf("swarm environment on %s (swarm state %q): %w", h.addr, info.Swarm.LocalNodeState, errNoManager)
+	}
+	return nil
+}
