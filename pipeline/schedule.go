@@ -41,6 +41,12 @@ func (s Schedule) Next(t time.Time) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
+	if every, ok := sched.(cron.ConstantDelaySchedule); ok {
+		// "@every 1h" counts from the epoch, not from t: two servers that
+		// started at other times fire at the same instants, so a fire is
+		// one fire for both.
+		return t.Truncate(every.Delay).Add(every.Delay).In(loc), nil
+	}
 	return sched.Next(t.In(loc)), nil
 }
 

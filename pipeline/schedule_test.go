@@ -26,6 +26,8 @@ func TestScheduleNext(t *testing.T) {
 		{"berlin after the october change", Schedule{Cron: "0 8 * * MON", TimeZone: "Europe/Berlin"}, "2026-10-19T06:00:00Z", "2026-10-26T07:00:00Z"},
 		{"berlin after the march change", Schedule{Cron: "0 8 * * MON", TimeZone: "Europe/Berlin"}, "2027-03-22T07:00:00Z", "2027-03-29T06:00:00Z"},
 		{"strictly after", Schedule{Cron: "0 9 * * MON"}, "2026-11-30T09:00:00Z", "2026-12-07T09:00:00Z"},
+		{"every counts from the epoch", Schedule{Cron: "@every 10m"}, "2026-11-25T12:03:17Z", "2026-11-25T12:10:00Z"},
+		{"every, strictly after", Schedule{Cron: "@every 10m"}, "2026-11-25T12:10:00Z", "2026-11-25T12:20:00Z"},
 		{"descriptor", Schedule{Cron: "@daily", TimeZone: "America/New_York"}, "2026-11-25T12:00:00Z", "2026-11-26T05:00:00Z"},
 	}
 	for _, tt := range tests {

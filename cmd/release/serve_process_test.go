@@ -255,3 +255,72 @@ stages:
 		t.Errorf("effects %q", b)
 	}
 }
+
+// TestServeTwoProcesses runs two real release serve processes on one
+// SQLite store with a schedule that fires every three seconds: every fire
+// starts exactly one run, and its stage runs once.
+func TestServeTwoProcesses(t *testing.T) {
+	bin := buildRelease(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "pipeline.yaml"), `
+name: twice
+stages:
+  build: {uses: exec, with: {command: [sh, -c, 'echo ran >> fires']}}
+schedules:
+  often: {cron: "@every 3s", bump: patch}
+`)
+	a, _, logA := startServe(t, bin, dir)
+	b, _, logB := startServe(t, bin, dir)
+	st, err := store.Open(context.Background(), filepath.Join(dir, ".release", "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		runs, err := st.Runs(context.Background(), pipeline.RunFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(runs) >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d runs after 40s, want 4 fires", len(runs))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, cmd := range []*exec.Cmd{a, b} {
+		cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, cmd := range []*exec.Cmd{a, b} {
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("release serve after SIGTERM: %v", err)
+		}
+	}
+
+	runs, err := st.Runs(context.Background(), pipeline.RunFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perFire := map[string]int{}
+	succeeded := 0
+	for _, r := range runs {
+		perFire[r.Params["fire"]]++
+		if r.Status == pipeline.Succeeded {
+			succeeded++
+		}
+	}
+	for fire, n := range perFire {
+		if n != 1 {
+			t.Errorf("fire %s started %d runs", fire, n)
+		}
+	}
+	b2, _ := os.ReadFile(filepath.Join(dir, "fires"))
+	if got := strings.Count(string(b2), "\n"); got != succeeded {
+		t.Errorf("the stage ran %d times for %d succeeded runs", got, succeeded)
+	}
+	if !strings.Contains(logA.String()+logB.String(), "fire claimed by another server") {
+		t.Error("neither server saw the other's claim: they did not compete for the fires")
+	}
+}

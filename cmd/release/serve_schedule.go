@@ -64,7 +64,7 @@ type fire struct {
 
 // key names a fire in the store: the same for every server.
 func (fr fire) key() string {
-	return "schedule/" + fr.Schedule + "/" + fr.At.UTC().Format("2006-01-02T15:04Z")
+	return "schedule/" + fr.Schedule + "/" + fr.At.UTC().Format(time.RFC3339)
 }
 
 // tick starts the fires due in (from, to]: each one this server claims

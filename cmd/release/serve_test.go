@@ -164,9 +164,9 @@ func TestScheduleWeeklyMajor(t *testing.T) {
 	})
 
 	wantStarted := map[string]time.Time{
-		"schedule/weekly-major/2026-10-19T06:00Z": time.Date(2026, 10, 19, 6, 0, 0, 0, time.UTC), // 08:00 CEST
-		"schedule/weekly-major/2026-10-26T07:00Z": time.Date(2026, 10, 26, 7, 0, 0, 0, time.UTC), // 08:00 CET
-		"schedule/weekly-major/2026-11-02T07:00Z": time.Date(2026, 11, 2, 7, 0, 0, 0, time.UTC),
+		"schedule/weekly-major/2026-10-19T06:00:00Z": time.Date(2026, 10, 19, 6, 0, 0, 0, time.UTC), // 08:00 CEST
+		"schedule/weekly-major/2026-10-26T07:00:00Z": time.Date(2026, 10, 26, 7, 0, 0, 0, time.UTC), // 08:00 CET
+		"schedule/weekly-major/2026-11-02T07:00:00Z": time.Date(2026, 11, 2, 7, 0, 0, 0, time.UTC),
 	}
 	if diff := cmp.Diff(wantStarted, started); diff != "" {
 		t.Errorf("fires (-want +got):\n%s", diff)
