@@ -538,6 +538,16 @@ func TestFlow(t *testing.T) {
 			}
 		}
 
+		// The registry says the same: :dev, :staging and :prod are the
+		// release's digests, tagged registry-side.
+		for _, svc := range flowServices {
+			for _, env := range []string{"dev", "staging", "prod"} {
+				if got, want := registryDigest(t, first.Images[svc], env), digestOf(first.Images[svc]); got != want {
+					t.Errorf("%s:%s is %s in the registry, want %s", svc, env, got, want)
+				}
+			}
+		}
+
 		st := f.status()
 		if got := len(st.Environments); got != 3 {
 			t.Errorf("status shows %d environments, want 3", got)
@@ -623,6 +633,11 @@ func TestFlow(t *testing.T) {
 		f.checkStatus(st, "staging", first.Version, first.Images)
 		f.checkStatus(st, "dev", second.Version, second.Images)
 		f.checkStatus(st, "prod", first.Version, first.Images)
+		for _, svc := range flowServices {
+			if got, want := registryDigest(t, first.Images[svc], "staging"), digestOf(first.Images[svc]); got != want {
+				t.Errorf("after the rollback %s:staging is %s in the registry, want the first release's %s", svc, got, want)
+			}
+		}
 	})
 	if !ok {
 		t.Fatal("the second release failed; the other subtests build on it")
@@ -845,4 +860,31 @@ func runOut(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
 	}
 	return string(out)
+}
+
+// registryDigest returns the digest the registry gives for tag in the
+// repository of ref ("127.0.0.1:5000/x/api@sha256:…").
+func registryDigest(t *testing.T, ref, tag string) string {
+	t.Helper()
+	repo, _, _ := strings.Cut(ref, "@")
+	host, path, _ := strings.Cut(repo, "/")
+	req, err := http.NewRequest(http.MethodHead, "http://"+host+"/v2/"+path+"/manifests/"+tag, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return resp.Status
+	}
+	return resp.Header.Get("Docker-Content-Digest")
+}
+
+func digestOf(ref string) string {
+	_, d, _ := strings.Cut(ref, "@")
+	return d
 }
