@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -132,6 +133,9 @@ func serveRun(ctx context.Context, opts *ServeOptions) error {
 		Handler:           s.handler(runCtx),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+		s.log.Warn("listening beyond this machine: runs, environments and logs are readable without a token", "addr", ln.Addr().String())
 	}
 	if s.token == "" {
 		s.log.Warn("RELEASE_SERVE_TOKEN is not set: the API is read-only, approve and promote answer 401")

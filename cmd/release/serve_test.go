@@ -775,3 +775,25 @@ func TestScheduleLoop(t *testing.T) {
 		t.Fatalf("runs after the fire: %+v", runs)
 	}
 }
+
+// TestScheduleFrozen: a fire while a freeze window covers an environment
+// of the pipeline records a skipped run that names the window.
+func TestScheduleFrozen(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "pipeline.yaml"), apiPipeline)
+	s, _ := newTestServer(t, dir, "", nil)
+	clock := &fakeClock{}
+	s.now = clock.now
+	from := time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC)
+	started := walk(s, clock, from, from.Add(12*time.Hour), time.Minute, nil)
+	if len(started) != 1 {
+		t.Fatalf("fires %v, want the Monday 08:00 one", started)
+	}
+	runs, err := s.st.Runs(context.Background(), pipeline.RunFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 1 || runs[0].Status != pipeline.Skipped || !strings.Contains(runs[0].Params["skipReason"], "prod is frozen by window holidays") {
+		t.Fatalf("runs %+v, want one skipped by the freeze", runs)
+	}
+}
