@@ -270,6 +270,8 @@ func resumeRun(ctx context.Context, opts *ResumeOptions) error {
 	switch {
 	case run.Status == pipeline.Succeeded:
 		return fmt.Errorf("run %s already succeeded; nothing to resume", run.ID)
+	case run.Status == pipeline.Skipped:
+		return fmt.Errorf("run %s was skipped (%s); nothing to resume", run.ID, run.Params["skipReason"])
 	case run.Params["cancelledBy"] != "":
 		return fmt.Errorf("run %s was cancelled by %s; start a new run instead", run.ID, run.Params["cancelledBy"])
 	case ownerAlive(run):
