@@ -96,6 +96,7 @@ type flow struct {
 	name  string
 	token string
 	gh    *fakegithub.Server
+	state string // RELEASE_STATE for the binary; "" for the default SQLite file
 }
 
 type result struct {
@@ -233,7 +234,11 @@ func (f *flow) env() []string {
 		}
 		env = append(env, kv)
 	}
-	return append(env, "GITHUB_TOKEN="+f.token, "NO_COLOR=1", "RELEASE_USER=flow-test")
+	env = append(env, "GITHUB_TOKEN="+f.token, "NO_COLOR=1", "RELEASE_USER=flow-test")
+	if f.state != "" {
+		env = append(env, "RELEASE_STATE="+f.state)
+	}
+	return env
 }
 
 func (f *flow) command(ctx context.Context, args ...string) *exec.Cmd {
@@ -474,7 +479,11 @@ type nodeWindow struct {
 func (f *flow) nodeWindows(node string, runIDs []string) []nodeWindow {
 	f.t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(f.dir, ".release", "state.db"))
+	dsn := f.state
+	if dsn == "" {
+		dsn = filepath.Join(f.dir, ".release", "state.db")
+	}
+	st, err := store.Open(ctx, dsn)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -645,108 +654,7 @@ func TestFlow(t *testing.T) {
 
 	t.Run("concurrent-promote", func(t *testing.T) {
 		f.t = t
-		var winners []string
-		race := func(round int, wait bool) []result {
-			args := []string{"promote", "staging"}
-			if wait {
-				args = append(args, "--wait")
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			cmds := make([]*exec.Cmd, 2)
-			outs := make([][2]bytes.Buffer, 2)
-			for i := range cmds {
-				cmds[i] = f.command(ctx, args...)
-				cmds[i].Stdout, cmds[i].Stderr = &outs[i][0], &outs[i][1]
-			}
-			for _, c := range cmds {
-				if err := c.Start(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			res := make([]result, 2)
-			for i, c := range cmds {
-				err := c.Wait()
-				var exit *exec.ExitError
-				if err != nil && !errors.As(err, &exit) {
-					t.Fatalf("round %d: %v", round, err)
-				}
-				res[i] = result{stdout: outs[i][0].String(), stderr: outs[i][1].String(), code: c.ProcessState.ExitCode()}
-			}
-			return res
-		}
-
-		// Started together, the two either meet at the lease (one deploys,
-		// the other exits 4 naming it), or one process came up only after
-		// the other was done: a no-op promote can take a few hundred
-		// milliseconds. Either way no two deploys may overlap, and the
-		// rounds must have met at the lease, or they prove nothing.
-		const rounds = 20
-		runsBefore, runsWant, met := len(f.runs()), 0, 0
-		for round := 1; round <= rounds; round++ {
-			res := race(round, false)
-			codes := []int{res[0].code, res[1].code}
-			slices.Sort(codes)
-			switch {
-			case slices.Equal(codes, []int{exitOK, exitLocked}):
-				met++
-				win, lose := res[0], res[1]
-				if win.code != exitOK {
-					win, lose = lose, win
-				}
-				holder := win.id()
-				if want := "env/staging is locked by run " + holder; !strings.Contains(lose.stderr, want) {
-					t.Errorf("round %d: the second promote says %q, want it to name the holder: %q", round, strings.TrimSpace(lose.stderr), want)
-				}
-				if lose.stdout != "" {
-					t.Errorf("round %d: the locked-out promote printed %q", round, lose.stdout)
-				}
-				winners = append(winners, holder)
-				runsWant++
-			case slices.Equal(codes, []int{exitOK, exitOK}):
-				t.Logf("round %d: the two promotes did not meet: runs %s and %s", round, res[0].id(), res[1].id())
-				winners = append(winners, res[0].id(), res[1].id())
-				runsWant += 2
-			default:
-				t.Fatalf("round %d: exit codes %v, want one %d and one %d\nfirst: %s\nsecond: %s", round, codes, exitOK, exitLocked, res[0], res[1])
-			}
-		}
-		for _, id := range winners {
-			if v := f.run(id); v.Status != "succeeded" || v.Version != second.Version {
-				t.Errorf("run %s: status %s, version %s; want succeeded, %s", id, v.Status, v.Version, second.Version)
-			}
-		}
-		// A locked-out promote leaves no run behind.
-		if got := len(f.runs()) - runsBefore; got != runsWant {
-			t.Errorf("%d rounds made %d runs, want %d", rounds, got, runsWant)
-		}
-		t.Logf("%d of %d rounds met at the lease: one deployed, the other exited %d naming it", met, rounds, exitLocked)
-		if met < rounds/2 {
-			t.Errorf("only %d of %d rounds met at the lease", met, rounds)
-		}
-
-		// With --wait the second runs after the first.
-		const waitRounds = 3
-		for round := 1; round <= waitRounds; round++ {
-			res := race(round, true)
-			for _, r := range res {
-				if r.code != exitOK {
-					t.Fatalf("wait round %d: %s", round, r)
-				}
-				winners = append(winners, r.id())
-			}
-		}
-
-		windows := f.nodeWindows("promote-staging", winners)
-		for i := 1; i < len(windows); i++ {
-			if a, b := windows[i-1], windows[i]; b.start.Before(a.end) {
-				t.Errorf("runs %s (%s to %s) and %s (%s to %s) deployed staging at the same time",
-					a.run, a.start.Format(time.StampMilli), a.end.Format(time.StampMilli), b.run, b.start.Format(time.StampMilli), b.end.Format(time.StampMilli))
-			}
-		}
-		t.Logf("%d promotes of staging, %d at once with --wait, zero overlaps checked", len(windows), 2*waitRounds)
-		f.checkRunning("staging", second.Images)
-		f.checkStatus(f.status(), "staging", second.Version, second.Images)
+		f.promoteRace(t, 20, second)
 	})
 
 	t.Run("kill-and-resume", func(t *testing.T) {
@@ -887,4 +795,113 @@ func registryDigest(t *testing.T, ref, tag string) string {
 func digestOf(ref string) string {
 	_, d, _ := strings.Cut(ref, "@")
 	return d
+}
+
+// promoteRace starts two `release promote staging` together, rounds times:
+// each time exactly one deploys and the other exits 4 naming it (or, when
+// a no-op promote ended before the other started, both deploy one after
+// the other); then a few rounds with --wait. No two deploys of staging may
+// overlap, read from the store. Staging ends on want.
+func (f *flow) promoteRace(t *testing.T, rounds int, want runView) {
+	var winners []string
+	race := func(round int, wait bool) []result {
+		args := []string{"promote", "staging"}
+		if wait {
+			args = append(args, "--wait")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmds := make([]*exec.Cmd, 2)
+		outs := make([][2]bytes.Buffer, 2)
+		for i := range cmds {
+			cmds[i] = f.command(ctx, args...)
+			cmds[i].Stdout, cmds[i].Stderr = &outs[i][0], &outs[i][1]
+		}
+		for _, c := range cmds {
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res := make([]result, 2)
+		for i, c := range cmds {
+			err := c.Wait()
+			var exit *exec.ExitError
+			if err != nil && !errors.As(err, &exit) {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			res[i] = result{stdout: outs[i][0].String(), stderr: outs[i][1].String(), code: c.ProcessState.ExitCode()}
+		}
+		return res
+	}
+
+	// Started together, the two either meet at the lease (one deploys,
+	// the other exits 4 naming it), or one process came up only after
+	// the other was done: a no-op promote can take a few hundred
+	// milliseconds. Either way no two deploys may overlap, and the
+	// rounds must have met at the lease, or they prove nothing.
+	runsBefore, runsWant, met := len(f.runs()), 0, 0
+	for round := 1; round <= rounds; round++ {
+		res := race(round, false)
+		codes := []int{res[0].code, res[1].code}
+		slices.Sort(codes)
+		switch {
+		case slices.Equal(codes, []int{exitOK, exitLocked}):
+			met++
+			win, lose := res[0], res[1]
+			if win.code != exitOK {
+				win, lose = lose, win
+			}
+			holder := win.id()
+			if want := "env/staging is locked by run " + holder; !strings.Contains(lose.stderr, want) {
+				t.Errorf("round %d: the second promote says %q, want it to name the holder: %q", round, strings.TrimSpace(lose.stderr), want)
+			}
+			if lose.stdout != "" {
+				t.Errorf("round %d: the locked-out promote printed %q", round, lose.stdout)
+			}
+			winners = append(winners, holder)
+			runsWant++
+		case slices.Equal(codes, []int{exitOK, exitOK}):
+			t.Logf("round %d: the two promotes did not meet: runs %s and %s", round, res[0].id(), res[1].id())
+			winners = append(winners, res[0].id(), res[1].id())
+			runsWant += 2
+		default:
+			t.Fatalf("round %d: exit codes %v, want one %d and one %d\nfirst: %s\nsecond: %s", round, codes, exitOK, exitLocked, res[0], res[1])
+		}
+	}
+	for _, id := range winners {
+		if v := f.run(id); v.Status != "succeeded" || v.Version != want.Version {
+			t.Errorf("run %s: status %s, version %s; want succeeded, %s", id, v.Status, v.Version, want.Version)
+		}
+	}
+	// A locked-out promote leaves no run behind.
+	if got := len(f.runs()) - runsBefore; got != runsWant {
+		t.Errorf("%d rounds made %d runs, want %d", rounds, got, runsWant)
+	}
+	t.Logf("%d of %d rounds met at the lease: one deployed, the other exited %d naming it", met, rounds, exitLocked)
+	if met < rounds/2 {
+		t.Errorf("only %d of %d rounds met at the lease", met, rounds)
+	}
+
+	// With --wait the second runs after the first.
+	const waitRounds = 3
+	for round := 1; round <= waitRounds; round++ {
+		res := race(round, true)
+		for _, r := range res {
+			if r.code != exitOK {
+				t.Fatalf("wait round %d: %s", round, r)
+			}
+			winners = append(winners, r.id())
+		}
+	}
+
+	windows := f.nodeWindows("promote-staging", winners)
+	for i := 1; i < len(windows); i++ {
+		if a, b := windows[i-1], windows[i]; b.start.Before(a.end) {
+			t.Errorf("runs %s (%s to %s) and %s (%s to %s) deployed staging at the same time",
+				a.run, a.start.Format(time.StampMilli), a.end.Format(time.StampMilli), b.run, b.start.Format(time.StampMilli), b.end.Format(time.StampMilli))
+		}
+	}
+	t.Logf("%d promotes of staging, %d at once with --wait, zero overlaps checked", len(windows), 2*waitRounds)
+	f.checkRunning("staging", want.Images)
+	f.checkStatus(f.status(), "staging", want.Version, want.Images)
 }
