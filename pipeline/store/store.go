@@ -146,10 +146,9 @@ func (s *DB) exec(ctx context.Context, tx *sql.Tx, q string, args ...any) error 
 func (s *DB) Close() error { return s.db.Close() }
 
 // migrations are numbered by their index + 1 and never edited once shipped:
-// a change is a new entry.
-var migrations = []struct{ sqlite, postgres string }{
-	{
-		sqlite: `
+// a change is a new entry. {{serial}} is the dialect's auto-numbered key.
+var migrations = []string{
+	`
 CREATE TABLE runs (
 	id TEXT PRIMARY KEY, kind TEXT NOT NULL, pipeline TEXT NOT NULL, environment TEXT NOT NULL,
 	version TEXT NOT NULL, status TEXT NOT NULL, plan_hash TEXT NOT NULL,
@@ -162,48 +161,28 @@ CREATE TABLE nodes (
 	approval TEXT, started_at TEXT, finished_at TEXT,
 	PRIMARY KEY (run_id, id));
 CREATE TABLE logs (
-	seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, node TEXT NOT NULL,
+	seq {{serial}}, run_id TEXT NOT NULL, node TEXT NOT NULL,
 	at TEXT NOT NULL, text TEXT NOT NULL);
 CREATE INDEX logs_run ON logs (run_id, node, seq);`,
-		postgres: `
-CREATE TABLE runs (
-	id TEXT PRIMARY KEY, kind TEXT NOT NULL, pipeline TEXT NOT NULL, environment TEXT NOT NULL,
-	version TEXT NOT NULL, status TEXT NOT NULL, plan_hash TEXT NOT NULL,
-	commits TEXT NOT NULL, images TEXT NOT NULL, params TEXT NOT NULL,
-	started_at TEXT NOT NULL, finished_at TEXT);
-CREATE TABLE nodes (
-	run_id TEXT NOT NULL REFERENCES runs(id), id TEXT NOT NULL, seq INTEGER NOT NULL,
-	stage TEXT NOT NULL, item TEXT NOT NULL, environment TEXT NOT NULL, needs TEXT NOT NULL,
-	status TEXT NOT NULL, attempts INTEGER NOT NULL, outputs TEXT NOT NULL, error TEXT NOT NULL,
-	approval TEXT, started_at TEXT, finished_at TEXT,
-	PRIMARY KEY (run_id, id));
-CREATE TABLE logs (
-	seq BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, node TEXT NOT NULL,
-	at TEXT NOT NULL, text TEXT NOT NULL);
-CREATE INDEX logs_run ON logs (run_id, node, seq);`,
-	},
-	{
-		sqlite: `
+	`
 CREATE TABLE releases (
 	version TEXT PRIMARY KEY, pipeline TEXT NOT NULL, run_id TEXT NOT NULL,
 	commits TEXT NOT NULL, images TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE deployments (
-	seq INTEGER PRIMARY KEY AUTOINCREMENT, environment TEXT NOT NULL, version TEXT NOT NULL,
+	seq {{serial}}, environment TEXT NOT NULL, version TEXT NOT NULL,
 	run_id TEXT NOT NULL, kind TEXT NOT NULL, images TEXT NOT NULL, at TEXT NOT NULL);
 CREATE INDEX deployments_env ON deployments (environment, seq);
 CREATE TABLE leases (
 	name TEXT PRIMARY KEY, holder TEXT NOT NULL, fence BIGINT NOT NULL, expires_at TEXT NOT NULL);`,
-		postgres: `
-CREATE TABLE releases (
-	version TEXT PRIMARY KEY, pipeline TEXT NOT NULL, run_id TEXT NOT NULL,
-	commits TEXT NOT NULL, images TEXT NOT NULL, created_at TEXT NOT NULL);
-CREATE TABLE deployments (
-	seq BIGSERIAL PRIMARY KEY, environment TEXT NOT NULL, version TEXT NOT NULL,
-	run_id TEXT NOT NULL, kind TEXT NOT NULL, images TEXT NOT NULL, at TEXT NOT NULL);
-CREATE INDEX deployments_env ON deployments (environment, seq);
-CREATE TABLE leases (
-	name TEXT PRIMARY KEY, holder TEXT NOT NULL, fence BIGINT NOT NULL, expires_at TEXT NOT NULL);`,
-	},
+}
+
+// ddl is a migration in the store's dialect.
+func (s *DB) ddl(m string) string {
+	serial := "INTEGER PRIMARY KEY AUTOINCREMENT"
+	if s.dialect == postgres {
+		serial = "BIGSERIAL PRIMARY KEY"
+	}
+	return strings.ReplaceAll(m, "{{serial}}", serial)
 }
 
 // SchemaVersion is the number of the newest migration.
@@ -232,11 +211,7 @@ func (s *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("schema version %d is newer than this release understands (%d)", have, len(migrations))
 	}
 	for i := have; i < len(migrations); i++ {
-		q := migrations[i].sqlite
-		if s.dialect == postgres {
-			q = migrations[i].postgres
-		}
-		if _, err := tx.ExecContext(ctx, q); err != nil {
+		if _, err := tx.ExecContext(ctx, s.ddl(migrations[i])); err != nil {
 			return fmt.Errorf("migration %d: %w", i+1, err)
 		}
 		if err := s.exec(ctx, tx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, i+1, stamp(time.Now())); err != nil {
