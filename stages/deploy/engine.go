@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
+	"github.com/sweepboard/release/stages/internal/engine"
 )
 
 // Labels put on every container a deploy starts. They are how a later deploy
@@ -51,9 +52,9 @@ func openHost(addr string) (*host, error) {
 	if err != nil {
 		return nil, err
 	}
-	cli, err := client.NewClientWithOpts(client.WithHost(addr), client.WithAPIVersionNegotiation())
+	cli, err := engine.Connect(addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect to docker host %s: %w", addr, err)
+		return nil, err
 	}
 	return &host{addr: addr, cli: cli, bindIP: bindIP, dialIP: dialIP}, nil
 }

@@ -96,12 +96,7 @@ func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 	return []stages.Check{check}
 }
 
-func (s *Stage) host() string {
-	if s.Host != "" {
-		return s.Host
-	}
-	return engine.LocalHost()
-}
+func (s *Stage) host() string { return engine.HostOr(s.Host) }
 
 // Run builds, or finds already built, the image of service env.Item at the
 // pinned commit of its repo. Outputs: imageID, tag (the local tag), commit,

@@ -87,12 +87,7 @@ func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 	return []stages.Check{check}
 }
 
-func (s *Stage) host() string {
-	if s.Host != "" {
-		return s.Host
-	}
-	return engine.LocalHost()
-}
+func (s *Stage) host() string { return engine.HostOr(s.Host) }
 
 // Run pushes the image built for env.Item. Outputs: image
 // (REGISTRY/IMAGE@sha256:…), digest, tags, pushed ("false" when the

@@ -26,6 +26,15 @@ func Connect(host string) (*client.Client, error) {
 // Local returns a client of the local engine: DOCKER_HOST, or DefaultHost.
 func Local() (*client.Client, error) { return Connect(LocalHost()) }
 
+// HostOr is host, or LocalHost when host is empty: a stage's `host:`
+// setting with its default.
+func HostOr(host string) string {
+	if host != "" {
+		return host
+	}
+	return LocalHost()
+}
+
 // LocalHost is the address Local connects to.
 func LocalHost() string {
 	if h := os.Getenv("DOCKER_HOST"); h != "" {
