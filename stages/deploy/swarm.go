@@ -238,20 +238,30 @@ func (d *deployer) awaitSwarm(ctx context.Context, h *host, name, id, image stri
 				why = s.UpdateStatus.Message
 				break // wait for the old task to serve again
 			}
-			if r != nil {
+			// Swarm may say the rollback completed before a task of the
+			// previous image runs healthy again; the deploy reports only
+			// once one does (or at the deadline), so the previous version
+			// serves when the error is seen.
+			prev := s.Spec.TaskTemplate.ContainerSpec.Image
+			old, _ := d.healthyTasks(ctx, h, tasks, prev, svc)
+			back := len(old) > 0 && settled(tasks, prev)
+			if r != nil && len(old) > 0 && !slices.Equal(old, routed) {
 				// The old tasks serve again: route to them.
-				old, _ := d.healthyTasks(ctx, h, tasks, s.Spec.TaskTemplate.ContainerSpec.Image, svc)
-				if len(old) > 0 && !slices.Equal(old, routed) {
-					if err := d.switchSwarm(context.WithoutCancel(ctx), name, *r, old); err != nil {
-						return err
-					}
+				if err := d.switchSwarm(context.WithoutCancel(ctx), name, *r, old); err != nil {
+					return err
 				}
+				routed = old
 			}
-			reason := failedReason(tasks, image, cmpOr(why, s.UpdateStatus.Message))
-			if lastCheck != "" {
-				reason += "; last health check of the new task: " + lastCheck
+			if back || time.Now().After(deadline) {
+				reason := failedReason(tasks, image, cmpOr(why, s.UpdateStatus.Message))
+				if lastCheck != "" {
+					reason += "; last health check of the new task: " + lastCheck
+				}
+				if !back {
+					reason += "; no healthy task of the previous image " + prev + " yet"
+				}
+				return fmt.Errorf("swarm service %s: update to %s %s: %s", s.Spec.Name, image, strings.ReplaceAll(state, "_", " "), reason)
 			}
-			return fmt.Errorf("swarm service %s: update to %s %s: %s", s.Spec.Name, image, strings.ReplaceAll(state, "_", " "), reason)
 		}
 		if (state == "" || state == string(swarm.UpdateStateCompleted)) && settled(tasks, image) {
 			return nil
