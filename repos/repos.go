@@ -46,6 +46,9 @@ type Set struct {
 	ghAttempts int
 	ghBackoff  time.Duration
 
+	gitAttempts int           // tries of one list or push that failed on the way
+	gitBackoff  time.Duration // the first wait between them, doubled after each
+
 	mu      sync.Mutex
 	mirrors map[string]*mirror
 }
@@ -100,6 +103,9 @@ func New(spec *stages.Spec, workDir string, opts ...Option) *Set {
 
 		ghAttempts: 5,
 		ghBackoff:  time.Second,
+
+		gitAttempts: 3,
+		gitBackoff:  time.Second,
 	}
 	for _, o := range opts {
 		o(s)

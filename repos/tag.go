@@ -5,8 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-git/go-git/v5"
@@ -14,6 +18,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
 // Outcome is what Tag did in one repo.
@@ -59,6 +64,21 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("repo %s: tag %s exists at %s, not at the pinned commit %s", e.Repo, e.Tag, e.Have, e.Want)
 }
 
+// RejectedError is a push that the remote received and refused: a hook
+// said no, or the ref could not be created there. Another attempt meets the
+// same refusal until someone changes the remote.
+type RejectedError struct {
+	Repo, Remote, Tag string
+	Reason            string // the remote's words, hook output included
+	Err               error
+}
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("push tag %s to repo %s (%s): rejected by the remote: %s", e.Tag, e.Repo, e.Remote, e.Reason)
+}
+
+func (e *RejectedError) Unwrap() error { return e.Err }
+
 // Tag stamps version on every repo, all or none: an annotated tag at each
 // repo's pinned commit (commits, by repo name; every repo must have one).
 //
@@ -67,7 +87,14 @@ func (e *ConflictError) Error() string {
 //     present at another commit (a *ConflictError). Any failure here stops
 //     Tag before a single push; the other repos are Skipped.
 //  2. Push the missing tags in parallel, at most WithParallel at once. A
-//     push never forces and nothing is ever deleted on a remote.
+//     push never forces and nothing is ever deleted on a remote. A failure
+//     on the way (connection refused or reset, HTTP 5xx) is tried again, a
+//     bounded number of times; a refusal by the remote (a hook) is not: it
+//     is a *RejectedError. After a failed push the remote is asked again: a
+//     tag that appeared there since the check is a *ConflictError, or
+//     adopted when it is at the pinned commit.
+//     Tags already pushed to other repos stay: a published tag is never
+//     deleted, and the next Tag pushes only what is missing.
 //
 // Results come back in repo order, also when err is not nil, so a caller can
 // record what was pushed; a second Tag with the same arguments pushes only
@@ -157,6 +184,16 @@ func (s *Set) Tag(ctx context.Context, version string, commits map[string]string
 			return fail(i, fmt.Errorf("create tag %s in the mirror of repo %s: %w", tag, name, err))
 		}
 		pushed, err := s.pushTag(ctx, r, name, tag)
+		if err != nil && ctx.Err() == nil {
+			// Someone may have pushed the tag since the check, or our push
+			// landed and its answer was lost: look again.
+			if state, lerr := s.remoteState(ctx, r, name, tag); lerr == nil && state.tagFound {
+				if state.tag != want {
+					return fail(i, &ConflictError{Repo: name, Tag: tag, Have: state.tag.String(), Want: want.String()})
+				}
+				err, pushed = nil, false
+			}
+		}
 		if err != nil {
 			return fail(i, err)
 		}
@@ -188,9 +225,13 @@ func (s *Set) remoteState(ctx context.Context, r *git.Repository, name, tag stri
 	if err != nil {
 		return st, err
 	}
-	refs, err := git.NewRemote(r.Storer, rem.config()).ListContext(ctx, &git.ListOptions{
-		Auth:          rem.auth,
-		PeelingOption: git.AppendPeeled,
+	var refs []*plumbing.Reference
+	err = s.retry(ctx, rem, "list refs", func() error {
+		refs, err = git.NewRemote(r.Storer, rem.config()).ListContext(ctx, &git.ListOptions{
+			Auth:          rem.auth,
+			PeelingOption: git.AppendPeeled,
+		})
+		return err
 	})
 	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return st, nil
@@ -283,29 +324,95 @@ func createTag(r *git.Repository, tag string, commit plumbing.Hash, tagger *obje
 }
 
 // pushTag pushes one tag without force. It reports false when the remote
-// already had exactly this tag object.
+// already had exactly this tag object, which is also what a retry finds
+// when an earlier attempt's push landed but its answer was lost.
 func (s *Set) pushTag(ctx context.Context, r *git.Repository, name, tag string) (bool, error) {
 	rem, err := s.remote(name)
 	if err != nil {
 		return false, err
 	}
 	ref := plumbing.NewTagReferenceName(tag).String()
-	// The remote's messages (a hook's reason for refusing) arrive on the
-	// progress side band; keep them for the error.
-	var remoteMsg bytes.Buffer
-	err = git.NewRemote(r.Storer, rem.config()).PushContext(ctx, &git.PushOptions{
-		RefSpecs: []config.RefSpec{config.RefSpec(ref + ":" + ref)},
-		Auth:     rem.auth,
-		Progress: &remoteMsg,
-	})
-	if errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return false, nil
-	}
-	if err != nil {
-		if msg := strings.Join(strings.Fields(remoteMsg.String()), " "); msg != "" {
-			err = fmt.Errorf("%w (remote: %s)", err, msg)
+	pushed := false
+	err = s.retry(ctx, rem, "push tag "+tag, func() error {
+		// The remote's messages (a hook's reason for refusing) arrive on
+		// the progress side band; keep them for the error.
+		var remoteMsg bytes.Buffer
+		err := git.NewRemote(r.Storer, rem.config()).PushContext(ctx, &git.PushOptions{
+			RefSpecs: []config.RefSpec{config.RefSpec(ref + ":" + ref)},
+			Auth:     rem.auth,
+			Progress: &remoteMsg,
+		})
+		switch {
+		case errors.Is(err, git.NoErrAlreadyUpToDate):
+			return nil
+		case err == nil:
+			pushed = true
+			return nil
+		case refused(err):
+			reason := strings.TrimPrefix(err.Error(), "command error on "+ref+": ")
+			if msg := strings.Join(strings.Fields(remoteMsg.String()), " "); msg != "" {
+				reason += " (remote: " + msg + ")"
+			}
+			return &RejectedError{Repo: name, Remote: rem.display, Tag: tag, Reason: reason, Err: err}
 		}
+		return err
+	})
+	var rejected *RejectedError
+	if err != nil && !errors.As(err, &rejected) {
 		return false, rem.errorf("push tag "+tag+" to", err)
 	}
-	return true, nil
+	return pushed, err
+}
+
+// refused reports whether err is the remote's answer to a push it
+// received (report-status "ng", an unpack failure), or go-git's refusal to
+// replace a tag the remote has at another object: no retry changes those.
+func refused(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "command error on ") || strings.HasPrefix(msg, "unpack error") ||
+		strings.HasPrefix(msg, "non-fast-forward update: ") || errors.Is(err, git.ErrForceNeeded)
+}
+
+// retry runs f, once more after each failure on the way to or from the
+// remote, up to s.gitAttempts in all, waiting s.gitBackoff, then twice as
+// long each time. Any other failure, or a cancelled ctx, ends it at once.
+func (s *Set) retry(ctx context.Context, rem *remote, action string, f func() error) error {
+	wait := s.gitBackoff
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		if attempt >= s.gitAttempts {
+			return fmt.Errorf("%w (%d attempts)", err, attempt)
+		}
+		s.logger.Warn("git: retry", "action", action, "repo", rem.name, "remote", rem.display, "attempt", attempt, "wait", wait, "err", err)
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+		wait *= 2
+	}
+}
+
+// transient reports a failure on the way to or from the remote that
+// another attempt may not meet: a connection refused, reset or cut short,
+// an HTTP 5xx or 429. An answer from the remote (a refusal, bad
+// credentials, no such repository) is not one.
+func transient(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	// go-git's UnexpectedError does not unwrap; look inside it by hand.
+	var ue *plumbing.UnexpectedError
+	for errors.As(err, &ue) && ue.Err != nil {
+		err = ue.Err
+		var he *githttp.Err
+		if errors.As(err, &he) {
+			code := he.StatusCode()
+			return code >= 500 || code == http.StatusTooManyRequests
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF)
 }

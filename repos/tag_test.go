@@ -2,9 +2,11 @@ package repos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -211,23 +213,43 @@ func TestTagHookRejectsThenResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr.hook(t, "repo05", "pre-receive", "echo 'tags are frozen' >&2\nexit 1\n")
+	tr.hook(t, "repo05", "pre-receive", "cat >/dev/null\necho repo05-refused >> "+filepath.Join(tr.root, "pushes")+"\necho 'tags are frozen until Monday' >&2\nexit 1\n")
 	tr.pushes(t)
 
 	results, err := New(tr.spec(), work, WithParallel(3)).Tag(ctx, "3.1.0", pinned, TagOptions{})
 	if err == nil {
 		t.Fatal("Tag succeeded through a rejecting hook")
 	}
-	if !strings.Contains(err.Error(), "repo05") {
-		t.Errorf("error %q does not name repo05", err)
+	t.Logf("rejected: %v", err)
+	var rejected *RejectedError
+	if !errors.As(err, &rejected) {
+		t.Errorf("error %q is not a *RejectedError", err)
+	}
+	for _, want := range []string{"repo05", tr.remotes["repo05"].Bare, "pre-receive hook declined", "tags are frozen until Monday"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
 	}
 	want := all(tr.names, Pushed)
 	want["repo05"] = Failed
 	if diff := cmp.Diff(want, outcomes(results)); diff != "" {
 		t.Errorf("outcomes (-want +got):\n%s", diff)
 	}
-	if got := tr.pushes(t); len(got) != 7 {
-		t.Errorf("pushes = %v, want 7", got)
+	// One push reached repo05's hook: a refusal is not tried again. The
+	// seven tags pushed before it stay (a published tag is never deleted).
+	got := tr.pushes(t)
+	slices.Sort(got)
+	wantPushes := slices.DeleteFunc(slices.Clone(tr.names), func(n string) bool { return n == "repo05" })
+	wantPushes = append(wantPushes, "repo05-refused")
+	slices.Sort(wantPushes)
+	if diff := cmp.Diff(wantPushes, got); diff != "" {
+		t.Errorf("pushes (-want +got):\n%s", diff)
+	}
+	for _, name := range tr.names {
+		_, has := lsTags(t, tr.remotes[name].Bare)["refs/tags/v3.1.0"]
+		if has != (name != "repo05") {
+			t.Errorf("%s has the tag: %v", name, has)
+		}
 	}
 
 	tr.hook(t, "repo05", "pre-receive", "cat >/dev/null\necho repo05 >> "+filepath.Join(tr.root, "pushes")+"\n")

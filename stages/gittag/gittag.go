@@ -58,9 +58,12 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	}
 	if err != nil {
 		var conflict *repos.ConflictError
-		if errors.As(err, &conflict) || results == nil {
-			// A tag at another commit, or bad input: another attempt
-			// would meet the same refusal.
+		var rejected *repos.RejectedError
+		if errors.As(err, &conflict) || errors.As(err, &rejected) || results == nil {
+			// A tag at another commit, a remote that refuses the push
+			// (a hook), or bad input: another attempt would meet the
+			// same refusal until someone changes the remote. The run
+			// stays resumable; failures on the way were retried inside.
 			return out, stages.Permanent(err)
 		}
 		return out, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -63,22 +64,29 @@ func TestRunPartialFailureThenResume(t *testing.T) {
 	ctx := context.Background()
 	root, env, bares := eight(t)
 	stage := Kind.New()
-	gitserver.Hook(t, bares["repo5"], "pre-receive", "echo 'frozen' >&2\nexit 1\n")
+	gitserver.Hook(t, bares["repo5"], "pre-receive", "cat >/dev/null\necho repo5-refused >> "+filepath.Join(root, "pushes")+"\necho 'frozen' >&2\nexit 1\n")
 
 	out, err := stage.Run(ctx, env)
-	if err == nil || !strings.Contains(err.Error(), "repo5") {
-		t.Fatalf("err = %v, want repo5's rejection", err)
+	if err == nil {
+		t.Fatal("the stage succeeded through a rejecting hook")
 	}
-	if stages.IsPermanent(err) {
-		t.Errorf("a rejected push is marked permanent: %v", err)
+	for _, want := range []string{"repo5", bares["repo5"], "rejected by the remote", "pre-receive hook declined", "frozen"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	// The executor must not retry a refusal: only a changed remote helps.
+	if !stages.IsPermanent(err) {
+		t.Errorf("a rejected push is not marked permanent: %v", err)
 	}
 	want := every("pushed")
 	want["repo5"] = "failed"
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("outputs (-want +got):\n%s", diff)
 	}
-	if got := pushes(t, root); len(got) != 7 {
-		t.Errorf("pushes = %v", got)
+	got := pushes(t, root)
+	if len(got) != 8 || !slices.Contains(got, "repo5-refused") {
+		t.Errorf("pushes = %v, want seven and one refused", got)
 	}
 	if log := env.Log.(*bytes.Buffer).String(); !strings.Contains(log, "repo5: failed v1.0.0 at ") || !strings.Contains(log, "frozen") {
 		t.Errorf("log:\n%s", log)
