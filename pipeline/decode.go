@@ -49,9 +49,16 @@ func (es Errors) sort() {
 	})
 }
 
-// maxNodes bounds the YAML nodes one decode visits, aliases included, so an
-// alias bomb costs bounded time and memory.
-const maxNodes = 1 << 20
+// The decoder visits every value once per path that reaches it, so an alias
+// stands for a copy of what it names. These bound the values one decode
+// visits, so that a file costs time and memory in proportion to its size
+// and an alias bomb ("billion laughs") is refused early: maxNodes in all,
+// maxAliasNodes of them reached through aliases. A pipeline file that shares
+// a block with anchors needs hundreds.
+const (
+	maxNodes      = 1 << 18
+	maxAliasNodes = 10_000
+)
 
 // A decoder fills Go values from YAML nodes strictly: unknown keys, duplicate
 // keys and values of the wrong shape are errors, all of them collected with
@@ -62,6 +69,9 @@ type decoder struct {
 	errs    Errors
 	pos     map[string]Pos
 	visited int
+	aliased int        // values visited through an alias
+	alias   *yaml.Node // the outermost alias being expanded, if any
+	full    bool       // a bound was hit: decode no more
 }
 
 func newDecoder(file string) *decoder {
@@ -103,11 +113,21 @@ func join(path, key string) string {
 
 // decode fills v (settable) from n. name says what v is, for messages.
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if d.full {
+		return
+	}
 	d.visited++
-	if d.visited > maxNodes {
-		if d.visited == maxNodes+1 {
-			d.errorf(n, "document too large or too many aliases")
-		}
+	if d.alias != nil {
+		d.aliased++
+	}
+	switch {
+	case d.aliased > maxAliasNodes:
+		d.full = true
+		d.errorf(d.alias, "aliases expand to more than %d values (*%s here); a pipeline file may share blocks with anchors, not multiply them", maxAliasNodes, d.alias.Value)
+		return
+	case d.visited > maxNodes:
+		d.full = true
+		d.errorf(n, "more than %d values in the file", maxNodes)
 		return
 	}
 	if n.Kind == yaml.DocumentNode {
@@ -117,6 +137,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		n = n.Content[0]
 	}
 	if n.Kind == yaml.AliasNode {
+		if d.alias == nil {
+			d.alias = n
+			defer func() { d.alias = nil }()
+		}
 		d.decode(n.Alias, v, path)
 		return
 	}
@@ -147,6 +171,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, c := range n.Content {
+			if d.full {
+				break
+			}
 			d.decode(c, s.Index(i), join(path, strconv.Itoa(i)))
 		}
 		v.Set(s)
@@ -194,7 +221,7 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
 		v.Set(reflect.MakeMap(v.Type()))
 	}
 	seen := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
+	for i := 0; i+1 < len(n.Content) && !d.full; i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if !d.checkKey(k, seen) {
 			continue
@@ -265,7 +292,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	}
 	fs := fields(v.Type())
 	seen := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
+	for i := 0; i+1 < len(n.Content) && !d.full; i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if !d.checkKey(k, seen) {
 			continue

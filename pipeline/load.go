@@ -5,6 +5,7 @@ package pipeline
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -18,8 +19,10 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// MaxFileSize bounds the pipeline file read.
-const MaxFileSize = 4 << 20
+// MaxFileSize bounds a pipeline file. A real one is a few kilobytes; the
+// bound keeps a wrong or hostile file from costing unbounded time and memory
+// in the YAML parser and the decoder.
+const MaxFileSize = 1 << 20
 
 // file is the pipeline file as written.
 type file struct {
@@ -89,12 +92,17 @@ func Load(name string, reg *stages.Registry) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read pipeline file: %w", err)
 	}
-	if info.Size() > MaxFileSize {
-		return nil, Errors{{Pos: Pos{File: name, Line: 1, Col: 1}, Msg: fmt.Sprintf("file is %d bytes, more than the %d allowed", info.Size(), MaxFileSize)}}
+	if info.Mode().IsRegular() && info.Size() > MaxFileSize {
+		return nil, tooLarge(name, info.Size())
 	}
-	data := make([]byte, info.Size())
-	if _, err := f.ReadAt(data, 0); err != nil && info.Size() > 0 {
+	// Read at most one byte more than allowed: a pipe, or a file that grew
+	// since Stat, is bounded too.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
 		return nil, fmt.Errorf("read pipeline file: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(name, -1)
 	}
 	abs, err := filepath.Abs(name)
 	if err != nil {
@@ -106,6 +114,9 @@ func Load(name string, reg *stages.Registry) (*Pipeline, error) {
 // Parse validates pipeline file content. display is the file name used in
 // messages; abs locates relative paths.
 func Parse(display, abs string, data []byte, reg *stages.Registry) (*Pipeline, error) {
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(display, int64(len(data)))
+	}
 	d := newDecoder(display)
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -114,8 +125,11 @@ func Parse(display, abs string, data []byte, reg *stages.Registry) (*Pipeline, e
 	if root.Kind == 0 || len(root.Content) == 0 {
 		return nil, Errors{{Pos: Pos{File: display, Line: 1, Col: 1}, Msg: "the pipeline file is empty"}}
 	}
-	if depth(&root, 0) > maxDepth {
+	switch sz := measure(&root, 0, &size{}); {
+	case sz.depth > maxDepth:
 		return nil, Errors{{Pos: Pos{File: display, Line: 1, Col: 1}, Msg: fmt.Sprintf("nesting deeper than %d levels", maxDepth)}}
+	case sz.nodes > maxNodes:
+		return nil, Errors{{Pos: Pos{File: display, Line: 1, Col: 1}, Msg: fmt.Sprintf("more than %d values in the file", maxNodes)}}
 	}
 	var f file
 	d.decode(&root, reflect.ValueOf(&f).Elem(), "")
@@ -136,23 +150,35 @@ func Parse(display, abs string, data []byte, reg *stages.Registry) (*Pipeline, e
 	return p, nil
 }
 
+// tooLarge is the error of a file over MaxFileSize; size < 0 is unknown.
+func tooLarge(file string, size int64) Errors {
+	msg := fmt.Sprintf("the file is larger than the %d bytes (1 MiB) a pipeline file may be", MaxFileSize)
+	if size >= 0 {
+		msg = fmt.Sprintf("the file is %d bytes, larger than the %d bytes (1 MiB) a pipeline file may be", size, MaxFileSize)
+	}
+	return Errors{{Pos: Pos{File: file, Line: 1, Col: 1}, Msg: msg}}
+}
+
+// maxDepth bounds the nesting of mappings and lists. The YAML parser stops
+// at 10,000 levels; a pipeline file needs fewer than ten.
 const maxDepth = 64
 
-// depth measures nesting without recursion into aliases, stopping early.
-func depth(n *yaml.Node, d int) int {
-	if d > maxDepth {
-		return d
-	}
-	m := d
+// size is how deep a YAML tree nests and how many nodes it has, aliases
+// counted as one.
+type size struct{ depth, nodes int }
+
+// measure walks the tree without following aliases, and stops as soon as a
+// bound is passed, so that a refused file is not decoded at all.
+func measure(n *yaml.Node, d int, sz *size) *size {
+	sz.nodes++
+	sz.depth = max(sz.depth, d)
 	for _, c := range n.Content {
-		if cd := depth(c, d+1); cd > m {
-			m = cd
-			if m > maxDepth {
-				return m
-			}
+		if sz.depth > maxDepth || sz.nodes > maxNodes {
+			break
 		}
+		measure(c, d+1, sz)
 	}
-	return m
+	return sz
 }
 
 // syntaxError turns a YAML parser error ("yaml: line 3: …") into a
