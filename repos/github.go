@@ -140,7 +140,8 @@ func (s *Set) Releases(ctx context.Context, version string, commits map[string]s
 func (g *GitHub) Release(ctx context.Context, repo, tag, body string, prerelease bool) (Release, error) {
 	out := Release{Repo: repo, Tag: tag}
 	var err error
-	for attempt := 1; ; attempt++ {
+	attempt := 1
+	for ; ; attempt++ {
 		var rel *github.RepositoryRelease
 		rel, out.Outcome, err = g.ensure(ctx, repo, tag, body, prerelease)
 		if err == nil {
@@ -157,7 +158,11 @@ func (g *GitHub) Release(ctx context.Context, repo, tag, body string, prerelease
 			break
 		}
 	}
-	err = g.scrub(fmt.Errorf("publish release %s of %s/%s: %w", tag, g.owner, repo, err))
+	what := fmt.Sprintf("publish release %s of %s/%s", tag, g.owner, repo)
+	if attempt > 1 {
+		what += fmt.Sprintf(" (%d attempts)", attempt)
+	}
+	err = g.scrub(fmt.Errorf("%s: %w", what, err))
 	out.Outcome, out.Err, out.Error = Failed, err, err.Error()
 	return out, err
 }
