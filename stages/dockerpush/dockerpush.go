@@ -27,6 +27,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
@@ -141,6 +143,50 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 		return nil, err
 	}
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth)}
+
+	// A registry that restarts refuses or drops connections for a while.
+	// The push is tried again from the probe, which finds whatever an
+	// earlier try completed, so nothing is uploaded or tagged twice.
+	wait := RetryBackoff
+	for attempt := 1; ; attempt++ {
+		out, err := push(ctx, cli, imageID, tags, auth, ropts, logw)
+		if err == nil {
+			ref := repo.Digest(out["digest"])
+			logger.Info("image pushed", "service", svcName, "image", ref.String(), "uploaded", out["pushed"] == "true")
+			out["image"] = ref.String()
+			return out, nil
+		}
+		if !transient(err) {
+			return nil, err
+		}
+		if attempt == RetryAttempts {
+			what := "registry " + repo.RegistryStr()
+			if client.IsErrConnectionFailed(err) {
+				what = "docker engine " + s.host()
+			}
+			return nil, fmt.Errorf("push %s: %s unreachable, gave up after %d attempts: %w", tags[0], what, attempt, err)
+		}
+		fmt.Fprintf(logw, "attempt %d of %d to push %s failed: %v; trying again in %s\n", attempt, RetryAttempts, tags[0], err, wait)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("push %s: %w (after: %w)", tags[0], ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// How often a push that cannot reach the registry is tried, and the wait
+// after the first try, doubling after each. The engine has retried each
+// layer upload itself (five tries over 50s) before it reports a failure.
+const (
+	RetryAttempts = 3
+	RetryBackoff  = 2 * time.Second
+)
+
+// push makes every tag hold imageID in the registry, uploading through the
+// engine only when no tag holds it yet. Outputs: tags, digest, pushed.
+func push(ctx context.Context, cli *client.Client, imageID string, tags []name.Tag, auth authn.Authenticator, ropts []remote.Option, logw io.Writer) (stages.Outputs, error) {
 	out := stages.Outputs{"tags": joinTags(tags)}
 
 	// Probe every tag: which of them already hold this image?
@@ -193,13 +239,35 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	if !pushed {
 		fmt.Fprintf(logw, "%s already in the registry as %s; nothing uploaded\n", imageID, have.Digest)
 	}
-
-	ref := repo.Digest(have.Digest.String())
-	logger.Info("image pushed", "service", svcName, "image", ref.String(), "uploaded", pushed)
-	out["image"] = ref.String()
 	out["digest"] = have.Digest.String()
 	out["pushed"] = fmt.Sprint(pushed)
 	return out, nil
+}
+
+// transient reports whether err says the registry (or the engine) cannot be
+// reached for now: a refused, reset or dropped connection, seen here or
+// reported by the engine as text. Another try may succeed.
+func transient(err error) bool {
+	if stages.IsPermanent(err) {
+		return false
+	}
+	if client.IsErrConnectionFailed(err) {
+		return true
+	}
+	for _, target := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE, io.ErrUnexpectedEOF, io.EOF} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var je *jsonmessage.JSONError
+	if errors.As(err, &je) {
+		for _, s := range []string{"connection refused", "connection reset by peer", "broken pipe", "unexpected EOF", ": EOF", "i/o timeout"} {
+			if strings.Contains(je.Message, s) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // builtImage finds the image ID to push: from the upstream build node of the
