@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -276,4 +278,39 @@ func TestHugeFile(t *testing.T) {
 		t.Logf("file: %d bytes", b.Len())
 		checkRefused(t, err, "many.yaml", "more than 262144 values in the file", took, alloc, maxCost)
 	})
+}
+
+// Branch names are checked as git check-ref-format --branch checks them, so
+// a name starting with "-" never reaches anything as an option; names git
+// allows, shell metacharacters included, load verbatim (they only ever become
+// ref names, never a command line).
+func TestBranchNames(t *testing.T) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatalf("the git CLI is the reference here: %v", err)
+	}
+	names := []string{
+		"main", "release/1.x", "feature/a-b_c", "v1.0.0", "$(id)", "`id`", "a;b", "a|b", "a&&b", "it's", "naïve",
+		"-x", "--force", "--upload-pack=touch canary", "main;rm -rf /", "a\nb", "a\tb", "a..b", "a.lock", ".a", "a/.b",
+		"a/", "/a", "a//b", "a.", "a@{1}", "a~1", "a^", "a:b", "a?", "a*", "a[b", `a\b`, "a\x7f",
+	}
+	for _, name := range names {
+		t.Run(strings.ReplaceAll(name, "/", "∕"), func(t *testing.T) {
+			gitOK := exec.Command(git, "check-ref-format", "--branch", name).Run() == nil
+			src := fmt.Sprintf("name: p\nrepos: {r: {url: ./r, branch: %q}}\nstages: {a: {uses: exec}}\n", name)
+			p, err := pipeline.Parse("p.yaml", "/p/p.yaml", []byte(src), testRegistry())
+			switch {
+			case gitOK && err != nil:
+				t.Errorf("git takes %q, the loader refuses it: %v", name, err)
+			case gitOK && p.Spec.Repos["r"].Branch != name:
+				t.Errorf("branch = %q, want %q verbatim", p.Spec.Repos["r"].Branch, name)
+			case !gitOK && err == nil:
+				t.Errorf("git refuses %q, the loader takes it", name)
+			case !gitOK && !strings.HasPrefix(err.Error(), `p.yaml:2:31: repos.r.branch: `+strconv.Quote(name)+" is not a branch name: "):
+				t.Errorf("error %q does not point at repos.r.branch", err)
+			case !gitOK:
+				t.Logf("%v", err)
+			}
+		})
+	}
 }

@@ -271,9 +271,41 @@ func (v *validator) repos() {
 		}
 		if r.Branch == "" {
 			r.Branch = "main"
+		} else if err := checkBranch(r.Branch); err != nil {
+			v.errorf([]string{"repos", name, "branch"}, "repos.%s.branch: %v", name, err)
 		}
 		v.f.Repos[name] = r
 	}
+}
+
+// checkBranch refuses what git check-ref-format --branch refuses: a branch
+// name starting with "-" would read as an option to any git command it
+// reached, and the others are not names git can store.
+func checkBranch(b string) error {
+	bad := func(why string) error { return fmt.Errorf("%q is not a branch name: %s", b, why) }
+	switch {
+	case strings.HasPrefix(b, "-"):
+		return bad(`it starts with "-"`)
+	case b == "@":
+		return bad(`it is "@"`)
+	case strings.HasPrefix(b, "/") || strings.HasSuffix(b, "/") || strings.Contains(b, "//"):
+		return bad(`it starts or ends with "/" or has "//"`)
+	case strings.HasSuffix(b, "."):
+		return bad(`it ends with "."`)
+	case strings.Contains(b, ".."), strings.Contains(b, "@{"):
+		return bad(`it has ".." or "@{"`)
+	}
+	for _, c := range b {
+		if c < 0x20 || c == 0x7f || strings.ContainsRune(" ~^:?*[\\", c) {
+			return bad(fmt.Sprintf("it has %q", c))
+		}
+	}
+	for _, part := range strings.Split(b, "/") {
+		if strings.HasPrefix(part, ".") || strings.HasSuffix(part, ".lock") {
+			return bad(`a part of it starts with "." or ends with ".lock"`)
+		}
+	}
+	return nil
 }
 
 func (v *validator) services() {
