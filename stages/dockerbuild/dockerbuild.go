@@ -19,7 +19,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -62,12 +61,27 @@ type Stage struct {
 	// Host is the engine that builds, e.g. unix:///var/run/docker.sock;
 	// DOCKER_HOST or the local socket when empty.
 	Host string `yaml:"host"`
+	// Builder is "buildkit" or "classic"; empty is BuildKit, or the
+	// classic builder on an engine without BuildKit. A Dockerfile that
+	// .dockerignore names is always built by the classic builder.
+	Builder string `yaml:"builder"`
 }
+
+// The builders a stage can ask for.
+const (
+	BuilderBuildKit = "buildkit"
+	BuilderClassic  = "classic"
+)
 
 // Validate checks every service's context and Dockerfile paths: both must
 // stay inside the repo.
 func (s *Stage) Validate(spec *stages.Spec) error {
 	var errs []error
+	switch s.Builder {
+	case "", BuilderBuildKit, BuilderClassic:
+	default:
+		errs = append(errs, fmt.Errorf("builder: %q is not a builder: use %s or %s", s.Builder, BuilderBuildKit, BuilderClassic))
+	}
 	for _, name := range spec.ServiceNames() {
 		if err := checkService(spec.Services[name]); err != nil {
 			errs = append(errs, fmt.Errorf("service %s: %w", name, err))
@@ -183,38 +197,11 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 		BuildArgs:   map[string]*string{"RELEASE_VERSION": &version, "RELEASE_COMMIT": &commit},
 		Remove:      true,
 		ForceRemove: true,
-		Version:     build.BuilderV1,
+		Version:     build.BuilderBuildKit,
+		Labels:      labels,
 	}
-	// The classic builder turns each label of the build options into a step
-	// of its own after the last one, and on the vfs storage driver each step
-	// copies the image's whole file tree twice. When no step can see the
-	// Dockerfile, one LABEL instruction appended to it sets them all at once.
-	if line, ok := labelInstruction(labels); ok {
-		ok, err = bc.appendInstruction(line)
-		if err != nil {
-			return nil, fmt.Errorf("build %s: %w", name, err)
-		}
-	}
-	if bc.dfContent == nil {
-		opts.Labels = labels
-	}
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(bc.writeTar(pw)) }()
 	fmt.Fprintf(logw, "building %s from repo %s at %s (%d files)\n", tag, svc.Repo, short(commit), len(bc.files))
-	resp, err := cli.ImageBuild(ctx, pr, opts)
-	if err != nil {
-		pr.CloseWithError(err)
-		return nil, fmt.Errorf("build %s: %w", tag, err)
-	}
-	defer resp.Body.Close()
-	var built string
-	err = jsonmessage.DisplayJSONMessagesStream(resp.Body, logw, 0, false, func(m jsonmessage.JSONMessage) {
-		var aux struct{ ID string }
-		if m.Aux != nil && json.Unmarshal(*m.Aux, &aux) == nil && aux.ID != "" {
-			built = aux.ID
-		}
-	})
-	pr.CloseWithError(io.ErrClosedPipe) // the engine may stop reading early on error
+	built, err := s.build(ctx, cli, bc, opts, logw)
 	if err != nil {
 		var je *jsonmessage.JSONError
 		if errors.As(err, &je) {
@@ -230,9 +217,76 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	if built != "" && built != insp.ID {
 		return nil, fmt.Errorf("build %s: engine reported image %s but the tag points to %s", tag, built, insp.ID)
 	}
+	fmt.Fprintf(logw, "built image %s\n", insp.ID)
 	logger.Info("image built", "service", name, "image", insp.ID, "commit", commit)
 	out["imageID"], out["reused"] = insp.ID, "false"
 	return out, nil
+}
+
+// build runs one build on the engine and returns the image ID it reported.
+// BuildKit unless the stage says classic or the engine has no BuildKit:
+// the classic builder runs every instruction in a container of its own and
+// commits it, which on the vfs storage driver copies the image's file tree
+// each time, where BuildKit applies the metadata instructions and labels
+// to the image's config.
+func (s *Stage) build(ctx context.Context, cli *client.Client, bc *buildContext, opts build.ImageBuildOptions, logw io.Writer) (string, error) {
+	if s.Builder == BuilderClassic {
+		return classic(ctx, cli, bc, opts, logw)
+	}
+	if bc.dfHidden {
+		// BuildKit reads the Dockerfile from the uploaded context and
+		// leaves it there for COPY to see; the classic builder drops a
+		// Dockerfile that .dockerignore names.
+		fmt.Fprintf(logw, ".dockerignore names the Dockerfile: building with the classic builder, which keeps it out of the image\n")
+		return classic(ctx, cli, bc, opts, logw)
+	}
+	id, err := send(ctx, cli, bc, opts, logw)
+	if err != nil && s.Builder == "" && isNoBuildKit(err) {
+		fmt.Fprintf(logw, "the engine has no BuildKit (%v); building with the classic builder\n", err)
+		return classic(ctx, cli, bc, opts, logw)
+	}
+	return id, err
+}
+
+// classic builds with the classic builder. It turns each label of the
+// build options into a step of its own after the last one, and on the vfs
+// storage driver each step copies the image's whole file tree twice. When
+// no step can see the Dockerfile, one LABEL instruction appended to it
+// sets them all at once.
+func classic(ctx context.Context, cli *client.Client, bc *buildContext, opts build.ImageBuildOptions, logw io.Writer) (string, error) {
+	opts.Version = build.BuilderV1
+	if line, ok := labelInstruction(opts.Labels); ok {
+		ok, err := bc.appendInstruction(line)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			opts.Labels = nil
+		}
+	}
+	return send(ctx, cli, bc, opts, logw)
+}
+
+// send streams the build context to the engine and reads its answer.
+func send(ctx context.Context, cli *client.Client, bc *buildContext, opts build.ImageBuildOptions, logw io.Writer) (string, error) {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(bc.writeTar(pw)) }()
+	resp, err := cli.ImageBuild(ctx, pr, opts)
+	if err != nil {
+		pr.CloseWithError(err)
+		return "", err
+	}
+	defer resp.Body.Close()
+	id, err := readBuild(resp.Body, logw)
+	pr.CloseWithError(io.ErrClosedPipe) // the engine may stop reading early on error
+	return id, err
+}
+
+// isNoBuildKit says the engine refused a BuildKit build for want of it
+// (an engine built without it, or one that is not Linux).
+func isNoBuildKit(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "buildkit") && (strings.Contains(msg, "not supported") || strings.Contains(msg, "not enabled"))
 }
 
 // labelInstruction returns one LABEL instruction that sets every label, in
