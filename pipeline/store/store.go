@@ -21,7 +21,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the team store's driver
 	"github.com/sweepboard/release/pipeline"
-	_ "modernc.org/sqlite" // the embedded store's driver
+	sqlitedrv "modernc.org/sqlite" // the embedded store's driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Open opens the store named by dsn: a postgres:// URL, or a file path for
@@ -85,11 +86,31 @@ func redactErr(err error, dsn string) string {
 	return msg
 }
 
+// ErrCorrupt is wrapped by the error of opening a SQLite store whose file is
+// damaged. Such a store is refused, never started over as an empty one: the
+// runs it held are the history a resume, a promotion or a rollback reads.
+var ErrCorrupt = errors.New("the file is corrupt")
+
+// ErrNoSpace is wrapped by the error of a write that the store's disk had
+// no room for. The write is rolled back whole; the store keeps what it had.
+var ErrNoSpace = errors.New("no space left on its disk")
+
 // OpenSQLite opens (or creates) a SQLite state file in WAL mode with full
 // synchronous commits: a write that returned survives a crash.
+//
+// An existing file is checked before anything is written to it (PRAGMA
+// quick_check: every page and index readable and consistent, in time
+// linear in the file's size); a damaged one is refused with ErrCorrupt and
+// left as it was. So is an existing empty file (0 bytes and no WAL), which a
+// store this package made never is: it is a store truncated to nothing.
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
+	_, err := os.Stat(path)
+	existing := err == nil
+	if existing && stillEmpty(ctx, path) {
+		return nil, corrupt(path, "it is empty (0 bytes)")
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
@@ -98,11 +119,106 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	db.SetMaxOpenConns(1)
 	s := &DB{db: db, dialect: sqlite, name: path}
+	if existing {
+		if err := s.quickCheck(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open state store %s: %w", path, err)
+		return nil, s.openErr(err)
 	}
 	return s, nil
+}
+
+// stillEmpty reports whether the file at path is empty, with no WAL beside
+// it, and stays so for two seconds: another process that has just created
+// the store writes its first page within milliseconds.
+func stillEmpty(ctx context.Context, path string) bool {
+	for range 40 {
+		if size(path) != 0 || size(path+"-wal") > 0 {
+			return false
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+func size(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return -1
+	}
+	return fi.Size()
+}
+
+func corrupt(path, detail string) error {
+	return fmt.Errorf("open state store %s: %w: %s; refusing to use it: restore it from a backup, or move it away to start an empty store", path, ErrCorrupt, detail)
+}
+
+// quickCheck reads the whole file once, writing nothing, and reports a
+// damaged one as corrupt with SQLite's first findings.
+func (s *DB) quickCheck(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `PRAGMA quick_check(3)`)
+	if err != nil {
+		return s.openErr(err)
+	}
+	defer rows.Close()
+	var found []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return s.openErr(err)
+		}
+		found = append(found, line)
+	}
+	if err := rows.Err(); err != nil {
+		return s.openErr(err)
+	}
+	if len(found) != 1 || found[0] != "ok" {
+		return corrupt(s.name, "quick_check: "+strings.ReplaceAll(strings.Join(found, "\n"), "\n", "; "))
+	}
+	return nil
+}
+
+func (s *DB) openErr(err error) error {
+	switch sqliteCode(err) {
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+		return corrupt(s.name, err.Error())
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("open state store %s: %w: %w", s.name, ErrNoSpace, err)
+	}
+	return fmt.Errorf("open state store %s: %w", s.name, err)
+}
+
+// sqliteCode is the primary result code of a SQLite error, 0 for others.
+func sqliteCode(err error) int {
+	var se *sqlitedrv.Error
+	if errors.As(err, &se) {
+		return se.Code() & 0xff
+	}
+	return 0
+}
+
+// wrap names the store in a failure of the store itself, rather than of
+// the record at hand: its disk is full, or its file is damaged.
+func (s *DB) wrap(err error) error {
+	if s.dialect != sqlite {
+		return err
+	}
+	var se *sqlitedrv.Error
+	switch {
+	case sqliteCode(err) == sqlite3.SQLITE_FULL, errors.As(err, &se) && se.Code() == sqlite3.SQLITE_IOERR_SHMSIZE:
+		return fmt.Errorf("state store %s: %w: %w", s.name, ErrNoSpace, err)
+	case sqliteCode(err) == sqlite3.SQLITE_CORRUPT, sqliteCode(err) == sqlite3.SQLITE_NOTADB:
+		return fmt.Errorf("state store %s: %w: %w", s.name, ErrCorrupt, err)
+	}
+	return err
 }
 
 type dialect int
@@ -259,7 +375,7 @@ func (s *DB) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	for attempt := 0; attempt < 3; attempt++ {
 		err = s.tx1(ctx, f)
 		if err == nil || s.dialect != postgres || !brokenConn(err) || ctx.Err() != nil {
-			return err
+			return s.wrap(err)
 		}
 	}
 	return err
