@@ -81,10 +81,10 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 		// Ask the group to stop, then make sure it does.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case err = <-done:
+		case <-done:
 		case <-time.After(5 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			err = <-done
+			<-done
 		}
 		return nil, fmt.Errorf("%s: %w", s.Command[0], ctx.Err())
 	}
