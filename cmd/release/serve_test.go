@@ -747,7 +747,7 @@ func TestScheduleLoop(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "pipeline.yaml"), everyTenPipeline)
 	s, _ := newTestServer(t, dir, "", nil)
 	fireAt := time.Date(2026, 11, 30, 9, 10, 0, 0, time.UTC)
-	offset := fireAt.Add(-time.Second).Sub(time.Now())
+	offset := time.Until(fireAt.Add(-time.Second))
 	s.now = func() time.Time { return time.Now().Add(offset) }
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
