@@ -267,13 +267,10 @@ func (g *GitHub) retryAfter(err error, attempt int) (time.Duration, bool) {
 	return backoff, true
 }
 
-// scrub removes the token from an error's text, in case a proxy or server
-// echoed it back.
+// scrub removes the token from an error's text, in any form redact knows,
+// in case a proxy or server echoed it back.
 func (g *GitHub) scrub(err error) error {
-	if err == nil || g.token == "" || !strings.Contains(err.Error(), g.token) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), g.token, "***"))
+	return redactError(err, g.token)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

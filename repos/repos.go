@@ -300,16 +300,19 @@ type remote struct {
 	url     string
 	display string
 	auth    transport.AuthMethod
+	token   string // the HTTP token in auth, to keep out of error text
 }
 
 func (r *remote) config() *config.RemoteConfig {
 	return &config.RemoteConfig{Name: "origin", URLs: []string{r.url}}
 }
 
-// errorf names the action and the remote. go-git's errors do not carry the
-// credentials, and the URL shown is stripped of user information.
+// errorf names the action and the remote. The URL shown is stripped of
+// user information; go-git puts the body of a 401, 403 or 404 in its error,
+// and a server or proxy that echoes the request's Authorization header there
+// would show the token, so it is redacted.
 func (r *remote) errorf(action string, err error) error {
-	return fmt.Errorf("%s repo %s (%s): %w", action, r.name, r.display, err)
+	return fmt.Errorf("%s repo %s (%s): %w", action, r.name, r.display, redactError(err, r.token))
 }
 
 // remote resolves the named repo's URL: a local path (relative to the
@@ -350,6 +353,7 @@ func (s *Set) remote(name string) (*remote, error) {
 				return nil, fmt.Errorf("repo %s: token variable %s is empty", name, repo.TokenEnv)
 			}
 			rem.auth = &githttp.BasicAuth{Username: "x-access-token", Password: token}
+			rem.token = token
 		}
 	case "ssh":
 		user := ep.User

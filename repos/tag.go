@@ -353,7 +353,7 @@ func (s *Set) pushTag(ctx context.Context, r *git.Repository, name, tag string) 
 			if msg := strings.Join(strings.Fields(remoteMsg.String()), " "); msg != "" {
 				reason += " (remote: " + msg + ")"
 			}
-			return &RejectedError{Repo: name, Remote: rem.display, Tag: tag, Reason: reason, Err: err}
+			return &RejectedError{Repo: name, Remote: rem.display, Tag: tag, Reason: redact(reason, rem.token), Err: err}
 		}
 		return err
 	})
@@ -386,7 +386,7 @@ func (s *Set) retry(ctx context.Context, rem *remote, action string, f func() er
 		if attempt >= s.gitAttempts {
 			return fmt.Errorf("%w (%d attempts)", err, attempt)
 		}
-		s.logger.Warn("git: retry", "action", action, "repo", rem.name, "remote", rem.display, "attempt", attempt, "wait", wait, "err", err)
+		s.logger.Warn("git: retry", "action", action, "repo", rem.name, "remote", rem.display, "attempt", attempt, "wait", wait, "err", redactError(err, rem.token))
 		if err := sleep(ctx, wait); err != nil {
 			return err
 		}

@@ -1,0 +1,48 @@
+package repos
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+)
+
+func TestRedact(t *testing.T) {
+	const token = "ghp_0123456789abcdef/x+y=z&w"
+	tests := []struct{ name, text string }{
+		{"plain", "Authorization: Bearer " + token},
+		{"basic auth", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("x-access-token:"+token))},
+		{"query-escaped", "GET /?access_token=" + url.QueryEscape(token)},
+		{"path-escaped", "GET /" + url.PathEscape(token) + "/x"},
+		{"base64url at offset 1", base64.URLEncoding.EncodeToString([]byte("x" + token + "tail"))},
+		{"base64 at offset 2", base64.StdEncoding.EncodeToString([]byte("xy" + token + "tail"))},
+	}
+	for _, tt := range tests {
+		got := redact(tt.text, token)
+		if !strings.Contains(got, "***") {
+			t.Errorf("%s: %q, want the token replaced by ***", tt.name, got)
+		}
+		if strings.Contains(got, token) || strings.Contains(got, base64Core(base64.RawStdEncoding, token, 0)) {
+			t.Errorf("%s: %q still holds the token", tt.name, got)
+		}
+	}
+	if got := redact("nothing secret here", token, ""); got != "nothing secret here" {
+		t.Errorf("text without the token changed: %q", got)
+	}
+}
+
+func TestRedactErrorKeepsTheChain(t *testing.T) {
+	const token = "ghp_0123456789abcdef"
+	err := fmt.Errorf("push: %w: forbidden for Bearer %s", transport.ErrAuthorizationFailed, token)
+	got := redactError(err, token)
+	if strings.Contains(got.Error(), token) || !errors.Is(got, transport.ErrAuthorizationFailed) {
+		t.Errorf("redactError = %q (is ErrAuthorizationFailed: %v)", got, errors.Is(got, transport.ErrAuthorizationFailed))
+	}
+	if plain := errors.New("no token"); redactError(plain, token) != plain {
+		t.Error("an error without the token was wrapped")
+	}
+}
