@@ -297,6 +297,13 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			}
 		}
 		for _, n := range deployed {
+			// A crash between this record and the node's succeeded status
+			// makes the resumed run deploy again: the history already has
+			// it once.
+			if last, err := x.Store.Deployments(wctx, n.Environment, 1); err == nil && len(last) == 1 &&
+				last[0].RunID == run.ID && last[0].Version == run.Version && maps.Equal(last[0].Images, run.Images) {
+				continue
+			}
 			d := &Deployment{Environment: n.Environment, Version: run.Version, RunID: run.ID, Kind: run.Kind, Images: run.Images, At: now().UTC()}
 			if err := x.Store.RecordDeployment(wctx, d); err != nil {
 				cancelNodes()
