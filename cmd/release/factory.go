@@ -158,8 +158,13 @@ func (f *Factory) Store(ctx context.Context) (pipeline.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := store.Open(ctx, dsn)
+	db, err := store.Open(ctx, dsn)
 	if err != nil {
+		return nil, err
+	}
+	s, err := injectFaults(db, f.Getenv, f.IO.ErrOut)
+	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	f.store = s
