@@ -8,10 +8,10 @@
 //     configuration (digest, env, volumes, port) is adopted once healthy;
 //     stopped or duplicate ones are removed.
 //  2. With a proxy (strategy start-first): start the new container beside
-//     the old one on each host and wait for its health check; switch the
-//     service's upstreams in Caddy to the new containers, all hosts in one
-//     change; let in-flight requests drain; stop the old containers with a
-//     grace period and remove them. A new container that does not become
+//     the old one on each host and wait for its health check; check it once
+//     more and switch the service's upstreams in Caddy to the new
+//     containers, all hosts in one change; let in-flight requests drain;
+//     stop the old containers with a grace period and remove them. A new container that does not become
 //     healthy is removed and the old ones keep serving.
 //  3. Without a proxy (strategy recreate): stop the old container, start the
 //     new one and wait for its health; remove the old one, or, when the new
@@ -22,6 +22,9 @@
 // Services are deployed in depends_on order, independent ones in parallel.
 // Every step is safe to redo, so a deploy killed anywhere converges on the
 // next run: one container per service and host, at the intended digest.
+// For the same reason a service whose engine cannot be reached (refused or
+// cut connections, as while it restarts) is deployed again from step 1, a
+// bounded number of times with growing waits, before the deploy fails.
 package deploy
 
 import (
@@ -37,7 +40,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/docker/docker/client"
 
 	"github.com/sweepboard/release/stages"
 )
@@ -121,7 +127,10 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 			if d.swarm {
 				err = d.swarmService(ctx, name)
 			} else {
-				retire, err = d.service(ctx, name)
+				err = d.retrying(ctx, name, func() (err error) {
+					retire, err = d.service(ctx, name)
+					return err
+				})
 			}
 			if err != nil {
 				errs[i] = fmt.Errorf("deploy %s to %s: %w", name, env.Environment, err)
@@ -135,7 +144,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 			// on this one go on while the old ones drain and stop.
 			release()
 			if retire != nil {
-				if err := retire(); err != nil {
+				if err := d.retrying(ctx, name, retire); err != nil {
 					errs[i] = fmt.Errorf("deploy %s to %s: %w", name, env.Environment, err)
 				}
 			}
@@ -157,6 +166,51 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	}
 	d.logf("tagged %s in the registry", strings.Join(tags, ", "))
 	return out, nil
+}
+
+// An engine that restarts refuses connections for a while. A service's
+// deploy that fails on that is done again from its inventory, since every
+// step is safe to redo: up to engineAttempts times, waiting engineBackoff
+// after the first failure and twice as long after each next one (1s, 2s,
+// 4s, 8s, 16s). A variable for a test that shortens the waits.
+const engineAttempts = 6
+
+var engineBackoff = time.Second
+
+// retrying runs f until it succeeds, fails for another reason than an
+// unreachable engine, or has been tried engineAttempts times.
+func (d *deployer) retrying(ctx context.Context, name string, f func() error) error {
+	wait := engineBackoff
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || !engineDown(err) || stages.IsPermanent(err) {
+			return err
+		}
+		if attempt == engineAttempts {
+			return fmt.Errorf("docker engine unreachable, gave up after %d attempts: %w", attempt, err)
+		}
+		d.logf("%s: attempt %d of %d failed: %v; trying again in %s", name, attempt, engineAttempts, err, wait)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// engineDown reports whether err is a Docker engine that cannot be reached
+// for now: the connection refused, reset or cut, as while it restarts.
+func engineDown(err error) bool {
+	if client.IsErrConnectionFailed(err) {
+		return true
+	}
+	for _, target := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE, io.ErrUnexpectedEOF} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // deployer is the state of one Run.
@@ -427,6 +481,11 @@ func (d *deployer) startNew(ctx context.Context, p *onHost, name string, b box) 
 // awaitNew waits for p.cur to be healthy. An unhealthy one is removed.
 func (d *deployer) awaitNew(ctx context.Context, p *onHost, name string, svc stages.Service) error {
 	addr, err := waitHealthy(ctx, p.h, *p.cur, svc.Port, svc.Health)
+	if err != nil && engineDown(err) {
+		// Nothing is known of the container: the engine did not answer
+		// (its error names the host).
+		return err
+	}
 	if err != nil {
 		if rmErr := p.h.remove(context.WithoutCancel(ctx), p.cur.ID); rmErr != nil {
 			err = errors.Join(err, rmErr)
@@ -479,6 +538,20 @@ func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stag
 	}
 
 	if listen != "" && svc.Port > 0 {
+		// The engine may have stopped or restarted the new containers since
+		// their health check (a restarted engine publishes their ports
+		// anew): check again, right before they get the traffic.
+		err := eachHost(parts, func(p *onHost) error {
+			addr, err := waitHealthy(ctx, p.h, *p.cur, svc.Port, svc.Health)
+			if err != nil && !engineDown(err) {
+				return fmt.Errorf("%s: %w", p.h.addr, err)
+			}
+			p.addr = addr
+			return err
+		})
+		if err != nil {
+			return nil, errors.Join(err, d.abandon(context.WithoutCancel(ctx), name, r, svc, parts))
+		}
 		ups := make([]string, 0, len(parts))
 		for _, p := range parts {
 			ups = append(ups, p.addr)

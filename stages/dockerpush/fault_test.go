@@ -229,6 +229,8 @@ func (r *registryProc) start() {
 	defer logf.Close()
 	cmd := exec.Command("docker-registry", "serve", r.config)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A test binary killed on its timeout takes its registry down with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("start docker-registry: %v", err)
 	}
