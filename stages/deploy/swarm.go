@@ -36,9 +36,13 @@ import (
 	"github.com/sweepboard/release/stages"
 )
 
-// Timings of the health check swarm runs in a service's tasks.
+// Timings of the health check swarm runs in a service's tasks. The check
+// is a process exec'd in the container; on a busy host that alone can take
+// seconds, and a check that times out three times has swarm kill a task
+// that serves well, so the timeout is generous.
 const (
 	swarmHealthInterval = time.Second
+	swarmHealthTimeout  = 5 * time.Second
 	swarmHealthRetries  = 3
 )
 
@@ -80,7 +84,7 @@ func (d *deployer) swarmSpec(name string, w spec, svc stages.Service) swarm.Serv
 				// it after three misses once start has passed.
 				Healthcheck: &container.HealthConfig{
 					Interval:    swarmHealthInterval,
-					Timeout:     2 * time.Second,
+					Timeout:     swarmHealthTimeout,
 					Retries:     swarmHealthRetries,
 					StartPeriod: start,
 				},
