@@ -1,4 +1,4 @@
-package repos
+package redact
 
 import (
 	"encoding/base64"
@@ -11,7 +11,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 )
 
-func TestRedact(t *testing.T) {
+func TestString(t *testing.T) {
 	const token = "ghp_0123456789abcdef/x+y=z&w"
 	tests := []struct{ name, text string }{
 		{"plain", "Authorization: Bearer " + token},
@@ -22,7 +22,7 @@ func TestRedact(t *testing.T) {
 		{"base64 at offset 2", base64.StdEncoding.EncodeToString([]byte("xy" + token + "tail"))},
 	}
 	for _, tt := range tests {
-		got := redact(tt.text, token)
+		got := String(tt.text, token)
 		if !strings.Contains(got, "***") {
 			t.Errorf("%s: %q, want the token replaced by ***", tt.name, got)
 		}
@@ -30,19 +30,19 @@ func TestRedact(t *testing.T) {
 			t.Errorf("%s: %q still holds the token", tt.name, got)
 		}
 	}
-	if got := redact("nothing secret here", token, ""); got != "nothing secret here" {
+	if got := String("nothing secret here", token, ""); got != "nothing secret here" {
 		t.Errorf("text without the token changed: %q", got)
 	}
 }
 
-func TestRedactErrorKeepsTheChain(t *testing.T) {
+func TestErrorKeepsTheChain(t *testing.T) {
 	const token = "ghp_0123456789abcdef"
 	err := fmt.Errorf("push: %w: forbidden for Bearer %s", transport.ErrAuthorizationFailed, token)
-	got := redactError(err, token)
+	got := Error(err, token)
 	if strings.Contains(got.Error(), token) || !errors.Is(got, transport.ErrAuthorizationFailed) {
-		t.Errorf("redactError = %q (is ErrAuthorizationFailed: %v)", got, errors.Is(got, transport.ErrAuthorizationFailed))
+		t.Errorf("Error = %q (is ErrAuthorizationFailed: %v)", got, errors.Is(got, transport.ErrAuthorizationFailed))
 	}
-	if plain := errors.New("no token"); redactError(plain, token) != plain {
+	if plain := errors.New("no token"); Error(plain, token) != plain {
 		t.Error("an error without the token was wrapped")
 	}
 }
