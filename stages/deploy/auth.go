@@ -81,6 +81,28 @@ func registryAuth(ref, pipelineRegistry string, getenv func(string) string) (str
 	return "", nil
 }
 
+// authSecrets are the secrets in an X-Registry-Auth value, for redact.
+func authSecrets(xRegistryAuth string) []string {
+	if xRegistryAuth == "" {
+		return nil
+	}
+	secrets := []string{xRegistryAuth}
+	if ac, err := registry.DecodeAuthConfig(xRegistryAuth); err == nil {
+		secrets = append(secrets, ac.Password, ac.Auth, ac.IdentityToken, ac.RegistryToken)
+	}
+	return secrets
+}
+
+// registrySecrets are the credentials registryAuth finds for the
+// registry of ref, for redact.
+func registrySecrets(ref, pipelineRegistry string, getenv func(string) string) []string {
+	auth, err := registryAuth(ref, pipelineRegistry, getenv)
+	if err != nil {
+		return []string{getenv("RELEASE_REGISTRY_PASSWORD")}
+	}
+	return append(authSecrets(auth), getenv("RELEASE_REGISTRY_PASSWORD"))
+}
+
 // registryHost turns a key of the config's auths ("127.0.0.1:5001",
 // "https://127.0.0.1:5001/v2/") into the registry's host[:port].
 func registryHost(key string) string {

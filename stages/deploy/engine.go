@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
+	"github.com/sweepboard/release/internal/redact"
 	"github.com/sweepboard/release/stages/internal/engine"
 )
 
@@ -137,11 +138,13 @@ func (h *host) pull(ctx context.Context, ref, auth string) error {
 	}
 	rc, err := h.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: auth})
 	if err != nil {
-		return fmt.Errorf("pull %s on %s: %w", ref, h.addr, err)
+		return fmt.Errorf("pull %s on %s: %w", ref, h.addr, redact.Error(err, authSecrets(auth)...))
 	}
 	defer rc.Close()
 	if err := streamError(rc); err != nil {
-		return fmt.Errorf("pull %s on %s: %w", ref, h.addr, err)
+		// The engine quotes the registry's answer, which may echo the
+		// request's Authorization header.
+		return fmt.Errorf("pull %s on %s: %w", ref, h.addr, redact.Error(err, authSecrets(auth)...))
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/sweepboard/release/internal/redact"
 	"github.com/sweepboard/release/stages"
 )
 
@@ -63,12 +64,12 @@ func Retag(ctx context.Context, spec *stages.Spec, images map[string]string, tag
 		}
 		desc, err := remote.Get(d, opts...)
 		if err != nil {
-			return fmt.Errorf("retag %s: %w", images[svc], registryError(err))
+			return fmt.Errorf("retag %s: %w", images[svc], registryError(err, registrySecrets(images[svc], spec.Registry.URL, getenv)))
 		}
 		for _, tag := range tags {
 			t := d.Context().Tag(tag)
 			if err := remote.Tag(t, desc, opts...); err != nil {
-				return fmt.Errorf("tag %s as %s: %w", images[svc], t, registryError(err))
+				return fmt.Errorf("tag %s as %s: %w", images[svc], t, registryError(err, registrySecrets(images[svc], spec.Registry.URL, getenv)))
 			}
 		}
 	}
@@ -91,20 +92,22 @@ func Missing(ctx context.Context, spec *stages.Spec, images map[string]string, g
 				missing = append(missing, svc+" "+images[svc])
 				continue
 			}
-			return nil, fmt.Errorf("look up %s: %w", images[svc], registryError(err))
+			return nil, fmt.Errorf("look up %s: %w", images[svc], registryError(err, registrySecrets(images[svc], spec.Registry.URL, getenv)))
 		}
 	}
 	return missing, nil
 }
 
-// registryError keeps the registry's own words and drops nothing secret:
-// go-containerregistry's errors carry the URL and status, not credentials.
-func registryError(err error) error {
+// registryError keeps the registry's own words without secrets:
+// go-containerregistry's errors carry the URL, the status and the answer's
+// body, which a registry or proxy may have made echo the request's
+// Authorization header.
+func registryError(err error, secrets []string) error {
 	var terr *transport.Error
 	if errors.As(err, &terr) && terr.StatusCode == http.StatusUnauthorized {
 		return errors.New("unauthorized: check the registry credentials (docker login, or RELEASE_REGISTRY_USER and RELEASE_REGISTRY_PASSWORD)")
 	}
-	return err
+	return redact.Error(err, secrets...)
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -12,7 +12,8 @@
 // Credentials come from RELEASE_REGISTRY_USER and RELEASE_REGISTRY_PASSWORD
 // when both are set, otherwise from the Docker config (~/.docker/config.json,
 // DOCKER_CONFIG, credential helpers). They never reach the log, the outputs
-// or an error.
+// or an error: a registry or proxy that echoes them in an error body is
+// redacted.
 package dockerpush
 
 import (
@@ -40,6 +41,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/sweepboard/release/internal/redact"
 	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/dockerbuild"
 	"github.com/sweepboard/release/stages/internal/engine"
@@ -81,6 +83,7 @@ func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 		var auth authn.Authenticator
 		if auth, err = authenticator(reg); err == nil {
 			_, err = transport.NewWithContext(ctx, reg, auth, http.DefaultTransport, []string{reg.Scope(transport.PullScope)})
+			err = redact.Error(err, credentials(auth)...)
 		}
 	}
 	if err != nil {
@@ -94,7 +97,11 @@ func (s *Stage) host() string { return engine.HostOr(s.Host) }
 // Run pushes the image built for env.Item. Outputs: image
 // (REGISTRY/IMAGE@sha256:…), digest, tags, pushed ("false" when the
 // registry already had it).
-func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error) {
+func (s *Stage) Run(ctx context.Context, env *stages.Env) (_ stages.Outputs, err error) {
+	// The registry's and the engine's errors quote the registry's answer,
+	// which may echo the request's Authorization header.
+	var creds []string
+	defer func() { err = redact.Error(err, creds...) }()
 	svcName := env.Item
 	svc, ok := env.Spec.Services[svcName]
 	if !ok {
@@ -142,6 +149,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	if err != nil {
 		return nil, err
 	}
+	creds = credentials(auth)
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth)}
 
 	// A registry that restarts refuses or drops connections for a while.
@@ -395,6 +403,15 @@ func authenticator(reg name.Registry) (authn.Authenticator, error) {
 		return nil, fmt.Errorf("read credentials for registry %s from the Docker config: %w", reg, err)
 	}
 	return auth, nil
+}
+
+// credentials are the secrets auth holds, for redact.
+func credentials(auth authn.Authenticator) []string {
+	cfg, err := authn.Authorization(context.Background(), auth)
+	if err != nil {
+		return nil
+	}
+	return []string{cfg.Password, cfg.Auth, cfg.IdentityToken, cfg.RegistryToken}
 }
 
 // engineAuth is the X-Registry-Auth value for the engine. The engine wants
