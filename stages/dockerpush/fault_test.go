@@ -63,7 +63,7 @@ func TestFaultRegistryStopsMidPush(t *testing.T) {
 		Registry: stages.ImageRegistry{URL: cut.addr, Insecure: true},
 		Services: map[string]stages.Service{"big": {Image: svc}},
 	}
-	run := func() (stages.Outputs, string, error, time.Duration) {
+	run := func() (stages.Outputs, string, time.Duration, error) {
 		var log bytes.Buffer
 		env := &stages.Env{
 			RunID: "fault", RunKind: "run", Version: "1.0.0", Item: "big", Node: "push[big]", Stage: "push",
@@ -73,11 +73,11 @@ func TestFaultRegistryStopsMidPush(t *testing.T) {
 		defer cancel()
 		start := time.Now()
 		out, err := (&Stage{Host: parts.DockerHost}).Run(ctx, env)
-		return out, log.String(), err, time.Since(start)
+		return out, log.String(), time.Since(start), err
 	}
 
 	// The registry stops 1 MiB into the first layer and stays down.
-	_, log, err, took := run()
+	_, log, took, err := run()
 	t.Logf("push with the registry stopped mid-upload failed after %s:\n%v\nlog:\n%s", took.Round(time.Millisecond), err, log)
 	if !cut.fired() {
 		t.Fatal("the proxy never saw a layer upload: the registry was not stopped mid-push")
@@ -114,7 +114,7 @@ func TestFaultRegistryStopsMidPush(t *testing.T) {
 	// a resume runs it, pushes.
 	reg.start()
 	cut.up()
-	out, log, err, took := run()
+	out, log, took, err := run()
 	if err != nil {
 		t.Fatalf("push after the registry came back: %v\n%s", err, log)
 	}
@@ -162,7 +162,7 @@ func TestFaultRegistryStopsMidPush(t *testing.T) {
 	}
 
 	// Once more: the registry holds it, nothing is written.
-	out2, log, err, _ := run()
+	out2, log, _, err := run()
 	if err != nil || out2["pushed"] != "false" || out2["image"] != out["image"] {
 		t.Errorf("third run: %v %v, want %s not pushed again\n%s", out2, err, out["image"], log)
 	}
