@@ -156,3 +156,28 @@ func joinQuoted(names []string) string {
 	}
 	return strings.Join(q, ", ")
 }
+
+// EnvRegistryPassword is the variable holding the registry's password, when
+// the Docker config does not hold it.
+const EnvRegistryPassword = "RELEASE_REGISTRY_PASSWORD"
+
+// Secrets returns the values of the variables the pipeline reads secrets
+// from and that are set: the registry password, the GitHub token
+// (github.token_env, default GITHUB_TOKEN) and each repo's token_env.
+// Whatever shows a stage's output hides them.
+func (s *Spec) Secrets(getenv func(string) string) []string {
+	names := []string{EnvRegistryPassword, s.GitHub.TokenEnv}
+	if s.GitHub.TokenEnv == "" {
+		names[1] = "GITHUB_TOKEN"
+	}
+	for _, r := range s.Repos {
+		names = append(names, r.TokenEnv)
+	}
+	var out []string
+	for _, n := range names {
+		if v := getenv(n); n != "" && v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}

@@ -46,3 +46,22 @@ func TestErrorKeepsTheChain(t *testing.T) {
 		t.Error("an error without the token was wrapped")
 	}
 }
+
+func TestWriter(t *testing.T) {
+	var out strings.Builder
+	w := Writer(&out, "s3cr3t-canary-value")
+	for _, chunk := range []string{"token=s3cr3t-can", "ary-value here\nsecond ", "line " + base64.StdEncoding.EncodeToString([]byte("u:s3cr3t-canary-value")) + "\nno newline s3cr3t-canary-value"} {
+		if _, err := w.Write([]byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "s3cr3t") || strings.Contains(out.String(), base64.StdEncoding.EncodeToString([]byte("u:s3cr3t-canary-value"))[4:20]) {
+		t.Errorf("secret passed through: %q", out.String())
+	}
+	if !strings.HasPrefix(out.String(), "token=*** here\nsecond line ") || !strings.HasSuffix(out.String(), "no newline ***") {
+		t.Errorf("output %q", out.String())
+	}
+}

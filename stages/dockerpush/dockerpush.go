@@ -54,7 +54,7 @@ var Kind = stages.Kind{Name: "docker-push", New: func() stages.Stage { return &S
 // does not.
 const (
 	EnvUser     = "RELEASE_REGISTRY_USER"
-	EnvPassword = "RELEASE_REGISTRY_PASSWORD"
+	EnvPassword = stages.EnvRegistryPassword
 )
 
 // Stage pushes the image of env.Item.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sweepboard/release/internal/redact"
 	"github.com/sweepboard/release/stages"
 )
 
@@ -21,7 +23,10 @@ import (
 var Kind = stages.Kind{Name: "exec", New: func() stages.Stage { return &Stage{} }}
 
 // Stage runs Command. Its environment is the process's own plus Env and a
-// few RELEASE_* variables that describe the node.
+// few RELEASE_* variables that describe the node. The secrets the pipeline
+// reads (registry password, tokens) are in that environment, for commands
+// that need them; what the command prints reaches the run log with them
+// hidden.
 type Stage struct {
 	Command []string          `yaml:"command"` // argv; the first element is looked up in PATH
 	Env     map[string]string `yaml:"env"`
@@ -67,7 +72,13 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	for _, k := range keys {
 		cmd.Env = append(cmd.Env, k+"="+s.Env[k])
 	}
-	cmd.Stdout, cmd.Stderr = env.Log, env.Log
+	var out io.Writer = io.Discard
+	if env.Log != nil {
+		out = env.Log
+	}
+	logw := redact.Writer(out, env.Spec.Secrets(os.Getenv)...)
+	defer logw.Close()
+	cmd.Stdout, cmd.Stderr = logw, logw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, stages.Permanent(fmt.Errorf("start %s: %w", s.Command[0], err))
