@@ -63,7 +63,8 @@ type Stage struct {
 	Host string `yaml:"host"`
 	// Builder is "buildkit" or "classic"; empty is BuildKit, or the
 	// classic builder on an engine without BuildKit. A Dockerfile that
-	// .dockerignore names is always built by the classic builder.
+	// .dockerignore names and a step could copy is built by the classic
+	// builder, which keeps it out of the image.
 	Builder string `yaml:"builder"`
 }
 
@@ -233,11 +234,11 @@ func (s *Stage) build(ctx context.Context, cli *client.Client, bc *buildContext,
 	if s.Builder == BuilderClassic {
 		return classic(ctx, cli, bc, opts, logw)
 	}
-	if bc.dfHidden {
+	if bc.dfHidden && bc.dockerfileReachable() {
 		// BuildKit reads the Dockerfile from the uploaded context and
-		// leaves it there for COPY to see; the classic builder drops a
+		// leaves it there for a step to see; the classic builder drops a
 		// Dockerfile that .dockerignore names.
-		fmt.Fprintf(logw, ".dockerignore names the Dockerfile: building with the classic builder, which keeps it out of the image\n")
+		fmt.Fprintf(logw, ".dockerignore names the Dockerfile and a step could copy it: building with the classic builder, which keeps it out of the image\n")
 		return classic(ctx, cli, bc, opts, logw)
 	}
 	id, err := send(ctx, cli, bc, opts, logw)
