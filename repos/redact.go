@@ -1,6 +1,6 @@
 package repos
 
-import secret "github.com/sweepboard/release/internal/redact"
+import secret "github.com/sweepboard/release/pipeline/redact"
 
 // redact and redactError keep a remote's or GitHub's token out of text
 // that may quote what a server or proxy echoed back: as it is, URL-escaped

@@ -19,7 +19,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
-	"github.com/sweepboard/release/internal/redact"
+	"github.com/sweepboard/release/pipeline/redact"
 	"github.com/sweepboard/release/stages/internal/engine"
 )
 

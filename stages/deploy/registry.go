@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/sweepboard/release/internal/redact"
+	"github.com/sweepboard/release/pipeline/redact"
 	"github.com/sweepboard/release/stages"
 )
 

@@ -41,7 +41,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
-	"github.com/sweepboard/release/internal/redact"
+	"github.com/sweepboard/release/pipeline/redact"
 	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/dockerbuild"
 	"github.com/sweepboard/release/stages/internal/engine"

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sweepboard/release/internal/redact"
+	"github.com/sweepboard/release/pipeline/redact"
 	"github.com/sweepboard/release/stages"
 )
 
