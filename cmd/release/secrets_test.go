@@ -113,7 +113,7 @@ func canaryForms(canary, secret, user string) []needle {
 
 // base64Core is the part of the encoding of secret, preceded by pad other
 // bytes, that depends on secret alone: what any base64 text holding secret
-// at that alignment contains. (internal/redact has its own: the test does
+// at that alignment contains. (pipeline/redact has its own: the test does
 // not trust the code it checks.)
 func base64Core(enc *base64.Encoding, secret string, pad int) string {
 	s := enc.EncodeToString(append(make([]byte, pad), secret...))
