@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
@@ -79,13 +82,38 @@ func (e *RejectedError) Error() string {
 
 func (e *RejectedError) Unwrap() error { return e.Err }
 
+// PushDeniedError is a remote that Tag may read but not push to, found
+// before any push: an HTTP(S) remote that refuses receive-pack to the
+// configured credentials, or a local repo whose directories this process
+// cannot write.
+type PushDeniedError struct {
+	Repo, Remote string
+	Reason       string // what refused, in our words: never the server's text
+	Err          error
+}
+
+func (e *PushDeniedError) Error() string {
+	return fmt.Sprintf("repo %s (%s): pushing is not allowed: %s", e.Repo, e.Remote, e.Reason)
+}
+
+func (e *PushDeniedError) Unwrap() error { return e.Err }
+
 // Tag stamps version on every repo, all or none: an annotated tag at each
 // repo's pinned commit (commits, by repo name; every repo must have one).
 //
 //  1. Check every repo against its remote, in parallel: the tag is absent
 //     (to push), or present at the pinned commit (adopted, no push), or
-//     present at another commit (a *ConflictError). Any failure here stops
-//     Tag before a single push; the other repos are Skipped.
+//     present at another commit (a *ConflictError). A repo to push must
+//     also have the pinned commit on its branch at the remote, and accept a
+//     push from us, else a *PushDeniedError: an HTTP(S) remote must serve
+//     receive-pack's discovery (GET info/refs?service=git-receive-pack) to
+//     the credentials the push will use, which a server answers 401 or 403
+//     when they may fetch but not push; a local repo's refs/tags and
+//     objects directories must be writable by this process (not on a
+//     read-only mount, not immutable, not lacking write permission; root
+//     passes mode bits, as it does when pushing). ssh remotes are not
+//     probed for push access. Any failure here stops Tag before a single
+//     push; the other repos are Skipped.
 //  2. Push the missing tags in parallel, at most WithParallel at once. A
 //     push never forces and nothing is ever deleted on a remote. A failure
 //     on the way (connection refused or reset, HTTP 5xx) is tried again, a
@@ -93,8 +121,12 @@ func (e *RejectedError) Unwrap() error { return e.Err }
 //     is a *RejectedError. After a failed push the remote is asked again: a
 //     tag that appeared there since the check is a *ConflictError, or
 //     adopted when it is at the pinned commit.
-//     Tags already pushed to other repos stay: a published tag is never
-//     deleted, and the next Tag pushes only what is missing.
+//     The check cannot see what a remote decides only when a push arrives:
+//     a pre-receive hook, a protected-tag rule, a full disk, a credential
+//     revoked since. Such a failure fails that repo; the tags already pushed
+//     to other repos stay there and are reported Pushed (a published tag is
+//     never deleted), and a resume, Tag again with the same arguments,
+//     adopts them and pushes only what is missing.
 //
 // Results come back in repo order, also when err is not nil, so a caller can
 // record what was pushed; a second Tag with the same arguments pushes only
@@ -146,6 +178,9 @@ func (s *Set) Tag(ctx context.Context, version string, commits map[string]string
 		switch {
 		case !state.tagFound:
 			if err := s.onBranch(ctx, name, want, state.branch); err != nil {
+				return fail(i, err)
+			}
+			if err := s.pushAllowed(ctx, name, tag); err != nil {
 				return fail(i, err)
 			}
 		case state.tag == want:
@@ -304,6 +339,133 @@ func (s *Set) onBranch(ctx context.Context, name string, commit, head plumbing.H
 		return fmt.Errorf("repo %s: pinned commit %s is not on branch %s (rewritten since the run started?)", name, commit, branch)
 	}
 	return nil
+}
+
+// pushAllowed asks the remote, without pushing, whether it will take the
+// tag from us; see Tag for what it probes. A repo that only adopts its tag
+// is not asked: nothing is pushed there.
+func (s *Set) pushAllowed(ctx context.Context, name, tag string) error {
+	rem, err := s.remote(name)
+	if err != nil {
+		return err
+	}
+	ep, err := transport.NewEndpoint(rem.url)
+	if err != nil {
+		return fmt.Errorf("parse url of repo %s: %w", name, redactURLError(err, rem.url))
+	}
+	switch ep.Protocol {
+	case "file":
+		return writable(rem, ep.Path, tag)
+	case "http", "https":
+		return s.receivePackAllowed(ctx, rem, ep)
+	}
+	return nil
+}
+
+// receivePackAllowed fetches receive-pack's ref advertisement with the
+// push's credentials, through the same go-git transport as the push.
+func (s *Set) receivePackAllowed(ctx context.Context, rem *remote, ep *transport.Endpoint) error {
+	err := s.retry(ctx, rem, "probe push access", func() error {
+		t, err := client.NewClient(ep)
+		if err != nil {
+			return err
+		}
+		sess, err := t.NewReceivePackSession(ep, rem.auth)
+		if err != nil {
+			return err
+		}
+		defer sess.Close()
+		_, err = sess.AdvertisedReferencesContext(ctx)
+		return err
+	})
+	cred := "no credentials"
+	if tokenEnv := s.spec.Repos[rem.name].TokenEnv; tokenEnv != "" {
+		cred = "the token in " + tokenEnv
+	}
+	switch {
+	case err == nil, errors.Is(err, transport.ErrEmptyRemoteRepository):
+		return nil
+	case errors.Is(err, transport.ErrAuthorizationFailed):
+		return &PushDeniedError{Repo: rem.name, Remote: rem.display, Err: err,
+			Reason: "receive-pack answers 403 to " + cred + " (it may fetch but not push)"}
+	case errors.Is(err, transport.ErrAuthenticationRequired):
+		return &PushDeniedError{Repo: rem.name, Remote: rem.display, Err: err,
+			Reason: "receive-pack answers 401 to " + cred + " (it may fetch but not push)"}
+	}
+	return rem.errorf("probe push access to", err)
+}
+
+// Access modes of access(2).
+const (
+	accessWrite  = 0x2 // W_OK
+	accessSearch = 0x1 // X_OK
+)
+
+// writable checks that this process may create the tag's ref and objects
+// in the local repo at path, as git-receive-pack will, running as us:
+// access(2) sees a read-only mount (EROFS), an immutable directory (EPERM)
+// and mode bits (EACCES; root passes them, and would push). A path whose
+// git directory is not found is left for the push to judge.
+func writable(rem *remote, path, tag string) error {
+	dir := gitDir(path)
+	if dir == "" {
+		return nil
+	}
+	// The ref is written in the deepest existing directory on its way:
+	// refs/tags, or refs/tags/PREFIX for a tag with slashes.
+	refs := filepath.Dir(filepath.Join(dir, "refs", "tags", filepath.FromSlash(tag)))
+	for refs != dir {
+		if fi, err := os.Stat(refs); err == nil && fi.IsDir() {
+			break
+		}
+		refs = filepath.Dir(refs)
+	}
+	for _, d := range []string{refs, filepath.Join(dir, "objects")} {
+		if err := syscall.Access(d, accessWrite|accessSearch); err != nil {
+			rel, _ := filepath.Rel(dir, d)
+			return &PushDeniedError{Repo: rem.name, Remote: rem.display, Err: err,
+				Reason: fmt.Sprintf("cannot write %s: %v", filepath.ToSlash(rel), err)}
+		}
+	}
+	return nil
+}
+
+// gitDir finds the git directory git-receive-pack would use for path, as
+// git's enter_repo does: path/.git, path, path.git/.git, path.git; a .git
+// file ("gitdir: …") is followed. It returns "" when none is a repo.
+func gitDir(path string) string {
+	for _, suffix := range []string{"/.git", "", ".git/.git", ".git"} {
+		p := path + suffix
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if fi.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			target, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "gitdir: ")
+			if err != nil || !ok {
+				continue
+			}
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(p), target)
+			}
+			p = target
+		}
+		if isGitDir(p) {
+			return p
+		}
+	}
+	return ""
+}
+
+func isGitDir(p string) bool {
+	for _, sub := range []string{"objects", "refs"} {
+		if fi, err := os.Stat(filepath.Join(p, sub)); err != nil || !fi.IsDir() {
+			return false
+		}
+	}
+	_, err := os.Stat(filepath.Join(p, "HEAD"))
+	return err == nil
 }
 
 // createTag makes the annotated tag in the mirror, reusing one left there by
