@@ -251,8 +251,25 @@ func (p *sweepPoint) removeContainers() {
 	}
 }
 
-// manifestStatus is the registry's answer to a HEAD of ref's manifest.
+// manifestStatus is the registry's answer to a HEAD of ref's manifest. A
+// 5xx is asked again for up to 10 s: a push of the killed process that the
+// engine carried on with can still be rewriting the same link files, and
+// the registry's filesystem storage answers 500 ("invalid checksum digest
+// format") when it reads one half written.
 func manifestStatus(t *testing.T, ref string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code := manifestHead(t, ref)
+		if code < 500 || time.Now().After(deadline) {
+			return code
+		}
+		t.Logf("HEAD %s: %d, asking again", ref, code)
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func manifestHead(t *testing.T, ref string) int {
 	t.Helper()
 	repo, digest, ok := strings.Cut(ref, "@")
 	if !ok {
