@@ -9,6 +9,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/sweepboard/release/fixtures/parts"
 )
 
 // flowPostgres is the team store fixtures/up.sh starts; RELEASE_TEST_POSTGRES
@@ -17,17 +19,14 @@ func flowPostgres(t *testing.T) string {
 	t.Helper()
 	dsn := os.Getenv("RELEASE_TEST_POSTGRES")
 	if dsn == "" {
-		dsn = "postgres://release:release@127.0.0.1:5432/release_test?sslmode=disable"
+		dsn = parts.PostgresDSN
 	}
 	db, err := sql.Open("pgx", dsn)
 	if err == nil {
 		err = db.Ping()
 	}
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL at %s: %v (fixtures/up.sh starts it)", dsn, err)
-		}
-		t.Skipf("no PostgreSQL: %v", err)
+		parts.Missing(t, "PostgreSQL at "+dsn, err)
 	}
 	defer db.Close()
 	schema := fmt.Sprintf("flow_%d_%d", os.Getpid(), time.Now().UnixNano())
