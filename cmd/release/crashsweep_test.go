@@ -258,36 +258,19 @@ func (p *sweepPoint) removeContainers() {
 // format") when it reads one half written.
 func manifestStatus(t *testing.T, ref string) int {
 	t.Helper()
+	if digestOf(ref) == "" {
+		t.Errorf("image %q is not pinned by digest", ref)
+		return 0
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		code := manifestHead(t, ref)
+		code := headManifest(t, ref, digestOf(ref)).StatusCode
 		if code < 500 || time.Now().After(deadline) {
 			return code
 		}
 		t.Logf("HEAD %s: %d, asking again", ref, code)
 		time.Sleep(500 * time.Millisecond)
 	}
-}
-
-func manifestHead(t *testing.T, ref string) int {
-	t.Helper()
-	repo, digest, ok := strings.Cut(ref, "@")
-	if !ok {
-		t.Errorf("image %q is not pinned by digest", ref)
-		return 0
-	}
-	host, path, _ := strings.Cut(repo, "/")
-	req, err := http.NewRequest(http.MethodHead, "http://"+host+"/v2/"+path+"/manifests/"+digest, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 func TestCrashSweep(t *testing.T) {

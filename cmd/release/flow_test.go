@@ -774,9 +774,20 @@ func runOut(t *testing.T, name string, args ...string) string {
 // repository of ref ("127.0.0.1:5000/x/api@sha256:…").
 func registryDigest(t *testing.T, ref, tag string) string {
 	t.Helper()
+	resp := headManifest(t, ref, tag)
+	if resp.StatusCode != http.StatusOK {
+		return resp.Status
+	}
+	return resp.Header.Get("Docker-Content-Digest")
+}
+
+// headManifest is the registry's answer to a HEAD of the manifest named
+// reference (a tag or a digest) in the repository of ref; its body is closed.
+func headManifest(t *testing.T, ref, reference string) *http.Response {
+	t.Helper()
 	repo, _, _ := strings.Cut(ref, "@")
 	host, path, _ := strings.Cut(repo, "/")
-	req, err := http.NewRequest(http.MethodHead, "http://"+host+"/v2/"+path+"/manifests/"+tag, nil)
+	req, err := http.NewRequest(http.MethodHead, "http://"+host+"/v2/"+path+"/manifests/"+reference, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -786,10 +797,7 @@ func registryDigest(t *testing.T, ref, tag string) string {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return resp.Status
-	}
-	return resp.Header.Get("Docker-Content-Digest")
+	return resp
 }
 
 func digestOf(ref string) string {
