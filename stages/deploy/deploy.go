@@ -454,15 +454,35 @@ func (d *deployer) ensureNew(ctx context.Context, p *onHost, name string, w spec
 		if err := d.pull(ctx, p.h, w.Image); err != nil {
 			return err
 		}
-		b, err := p.h.create(ctx, w)
-		if err != nil {
-			return err
-		}
-		if err := d.startNew(ctx, p, name, b); err != nil {
-			return err
+		for attempt := 1; ; attempt++ {
+			b, err := p.h.create(ctx, w)
+			if err != nil {
+				return err
+			}
+			err = d.startNew(ctx, p, name, b)
+			if err == nil {
+				break
+			}
+			if !portTaken(err) || attempt == publishAttempts {
+				return err
+			}
+			d.logf("%s on %s: the host port the engine picked is held by another process; starting again (attempt %d of %d)", name, p.h.addr, attempt+1, publishAttempts)
 		}
 	}
 	return d.awaitNew(ctx, p, name, svc)
+}
+
+// publishAttempts bounds the starts of a container whose published port
+// the engine could not bind.
+const publishAttempts = 5
+
+// portTaken says a container did not start because the host port the
+// engine picked for it is held by a process the engine does not know of:
+// another engine on the same host, or any program listening there. The
+// engine picks from the same range as the kernel and tries ten ports in a
+// row; a new start moves on to the next ones.
+func portTaken(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "address already in use")
 }
 
 // startNew starts a created container as p.cur; one that does not start

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -390,4 +391,59 @@ func TestFaultEngineDown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFaultHostPortTaken holds the first ports of the kernel's range, the
+// ones a fresh engine picks from first, the way containers of another
+// engine on the same host do: the engine's ten tries all meet a taken
+// port, and the deploy starts the container again until it gets a free one.
+func TestFaultHostPortTaken(t *testing.T) {
+	needParts(t, host1)
+	eng := startEngine(t)
+	raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first int
+	if _, err := fmt.Sscan(string(raw), &first); err != nil {
+		t.Fatalf("ip_local_port_range %q: %v", raw, err)
+	}
+	held := map[string]bool{}
+	for p := first; p < first+25; p++ {
+		// A port another process holds already is just as taken.
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		held[strconv.Itoa(p)] = true
+		if l, err := net.Listen("tcp", addr); err == nil {
+			t.Cleanup(func() { l.Close() })
+		}
+	}
+	environment := envName("t-port-taken")
+	spec := &stages.Spec{
+		Name:     pipeline,
+		Services: map[string]stages.Service{"auth": {Image: pipeline + "/auth", Port: 8080, Health: stages.Health{HTTP: "/healthz", Timeout: 20 * time.Second}}},
+		Environments: map[string]stages.Environment{environment: {
+			Hosts: []string{eng.host},
+			Proxy: &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{"auth": freeAddr(t)}},
+		}},
+	}
+	t.Cleanup(func() { _ = newCaddy(caddyAdmin).remove(context.Background(), routeID(pipeline, environment, "auth")) })
+	v1 := release(t, "v1", []string{"auth"})
+	r := deploy(t, &Stage{Drain: 200 * time.Millisecond, StopTimeout: 2 * time.Second}, spec, environment, "v1", v1)
+	if r.err != nil {
+		t.Fatalf("deploy v1 with %d ports taken: %v\n%s", len(held), r.err, r.log)
+	}
+	checkConverged(t, spec, environment, eng, v1, "auth v1")
+	again := strings.Count(r.log, "starting again")
+	if again == 0 {
+		t.Errorf("the deploy never started a container again; log:\n%s", r.log)
+	}
+	live := mustInspect(t, spec, environment)
+	if len(live) != 1 {
+		t.Fatalf("%d live containers, want 1", len(live))
+	}
+	_, port, _ := net.SplitHostPort(liveAddr(t, live[0]))
+	if held[port] {
+		t.Errorf("the container publishes port %s, one of the taken ones", port)
+	}
+	t.Logf("measured: ports %d-%d taken; container started %d times, published on %s", first, first+24, again+1, port)
 }

@@ -273,7 +273,10 @@ func (d *deployer) awaitSwarm(ctx context.Context, h *host, name, id, image stri
 		if state == "" {
 			// A new service has no update status: a task that failed is
 			// retried by swarm forever; give up at the health timeout.
-			if reason := failedReason(tasks, image, ""); reason != "" && time.Now().After(deadline.Add(-timeout-30*time.Second)) {
+			// A task whose port was taken is not the image's fault: swarm's
+			// next task gets another port, so wait for it until the deadline.
+			reason := failedReason(tasks, image, "")
+			if reason != "" && !strings.Contains(reason, "address already in use") && time.Now().After(deadline.Add(-timeout-30*time.Second)) {
 				return fmt.Errorf("swarm service %s: %s not healthy after %s: %s", s.Spec.Name, image, timeout, reason)
 			}
 		}
