@@ -112,13 +112,21 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 			var once sync.Once
 			release := func() { once.Do(func() { close(done[name]) }) }
 			defer release()
-			for _, dep := range env.Spec.Services[name].DependsOn {
+			deps := env.Spec.Services[name].DependsOn
+			var parts []*onHost
+			if len(deps) > 0 && !d.swarm {
+				// Its dependencies come up first: meanwhile its image is
+				// pulled and its containers are created, not started.
+				parts = d.ahead(ctx, name)
+			}
+			for _, dep := range deps {
 				<-done[dep]
 				mu.Lock()
 				depOK := ok[dep]
 				mu.Unlock()
 				if !depOK {
 					d.logf("%s: not deployed: %s was not deployed", name, dep)
+					d.dropAhead(context.WithoutCancel(ctx), name, parts)
 					return
 				}
 			}
@@ -128,7 +136,10 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 				err = d.swarmService(ctx, name)
 			} else {
 				err = d.retrying(ctx, name, func() (err error) {
-					retire, err = d.service(ctx, name)
+					// A retry starts over from what the hosts run.
+					known := parts
+					parts = nil
+					retire, err = d.service(ctx, name, known)
 					return err
 				})
 			}
@@ -393,27 +404,87 @@ func sanitize(s string) string {
 
 // onHost is one host's part of a service deploy.
 type onHost struct {
-	h    *host
-	cur  *box   // the container with the intended configuration
-	addr string // where cur is reached, when it publishes a port
-	old  []box  // other containers of the service, newest first
-	err  error
+	h     *host
+	known bool   // the inventory below is taken
+	cur   *box   // the container with the intended configuration
+	ready *box   // created ahead for the intended configuration, not started
+	addr  string // where cur is reached, when it publishes a port
+	old   []box  // other containers of the service, newest first
+	err   error
 }
 
 // service deploys one service to all hosts. Once the new containers take
 // the traffic it returns; retire, when not nil, then drains and removes
-// the old ones.
-func (d *deployer) service(ctx context.Context, name string) (retire func() error, err error) {
+// the old ones. parts, when not nil, is what ahead found and made.
+func (d *deployer) service(ctx context.Context, name string, parts []*onHost) (retire func() error, err error) {
 	w := d.want(name)
 	svc := d.env.Spec.Services[name]
+	if parts == nil {
+		parts = make([]*onHost, len(d.hosts))
+		for i, h := range d.hosts {
+			parts[i] = &onHost{h: h}
+		}
+	}
+	if d.proxy == nil {
+		err = d.recreate(ctx, name, w, svc, parts)
+	} else {
+		retire, err = d.startFirst(ctx, name, w, svc, parts)
+	}
+	// A container made ahead that a failure left unused goes.
+	d.dropAhead(context.WithoutCancel(ctx), name, parts)
+	return retire, err
+}
+
+// ahead does on every host what a service's deploy can do before its
+// dependencies are up: the inventory, the pull and the creation of its new
+// container, which then only has to start. It is best effort: a host where
+// a step fails is left for the deploy to do again from the start, and the
+// deploy reports what fails then.
+func (d *deployer) ahead(ctx context.Context, name string) []*onHost {
+	w := d.want(name)
 	parts := make([]*onHost, len(d.hosts))
 	for i, h := range d.hosts {
 		parts[i] = &onHost{h: h}
 	}
-	if d.proxy == nil {
-		return nil, d.recreate(ctx, name, w, svc, parts)
+	_ = eachHost(parts, func(p *onHost) error {
+		if err := d.inventory(ctx, p, name, w); err != nil {
+			return err
+		}
+		if p.cur != nil {
+			p.known = true // adopted as it runs
+			return nil
+		}
+		if err := d.pull(ctx, p.h, w.Image); err != nil {
+			return err
+		}
+		b, err := p.h.create(ctx, w)
+		if err != nil {
+			return err
+		}
+		p.ready, p.known = &b, true
+		d.logf("%s on %s: created %s ahead; it starts once %s are up", name, p.h.addr, b.Name, strings.Join(d.env.Spec.Services[name].DependsOn, ", "))
+		return nil
+	})
+	for _, p := range parts {
+		if !p.known {
+			*p = onHost{h: p.h}
+		}
 	}
-	return d.startFirst(ctx, name, w, svc, parts)
+	return parts
+}
+
+// dropAhead removes the containers ahead created for a service that is not
+// deployed after all.
+func (d *deployer) dropAhead(ctx context.Context, name string, parts []*onHost) {
+	for _, p := range parts {
+		if p.ready == nil {
+			continue
+		}
+		if err := p.h.remove(ctx, p.ready.ID); err != nil {
+			d.logf("%s on %s: %v", name, p.h.addr, err)
+		}
+		p.ready = nil
+	}
 }
 
 // inventory finds the service's containers on a host: the one with the
@@ -451,25 +522,44 @@ func (d *deployer) ensureNew(ctx context.Context, p *onHost, name string, w spec
 	if p.cur != nil {
 		d.logf("%s on %s: found %s", name, p.h.addr, p.cur.Name)
 	} else {
-		if err := d.pull(ctx, p.h, w.Image); err != nil {
+		b, err := d.create(ctx, p, w)
+		if err != nil {
 			return err
 		}
-		for attempt := 1; ; attempt++ {
-			b, err := p.h.create(ctx, w)
-			if err != nil {
-				return err
-			}
-			err = d.startNew(ctx, p, name, b)
-			if err == nil {
-				break
-			}
-			if !portTaken(err) || attempt == publishAttempts {
-				return err
-			}
-			d.logf("%s on %s: the host port the engine picked is held by another process; starting again (attempt %d of %d)", name, p.h.addr, attempt+1, publishAttempts)
+		if err := d.launch(ctx, p, name, w, b); err != nil {
+			return err
 		}
 	}
 	return d.awaitNew(ctx, p, name, svc)
+}
+
+// create returns the service's new container on p's host, not started:
+// the one made ahead, or one made now.
+func (d *deployer) create(ctx context.Context, p *onHost, w spec) (box, error) {
+	if b := p.ready; b != nil {
+		p.ready = nil
+		return *b, nil
+	}
+	if err := d.pull(ctx, p.h, w.Image); err != nil {
+		return box{}, err
+	}
+	return p.h.create(ctx, w)
+}
+
+// launch starts b, a new container of w, as p.cur. A start that fails
+// because the host port the engine picked is taken is tried again with a
+// container created anew.
+func (d *deployer) launch(ctx context.Context, p *onHost, name string, w spec, b box) error {
+	for attempt := 1; ; attempt++ {
+		err := d.startNew(ctx, p, name, b)
+		if err == nil || !portTaken(err) || attempt == publishAttempts {
+			return err
+		}
+		d.logf("%s on %s: the host port the engine picked is held by another process; starting again (attempt %d of %d)", name, p.h.addr, attempt+1, publishAttempts)
+		if b, err = p.h.create(ctx, w); err != nil {
+			return err
+		}
+	}
 }
 
 // publishAttempts bounds the starts of a container whose published port
@@ -540,8 +630,10 @@ func eachHost(parts []*onHost, f func(p *onHost) error) error {
 
 func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stages.Service, parts []*onHost) (retire func() error, err error) {
 	err = eachHost(parts, func(p *onHost) error {
-		if err := d.inventory(ctx, p, name, w); err != nil {
-			return err
+		if !p.known {
+			if err := d.inventory(ctx, p, name, w); err != nil {
+				return err
+			}
 		}
 		return d.ensureNew(ctx, p, name, w, svc)
 	})
@@ -679,8 +771,10 @@ func (d *deployer) abandon(ctx context.Context, name string, r route, svc stages
 
 func (d *deployer) recreate(ctx context.Context, name string, w spec, svc stages.Service, parts []*onHost) error {
 	return eachHost(parts, func(p *onHost) error {
-		if err := d.inventory(ctx, p, name, w); err != nil {
-			return err
+		if !p.known {
+			if err := d.inventory(ctx, p, name, w); err != nil {
+				return err
+			}
 		}
 		if p.cur != nil {
 			// A killed earlier attempt got this far: keep its container if
@@ -694,9 +788,6 @@ func (d *deployer) recreate(ctx context.Context, name string, w spec, svc stages
 				return nil
 			}
 		}
-		if err := d.pull(ctx, p.h, w.Image); err != nil {
-			return err
-		}
 		// Keep the newest old container to fall back on; the rest go.
 		var prev *box
 		for i, b := range p.old {
@@ -708,8 +799,9 @@ func (d *deployer) recreate(ctx context.Context, name string, w spec, svc stages
 				return err
 			}
 		}
-		// Creating is the slow part: do it while the old one still runs.
-		nb, err := p.h.create(ctx, w)
+		// Pulling and creating are the slow parts: done while the old one
+		// still runs.
+		nb, err := d.create(ctx, p, w)
 		if err != nil {
 			return err
 		}
@@ -720,7 +812,7 @@ func (d *deployer) recreate(ctx context.Context, name string, w spec, svc stages
 			}
 			d.logf("%s on %s: stopped %s", name, p.h.addr, prev.Name)
 		}
-		err = d.startNew(ctx, p, name, nb)
+		err = d.launch(ctx, p, name, w, nb)
 		if err == nil {
 			err = d.awaitNew(ctx, p, name, svc)
 		}

@@ -431,6 +431,11 @@ func TestDeployUnhealthyUnderLoad(t *testing.T) {
 	if st.failed != 0 {
 		t.Errorf("%d requests failed during the deploy: %v", st.failed, st.errs)
 	}
+	// web's new container was created while api came up; api failed, so
+	// it went again (checkDeployed counts every container, started or not).
+	if !regexp.MustCompile(`web on \S+: created \S+ ahead`).MatchString(r.log) {
+		t.Errorf("web's container was not created ahead; log:\n%s", r.log)
+	}
 	// auth went on to v3; api stayed at v1, and web, which depends on it,
 	// was not touched.
 	want := map[string]string{"auth": bad["auth"], "api": v1["api"], "web": v1["web"]}

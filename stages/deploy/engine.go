@@ -57,6 +57,13 @@ func openHost(addr string) (*host, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The client settles the API version on its first request, and that is
+	// not safe from two goroutines at once: settle it here, before the
+	// services of a deploy go in parallel. An engine that does not answer
+	// now is asked again on the next request.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli.NegotiateAPIVersion(ctx)
 	return &host{addr: addr, cli: cli, bindIP: bindIP, dialIP: dialIP}, nil
 }
 
