@@ -341,6 +341,15 @@ func (s *Set) onBranch(ctx context.Context, name string, commit, head plumbing.H
 	return nil
 }
 
+// PushAllowed asks the repo's remote, without pushing anything, whether
+// it would take a release tag from us: the probe Tag makes before its
+// first push (see Tag), for `release doctor`. It returns a
+// *PushDeniedError when the remote would refuse, and nil for an ssh
+// remote, which it does not probe.
+func (s *Set) PushAllowed(ctx context.Context, name string) error {
+	return s.pushAllowed(ctx, name, s.TagPrefix()+"0.0.0")
+}
+
 // pushAllowed asks the remote, without pushing, whether it will take the
 // tag from us; see Tag for what it probes. A repo that only adopts its tag
 // is not asked: nothing is pushed there.

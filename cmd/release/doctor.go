@@ -22,7 +22,8 @@ func NewCmdDoctor(f *Factory, runF func(*DoctorOptions) error) *cobra.Command {
 		Short: "Check that everything the pipeline uses answers: store, engines, registry, remotes, tokens",
 		Long: `Check the outside world the pipeline depends on, each with a verdict: the state
 store, every Docker host, the registry with the credentials at hand, every git remote
-with its token or key, the Caddy admin APIs, GitHub with its token. Nothing is
+with its token or key (and, for git-tag, whether it would take a tag push: asked
+without pushing), the Caddy admin APIs, GitHub with its token. Nothing is
 changed. Exits 1 when any check fails; secrets are never printed.`,
 		Example: `  release doctor
   release doctor -o json`,

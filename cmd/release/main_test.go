@@ -10,6 +10,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/sweepboard/release/fixtures/fakegithub"
+	"github.com/sweepboard/release/fixtures/gitserver"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output in testdata/script")
@@ -50,6 +51,19 @@ func TestScript(t *testing.T) {
 				srv := httptest.NewServer(fakegithub.New(args[1]))
 				ts.Defer(srv.Close)
 				ts.Setenv(args[0], srv.URL+"/")
+			},
+			// gitserver VAR DIR TOKEN READTOKEN: serve the bare repos
+			// under DIR over smart HTTP for the rest of the script: TOKEN
+			// may push, READTOKEN only fetch. VAR gets the base URL.
+			"gitserver": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 4 {
+					ts.Fatalf("usage: gitserver VAR DIR TOKEN READTOKEN")
+				}
+				h, err := gitserver.New(ts.MkAbs(args[1]), args[2], gitserver.WithReadToken(args[3]))
+				ts.Check(err)
+				srv := httptest.NewServer(h)
+				ts.Defer(srv.Close)
+				ts.Setenv(args[0], srv.URL)
 			},
 			// lines FILE N: FILE has exactly N lines.
 			"lines": func(ts *testscript.TestScript, neg bool, args []string) {

@@ -71,12 +71,18 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	return out, nil
 }
 
-// Doctor checks that every repo's remote answers with its credentials.
+// Doctor checks that every repo's remote answers with its credentials and
+// would take a tag push from them, which the stage checks again before it
+// pushes anything.
 func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 	set := repos.New(spec, "")
 	var checks []stages.Check
 	for _, name := range spec.RepoNames() {
-		checks = append(checks, stages.Check{Name: "git remote of repo " + name, Err: set.Reach(ctx, name)})
+		err := set.Reach(ctx, name)
+		checks = append(checks, stages.Check{Name: "git remote of repo " + name, Err: err})
+		if err == nil {
+			checks = append(checks, stages.Check{Name: "tag push to repo " + name + " allowed", Err: set.PushAllowed(ctx, name)})
+		}
 	}
 	return checks
 }
