@@ -135,11 +135,29 @@ func (d *deployer) swarmService(ctx context.Context, name string) error {
 		r = &route{ID: routeID(d.pipeline, d.env.Environment, name), Listen: px.Listen[name]}
 	}
 
+	began := time.Now()
+	for attempt := 1; ; attempt++ {
+		err := d.swarmOnce(ctx, h, name, w, want, auth, svc, r)
+		if err == nil {
+			d.logf("%s: swarm service %s runs %s (took %s)", name, want.Name, w.Image, time.Since(began).Round(time.Millisecond))
+			return nil
+		}
+		// A new task that could not bind the host port the engine picked
+		// (another engine's container holds it) rolled the update back:
+		// the next update's task gets another port.
+		if !portTaken(err) || attempt == publishAttempts || ctx.Err() != nil {
+			return err
+		}
+		d.logf("%s: %v; updating again (attempt %d of %d)", name, err, attempt+1, publishAttempts)
+	}
+}
+
+// swarmOnce creates or updates the service once and follows the update.
+func (d *deployer) swarmOnce(ctx context.Context, h *host, name string, w spec, want swarm.ServiceSpec, auth string, svc stages.Service, r *route) error {
 	cur, err := findService(ctx, h, want.Name)
 	if err != nil {
 		return err
 	}
-	began := time.Now()
 	switch {
 	case cur == nil:
 		if d.env.Fence != nil {
@@ -169,7 +187,6 @@ func (d *deployer) swarmService(ctx context.Context, name string) error {
 	if err := d.awaitSwarm(ctx, h, name, cur.ID, w.Image, svc, r); err != nil {
 		return stages.Permanent(err)
 	}
-	d.logf("%s: swarm service %s runs %s (took %s)", name, want.Name, w.Image, time.Since(began).Round(time.Millisecond))
 	return nil
 }
 

@@ -2,6 +2,9 @@ package deploy
 
 import (
 	"context"
+	"net"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,4 +162,47 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestSwarmHostPortTaken holds the ports after the one v1's task got, the
+// ones the engine picks next, the way another engine's containers on the
+// same host do: v2's first task cannot bind and swarm rolls the update
+// back; the deploy updates again and the next task gets a free port.
+func TestSwarmHostPortTaken(t *testing.T) {
+	needSwarm(t)
+	env := envName("t-swarm-port")
+	spec := swarmTestSpec(t, env)
+	v1 := release(t, "v1", []string{"auth"})
+	v2 := release(t, "v2", []string{"auth"})
+	s := &Stage{}
+	r := deploy(t, s, spec, env, "v1", v1)
+	if r.err != nil {
+		t.Fatalf("deploy v1: %v", r.err)
+	}
+	m := regexp.MustCompile(`now proxies to 127\.0\.0\.1:(\d+)`).FindAllStringSubmatch(r.log, -1)
+	if m == nil {
+		t.Fatalf("no switch in the log of v1:\n%s", r.log)
+	}
+	p1, _ := strconv.Atoi(m[len(m)-1][1])
+	held := 0
+	for p := p1 + 1; p <= p1+15; p++ {
+		// Swarm publishes on all interfaces: a port held on any is taken.
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)); err == nil {
+			held++
+			t.Cleanup(func() { l.Close() })
+		}
+	}
+	r = deploy(t, s, spec, env, "v2", v2)
+	if r.err != nil {
+		t.Fatalf("deploy v2 with ports %d-%d taken: %v\n%s", p1+1, p1+15, r.err, r.log)
+	}
+	again := strings.Count(r.log, "updating again")
+	if again == 0 {
+		t.Errorf("the deploy never updated again; log:\n%s", r.log)
+	}
+	if got, want := swarmDigests(t, spec, env)["auth"], []string{v2["auth"]}; !equalStrings(got, want) {
+		t.Errorf("after v2, tasks run %v, want %v", got, want)
+	}
+	checkProxy(t, spec, env, "auth", "auth v2")
+	t.Logf("measured: v1 on port %d; %d of the next 15 ports held here; v2 updated %d times", p1, held, again+1)
 }
