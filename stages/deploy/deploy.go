@@ -462,7 +462,11 @@ func (d *deployer) ahead(ctx context.Context, name string) []*onHost {
 			return err
 		}
 		p.ready, p.known = &b, true
-		d.logf("%s on %s: created %s ahead; it starts once %s are up", name, p.h.addr, b.Name, strings.Join(d.env.Spec.Services[name].DependsOn, ", "))
+		deps, verb := d.env.Spec.Services[name].DependsOn, "is"
+		if len(deps) > 1 {
+			verb = "are"
+		}
+		d.logf("%s on %s: created %s ahead; it starts once %s %s up", name, p.h.addr, b.Name, strings.Join(deps, ", "), verb)
 		return nil
 	})
 	for _, p := range parts {
