@@ -497,7 +497,8 @@ func (v *validator) gates() {
 		for _, st := range members {
 			inside := false
 			for _, need := range st.Needs {
-				if v.p.Stages[need].Environment == env {
+				// A need that names no stage is reported by itself.
+				if up := v.p.Stages[need]; up != nil && up.Environment == env {
 					inside = true
 				}
 			}
