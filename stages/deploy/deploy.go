@@ -405,7 +405,7 @@ func sanitize(s string) string {
 // onHost is one host's part of a service deploy.
 type onHost struct {
 	h     *host
-	known bool   // the inventory below is taken
+	known bool   // the inventory below is taken: inventory does not list again
 	cur   *box   // the container with the intended configuration
 	ready *box   // created ahead for the intended configuration, not started
 	addr  string // where cur is reached, when it publishes a port
@@ -420,10 +420,7 @@ func (d *deployer) service(ctx context.Context, name string, parts []*onHost) (r
 	w := d.want(name)
 	svc := d.env.Spec.Services[name]
 	if parts == nil {
-		parts = make([]*onHost, len(d.hosts))
-		for i, h := range d.hosts {
-			parts[i] = &onHost{h: h}
-		}
+		parts = d.parts()
 	}
 	if d.proxy == nil {
 		err = d.recreate(ctx, name, w, svc, parts)
@@ -442,17 +439,10 @@ func (d *deployer) service(ctx context.Context, name string, parts []*onHost) (r
 // deploy reports what fails then.
 func (d *deployer) ahead(ctx context.Context, name string) []*onHost {
 	w := d.want(name)
-	parts := make([]*onHost, len(d.hosts))
-	for i, h := range d.hosts {
-		parts[i] = &onHost{h: h}
-	}
+	parts := d.parts()
 	_ = eachHost(parts, func(p *onHost) error {
-		if err := d.inventory(ctx, p, name, w); err != nil {
-			return err
-		}
-		if p.cur != nil {
-			p.known = true // adopted as it runs
-			return nil
+		if err := d.inventory(ctx, p, name, w); err != nil || p.cur != nil {
+			return err // or adopted as it runs
 		}
 		if err := d.pull(ctx, p.h, w.Image); err != nil {
 			return err
@@ -461,7 +451,7 @@ func (d *deployer) ahead(ctx context.Context, name string) []*onHost {
 		if err != nil {
 			return err
 		}
-		p.ready, p.known = &b, true
+		p.ready = &b
 		deps, verb := d.env.Spec.Services[name].DependsOn, "is"
 		if len(deps) > 1 {
 			verb = "are"
@@ -470,9 +460,18 @@ func (d *deployer) ahead(ctx context.Context, name string) []*onHost {
 		return nil
 	})
 	for _, p := range parts {
-		if !p.known {
+		if p.err != nil {
 			*p = onHost{h: p.h}
 		}
+	}
+	return parts
+}
+
+// parts returns a fresh part of a service deploy for every host.
+func (d *deployer) parts() []*onHost {
+	parts := make([]*onHost, len(d.hosts))
+	for i, h := range d.hosts {
+		parts[i] = &onHost{h: h}
 	}
 	return parts
 }
@@ -495,6 +494,9 @@ func (d *deployer) dropAhead(ctx context.Context, name string, parts []*onHost) 
 // intended configuration, if it runs, and the others. Stopped containers
 // with the intended configuration, and duplicates, are removed.
 func (d *deployer) inventory(ctx context.Context, p *onHost, name string, w spec) error {
+	if p.known {
+		return nil
+	}
 	boxes, err := p.h.list(ctx, map[string]string{
 		LabelPipeline:    d.pipeline,
 		LabelEnvironment: d.env.Environment,
@@ -517,6 +519,7 @@ func (d *deployer) inventory(ctx context.Context, p *onHost, name string, w spec
 			p.old = append(p.old, b)
 		}
 	}
+	p.known = true
 	return nil
 }
 
@@ -556,7 +559,7 @@ func (d *deployer) create(ctx context.Context, p *onHost, w spec) (box, error) {
 func (d *deployer) launch(ctx context.Context, p *onHost, name string, w spec, b box) error {
 	for attempt := 1; ; attempt++ {
 		err := d.startNew(ctx, p, name, b)
-		if err == nil || !portTaken(err) || attempt == publishAttempts {
+		if err == nil || !portTaken(err.Error()) || attempt == publishAttempts {
 			return err
 		}
 		d.logf("%s on %s: the host port the engine picked is held by another process; starting again (attempt %d of %d)", name, p.h.addr, attempt+1, publishAttempts)
@@ -570,13 +573,14 @@ func (d *deployer) launch(ctx context.Context, p *onHost, name string, w spec, b
 // the engine could not bind.
 const publishAttempts = 5
 
-// portTaken says a container did not start because the host port the
-// engine picked for it is held by a process the engine does not know of:
-// another engine on the same host, or any program listening there. The
-// engine picks from the same range as the kernel and tries ten ports in a
-// row; a new start moves on to the next ones.
-func portTaken(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "address already in use")
+// portTaken says, from the engine's error or a swarm task's, that a
+// container did not start because the host port the engine picked for it
+// is held by a process the engine does not know of: another engine on the
+// same host, or any program listening there. The engine picks from the
+// same range as the kernel and tries ten ports in a row; a new start moves
+// on to the next ones.
+func portTaken(msg string) bool {
+	return strings.Contains(msg, "address already in use")
 }
 
 // startNew starts a created container as p.cur; one that does not start
@@ -634,10 +638,8 @@ func eachHost(parts []*onHost, f func(p *onHost) error) error {
 
 func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stages.Service, parts []*onHost) (retire func() error, err error) {
 	err = eachHost(parts, func(p *onHost) error {
-		if !p.known {
-			if err := d.inventory(ctx, p, name, w); err != nil {
-				return err
-			}
+		if err := d.inventory(ctx, p, name, w); err != nil {
+			return err
 		}
 		return d.ensureNew(ctx, p, name, w, svc)
 	})
@@ -775,10 +777,8 @@ func (d *deployer) abandon(ctx context.Context, name string, r route, svc stages
 
 func (d *deployer) recreate(ctx context.Context, name string, w spec, svc stages.Service, parts []*onHost) error {
 	return eachHost(parts, func(p *onHost) error {
-		if !p.known {
-			if err := d.inventory(ctx, p, name, w); err != nil {
-				return err
-			}
+		if err := d.inventory(ctx, p, name, w); err != nil {
+			return err
 		}
 		if p.cur != nil {
 			// A killed earlier attempt got this far: keep its container if

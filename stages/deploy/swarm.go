@@ -145,7 +145,7 @@ func (d *deployer) swarmService(ctx context.Context, name string) error {
 		// A new task that could not bind the host port the engine picked
 		// (another engine's container holds it) rolled the update back:
 		// the next update's task gets another port.
-		if !portTaken(err) || attempt == publishAttempts || ctx.Err() != nil {
+		if !portTaken(err.Error()) || attempt == publishAttempts || ctx.Err() != nil {
 			return err
 		}
 		d.logf("%s: %v; updating again (attempt %d of %d)", name, err, attempt+1, publishAttempts)
@@ -293,7 +293,7 @@ func (d *deployer) awaitSwarm(ctx context.Context, h *host, name, id, image stri
 			// A task whose port was taken is not the image's fault: swarm's
 			// next task gets another port, so wait for it until the deadline.
 			reason := failedReason(tasks, image, "")
-			if reason != "" && !strings.Contains(reason, "address already in use") && time.Now().After(deadline.Add(-timeout-30*time.Second)) {
+			if reason != "" && !portTaken(reason) && time.Now().After(deadline.Add(-timeout-30*time.Second)) {
 				return fmt.Errorf("swarm service %s: %s not healthy after %s: %s", s.Spec.Name, image, timeout, reason)
 			}
 		}
