@@ -104,6 +104,22 @@ type result struct {
 	code           int
 }
 
+// resultOf is what a finished `release ARGS` printed and its exit code;
+// err is what waiting for it returned. It fails the test when the command
+// did not run to an exit.
+func resultOf(tb testing.TB, args []string, err error, stdout, stderr *bytes.Buffer) result {
+	tb.Helper()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	case err != nil:
+		tb.Fatalf("release %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
 // id is the run id a command printed first.
 func (r result) id() string {
 	first, _, _ := strings.Cut(r.stdout, "\n")
@@ -257,14 +273,7 @@ func (f *flow) release(args ...string) result {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		r.code = exit.ExitCode()
-	case err != nil:
-		f.t.Fatalf("release %s: %v", strings.Join(args, " "), err)
-	}
+	r := resultOf(f.t, args, err, &stdout, &stderr)
 	if testing.Verbose() {
 		f.t.Logf("release %s: exit %d in %v", strings.Join(args, " "), r.code, time.Since(start).Round(time.Millisecond))
 	}

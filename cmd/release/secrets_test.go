@@ -655,14 +655,7 @@ func (s *secrets) release(args ...string) result {
 	s.watch.track(cmd.Process.Pid, true)
 	err := cmd.Wait()
 	s.watch.track(cmd.Process.Pid, false)
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		r.code = exit.ExitCode()
-	case err != nil:
-		s.t.Fatalf("release %s: %v", strings.Join(args, " "), err)
-	}
+	r := resultOf(s.t, args, err, &stdout, &stderr)
 	s.commands++
 	line := "release " + strings.Join(args, " ")
 	s.sc.scan("stdout of "+line, stdout.Bytes())
