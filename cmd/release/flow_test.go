@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,6 +40,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sweepboard/release/fixtures/fakegithub"
+	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/pipeline/store"
 )
@@ -139,17 +139,6 @@ func moduleRoot(t *testing.T) string {
 	return root
 }
 
-// freeAddr is a 127.0.0.1 address nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 var (
 	listenAddr = regexp.MustCompile(`"127\.0\.0\.1:9[0-9]{3}"`)
 	apiURLLine = regexp.MustCompile(`api_url: "[^"]*"`)
@@ -192,7 +181,7 @@ func newFlow(t *testing.T, prefix string) *flow {
 	}
 	y = apiURLLine.ReplaceAllString(y, `api_url: "`+apiURL+`"`)
 	n := 0
-	y = listenAddr.ReplaceAllStringFunc(y, func(string) string { n++; return `"` + freeAddr(t) + `"` })
+	y = listenAddr.ReplaceAllStringFunc(y, func(string) string { n++; return `"` + parts.ListenAddr(t) + `"` })
 	if n != 6 {
 		t.Fatalf("pipeline.example.yaml has %d Caddy listen addresses 127.0.0.1:9xxx, want 6: update newFlow", n)
 	}

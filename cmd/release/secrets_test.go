@@ -425,7 +425,7 @@ func startRegistry(t *testing.T, user, password string) string {
 	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := parts.ListenAddr(t)
 	config := filepath.Join(dir, "config.yml")
 	cfg := fmt.Sprintf(`version: 0.1
 log: {level: warn, formatter: text}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sweepboard/release/fixtures/parts"
 )
 
 // startCaddy runs a Caddy of the test's own, with an empty config but for
@@ -22,7 +24,7 @@ func startCaddy(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("caddy")
 	need(t, "caddy binary", err)
-	admin := freeAddr(t)
+	admin := parts.ListenAddr(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "caddy.json")
 	if err := os.WriteFile(cfg, []byte(`{"admin":{"listen":"`+admin+`","config":{"persist":false}}}`), 0o644); err != nil {
@@ -69,7 +71,7 @@ func TestCaddySwitch(t *testing.T) {
 	c := newCaddy(admin)
 	ctx := context.Background()
 	a, b := backend(t, "a"), backend(t, "b")
-	listen1, listen2 := freeAddr(t), freeAddr(t)
+	listen1, listen2 := parts.ListenAddr(t), parts.ListenAddr(t)
 	const id = "release_p_dev_api"
 
 	get := func(listen string) string {

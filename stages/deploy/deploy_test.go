@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/stages"
 )
 
@@ -619,7 +620,7 @@ func BenchmarkStopThenRun(b *testing.B) {
 	environment := envName("b-stoprun")
 	spec := testSpec(b, environment, []string{host1}, true)
 	refs := map[string]string{"v1": pushImage(b, "api", "v1", false), "v2": pushImage(b, "api", "v2", false)}
-	port := freeAddr(b)
+	port := parts.ListenAddr(b)
 	_, hostPort, _ := net.SplitHostPort(port)
 	name := containerName(pipeline, environment, "api", "script")
 	labels := []string{"--label", LabelPipeline + "=" + pipeline, "--label", LabelEnvironment + "=" + environment, "--label", LabelService + "=api"}

@@ -23,6 +23,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
+	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/stages"
 )
 
@@ -42,7 +43,7 @@ func TestFaultEngineRestartsMidDeploy(t *testing.T) {
 		Services: map[string]stages.Service{"auth": {Image: pipeline + "/auth", Port: 8080, Health: health}},
 		Environments: map[string]stages.Environment{environment: {
 			Hosts: []string{eng.host},
-			Proxy: &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{"auth": freeAddr(t)}},
+			Proxy: &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{"auth": parts.ListenAddr(t)}},
 		}},
 	}
 	t.Cleanup(func() { _ = newCaddy(caddyAdmin).remove(context.Background(), routeID(pipeline, environment, "auth")) })
@@ -423,7 +424,7 @@ func TestFaultHostPortTaken(t *testing.T) {
 		Services: map[string]stages.Service{"auth": {Image: pipeline + "/auth", Port: 8080, Health: stages.Health{HTTP: "/healthz", Timeout: 20 * time.Second}}},
 		Environments: map[string]stages.Environment{environment: {
 			Hosts: []string{eng.host},
-			Proxy: &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{"auth": freeAddr(t)}},
+			Proxy: &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{"auth": parts.ListenAddr(t)}},
 		}},
 	}
 	t.Cleanup(func() { _ = newCaddy(caddyAdmin).remove(context.Background(), routeID(pipeline, environment, "auth")) })

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,6 +37,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
+	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/stages"
 )
 
@@ -329,17 +329,6 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// freeAddr returns a 127.0.0.1 address nothing listens on right now.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // testSpec is a pipeline of three services, web → api → auth, with one
 // environment on hosts, behind Caddy when withProxy. Every test uses its
 // own environment name, so tests never see each other's containers.
@@ -365,7 +354,7 @@ func testSpec(tb testing.TB, environment string, hosts []string, withProxy bool)
 		e := spec.Environments[environment]
 		e.Proxy = &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{}}
 		for name := range spec.Services {
-			e.Proxy.Listen[name] = freeAddr(tb)
+			e.Proxy.Listen[name] = parts.ListenAddr(tb)
 		}
 		spec.Environments[environment] = e
 	}

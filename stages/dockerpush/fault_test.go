@@ -207,7 +207,7 @@ type registryProc struct {
 func startRegistry(t *testing.T) *registryProc {
 	t.Helper()
 	dir := t.TempDir()
-	r := &registryProc{t: t, addr: freeAddr(t), config: filepath.Join(dir, "config.yml"), log: filepath.Join(dir, "registry.log")}
+	r := &registryProc{t: t, addr: parts.ListenAddr(t), config: filepath.Join(dir, "config.yml"), log: filepath.Join(dir, "registry.log")}
 	config := fmt.Sprintf("version: 0.1\nlog: {level: info, formatter: text}\n"+
 		"storage:\n  filesystem: {rootdirectory: %s}\n  maintenance: {uploadpurging: {enabled: false}}\n"+
 		"http:\n  addr: %s\n", filepath.Join(dir, "storage"), r.addr)
@@ -313,7 +313,7 @@ type cutter struct {
 }
 
 func newCutter(t *testing.T, backend string) *cutter {
-	c := &cutter{t: t, addr: freeAddr(t), backend: backend, conns: map[net.Conn]bool{}}
+	c := &cutter{t: t, addr: parts.ListenAddr(t), backend: backend, conns: map[net.Conn]bool{}}
 	c.up()
 	t.Cleanup(c.down)
 	return c
@@ -465,16 +465,6 @@ func mustRootFS(t *testing.T, img v1.Image) v1.RootFS {
 		t.Fatal(err)
 	}
 	return cf.RootFS
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func jsonError(msg string) error { return &jsonmessage.JSONError{Message: msg} }
