@@ -101,6 +101,9 @@ type result struct {
 	attempt int // > 0: an attempt is starting; 0: the node is done
 	out     stages.Outputs
 	err     error
+	// checkpoint, when set, is a stage's Checkpoint: out is merged into the
+	// node's outputs and saved, then checkpoint receives the store's answer.
+	checkpoint chan error
 }
 
 // Execute runs every node of run that has not succeeded yet, the stages
@@ -214,6 +217,14 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	released := false
 	handle := func(res result) {
 		n := nodes[res.id]
+		if res.checkpoint != nil {
+			if n.Outputs == nil {
+				n.Outputs = stages.Outputs{}
+			}
+			maps.Copy(n.Outputs, res.out)
+			res.checkpoint <- x.Store.SaveNodes(wctx, run.ID, n)
+			return
+		}
 		if res.attempt > 0 {
 			n.Attempts = res.attempt
 			batch = append(batch, n)
@@ -324,6 +335,8 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		for _, n := range started {
 			env := x.env(p, run, n, nodes, logger)
 			env.Fence = locks.fence
+			env.LeaseExpiry = locks.expiry
+			env.Checkpoint = checkpointer(n.ID, results)
 			pn, _ := plan.Node(n.ID)
 			go x.runNode(nodeCtx, p.Stages[pn.Stage], env, n.Attempts, results)
 		}
@@ -371,6 +384,25 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		return fmt.Errorf("run %s: %w; resume it when the lock is free", run.ID, ErrLockLost)
 	}
 	return err
+}
+
+// checkpointer is a node's Checkpoint: it hands the outputs to the
+// executor's loop, which records them, and waits for the record.
+func checkpointer(id string, results chan<- result) func(context.Context, stages.Outputs) error {
+	return func(ctx context.Context, out stages.Outputs) error {
+		ack := make(chan error, 1)
+		select {
+		case results <- result{id: id, out: maps.Clone(out), checkpoint: ack}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case err := <-ack:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func nodeIDList(ns []*Node) []string {
@@ -498,6 +530,7 @@ func (x *Executor) env(p *Pipeline, run *Run, n *Node, nodes map[string]*Node, l
 		Inputs:      inputs,
 		Images:      maps.Clone(run.Images),
 		Approval:    approval,
+		Prior:       maps.Clone(n.Outputs),
 		Log:         &logWriter{store: x.Store, runID: run.ID, node: n.ID, tee: x.LogTo, now: time.Now},
 		Logger:      logger.With("node", n.ID),
 	}

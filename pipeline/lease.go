@@ -128,6 +128,17 @@ func (h *heldLocks) valid() bool {
 	return !h.gone && !h.unconfirmed && time.Now().Before(h.expires)
 }
 
+// expiry is the earliest expiry of the leases as last renewed; zero when
+// there are none.
+func (h *heldLocks) expiry() time.Time {
+	if len(h.leases) == 0 {
+		return time.Time{}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.expires
+}
+
 // held reports whether there are locks at all.
 func (h *heldLocks) held() bool { return len(h.leases) > 0 }
 

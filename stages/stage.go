@@ -90,10 +90,26 @@ type Env struct {
 	// Approval is set on an approval node that has been approved.
 	Approval *Approval
 
-	// Fence, when set, confirms that the run still holds the locks of its
-	// environments. A stage calls it right before an external side effect
-	// (a cut-over, a push) and stops if it fails.
+	// Fence confirms that this process still owns the run and holds the
+	// leases of its environments. Every stage with an external effect (a
+	// cut-over, a push, a tag, a command) calls it right before the effect
+	// and stops if it fails: its error wraps ErrFenced. It is never nil
+	// when the executor runs a node.
 	Fence func(ctx context.Context) error
+	// LeaseExpiry is the local time until which this process is known to
+	// own the run: the earliest expiry of its leases as last renewed. Work
+	// that outlives the process (a child command) must stop by then unless
+	// it sees a later expiry. Zero when the run holds no lease.
+	LeaseExpiry func() time.Time
+
+	// Prior are the outputs this node recorded before: partial progress of
+	// an earlier attempt or of an owner that died (for example the process
+	// group of a command that was running). Empty on a first attempt.
+	Prior Outputs
+	// Checkpoint records outputs of this node in the run state now, before
+	// the stage returns, so that a later owner finds them in Prior after a
+	// crash. It is never nil when the executor runs a node.
+	Checkpoint func(ctx context.Context, out Outputs) error
 
 	// Log receives the node's output (command output, build logs); it is
 	// stored in the run's log. Logger is for structured progress.
@@ -107,6 +123,12 @@ type Approval struct {
 	At      time.Time `json:"at"`
 	UpFront bool      `json:"upFront"` // given with --yes when the run started
 }
+
+// ErrFenced is wrapped by the error of a stage that stopped before (or
+// during) its external effect because the process no longer owns the run:
+// its lease expired or another owner took it. The node is recorded as
+// fenced, never as succeeded, and another owner may redo it.
+var ErrFenced = errors.New("fenced out: this process no longer owns the run")
 
 // ErrWaiting is returned by a stage that cannot go on until someone approves
 // it. The node becomes "waiting" and the run stops, resumable.
