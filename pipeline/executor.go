@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -59,10 +60,6 @@ type Executor struct {
 // it (a SIGKILL): at most this long.
 const DefaultLeaseTTL = 15 * time.Second
 
-// ErrLockLost is returned when the run lost one of its locks while it ran:
-// nothing new started after that, and the run can be resumed.
-var ErrLockLost = errors.New("lost the environment lock")
-
 // FailedError is the error of a run in which nodes failed. It names only
 // the root causes: nodes skipped because of them are not listed.
 type FailedError struct {
@@ -79,22 +76,72 @@ func (e *FailedError) Error() string {
 	return b.String()
 }
 
-// WaitingError is the error of a run that stopped at approval gates.
+// WaitingError is the error of a run that stopped at approval gates or at
+// freeze windows.
 type WaitingError struct {
 	RunID string
 	Nodes []string
+	// Frozen are the nodes among Nodes that wait for a freeze window to
+	// end, with the reason; the others wait for an approval.
+	Frozen map[string]string
 }
 
 func (e *WaitingError) Error() string {
-	return fmt.Sprintf("run %s waits for approval of %s", e.RunID, strings.Join(e.Nodes, ", "))
+	var gates, frozen []string
+	for _, n := range e.Nodes {
+		if r, ok := e.Frozen[n]; ok {
+			frozen = append(frozen, n+" ("+r+")")
+		} else {
+			gates = append(gates, n)
+		}
+	}
+	var parts []string
+	if len(gates) > 0 {
+		parts = append(parts, "approval of "+strings.Join(gates, ", "))
+	}
+	if len(frozen) > 0 {
+		parts = append(parts, "the end of a freeze: "+strings.Join(frozen, "; "))
+	}
+	return fmt.Sprintf("run %s waits for %s", e.RunID, strings.Join(parts, ", and "))
 }
 
 // ErrInterrupted is returned when the context was cancelled under a run
-// (a signal): in-flight nodes were cancelled and the run can be resumed.
+// (a signal): in-flight nodes were interrupted and the run can be resumed.
 var ErrInterrupted = errors.New("interrupted")
 
-// ErrCancelled is returned when someone cancelled the run (release cancel).
-var ErrCancelled = errors.New("run cancelled")
+// CancelledError is returned when someone cancelled the run (release
+// cancel), and by a resume of a cancelled run: it is never resumed.
+type CancelledError struct {
+	RunID string
+	By    string
+}
+
+func (e *CancelledError) Error() string {
+	return fmt.Sprintf("run %s was cancelled by %s; a cancelled run is not resumed: start a new one", e.RunID, cmp.Or(e.By, "someone"))
+}
+
+// FencedError is returned when the owner lost its claim on the run or a
+// lease of one of its environments while it ran: its in-flight nodes were
+// stopped, nothing new started, and another owner may resume the run.
+type FencedError struct {
+	RunID string
+}
+
+func (e *FencedError) Error() string {
+	return fmt.Sprintf("run %s: lost its lease (it expired or another owner took it); in-flight nodes were stopped: %v", e.RunID, stages.ErrFenced)
+}
+
+func (e *FencedError) Unwrap() error { return stages.ErrFenced }
+
+// DoneError is returned by a resume of a run that has already succeeded,
+// perhaps by another owner while this one waited for the claim.
+type DoneError struct {
+	RunID string
+}
+
+func (e *DoneError) Error() string {
+	return fmt.Sprintf("run %s already succeeded; nothing to resume", e.RunID)
+}
 
 type result struct {
 	id      string
@@ -138,31 +185,65 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		}
 	}
 
+	// 1. Claim the run and lock its environments, as a fresh owner. A
+	// second claimant gets a *HeldError naming this owner, or waits.
+	owner := NewOwner(run.ID)
+	locks, err := x.acquire(ctx, owner.Holder(), run.ID)
+	if err != nil {
+		return err
+	}
+	defer locks.release()
+	// Every write from here on commits only while the claim is ours.
+	st := x.Store.Fenced(locks.claim)
+
+	// 2. A run that existed is read again now that it is ours: another
+	// owner may have finished it, someone may have cancelled it, or
+	// approved one of its gates, while this one waited for the claim.
+	if !create {
+		fresh, err := x.Store.Run(ctx, run.ID)
+		if err != nil {
+			return err
+		}
+		switch {
+		case fresh.Status == Succeeded:
+			*run = *fresh
+			return &DoneError{RunID: run.ID}
+		case fresh.Cancel != nil:
+			*run = *fresh
+			return &CancelledError{RunID: run.ID, By: fresh.Cancel.By}
+		}
+		fresh.PlanHash = run.PlanHash
+		if run.Override != nil {
+			fresh.Override = run.Override
+		}
+		*run = *fresh
+	}
+	previous := ParseHolder(run.Owner)
+	run.Owner = owner.Holder()
+
 	// The plan decides which nodes of the record run: after a change of
-	// the pipeline file (resume --allow-changed) it may be fewer.
+	// the pipeline file (resume --allow-changed) it may be fewer. A node
+	// still running in the record belonged to an owner that is gone: its
+	// attempt is recorded as fenced before the node is made pending again.
 	nodes := make(map[string]*Node, len(plan.Nodes))
-	var reset []*Node
+	var fenced, reset []*Node
 	for _, pn := range plan.Nodes {
 		n := run.Node(pn.ID)
 		if n == nil {
 			return fmt.Errorf("run %s has no node %s: the plan changed", run.ID, pn.ID)
 		}
 		nodes[n.ID] = n
-		if n.Status != Succeeded && n.Status != Pending {
-			n.Status, n.Error, n.FinishedAt = Pending, "", nil
-			reset = append(reset, n)
+		if n.Status == Running {
+			t := now().UTC()
+			n.Status, n.Error, n.FinishedAt = Fenced, fmt.Sprintf("attempt %d fenced: its owner %s stopped without finishing it", n.Attempts, previous), &t
+			fenced = append(fenced, n)
 		}
 	}
 	if run.Images == nil {
 		run.Images = map[string]string{}
 	}
-	locks, err := x.acquire(ctx, run.ID)
-	if err != nil {
-		return err
-	}
-	defer locks.release()
 	if create {
-		if err := x.Store.CreateRun(ctx, run); err != nil {
+		if err := st.CreateRun(ctx, run); err != nil {
 			return err
 		}
 	}
@@ -170,22 +251,45 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		x.OnStart(run)
 	}
 	run.Status, run.FinishedAt = Running, nil
-	if err := x.Store.SaveRun(ctx, run); err != nil {
+	if err := st.SaveRun(ctx, run); err != nil {
 		return err
 	}
-	if err := x.Store.SaveNodes(ctx, run.ID, reset...); err != nil {
+	if len(fenced) > 0 {
+		if err := st.SaveNodes(ctx, run.ID, fenced...); err != nil {
+			return err
+		}
+		for _, n := range fenced {
+			emit(n)
+		}
+	}
+	for _, n := range nodes {
+		if n.Status != Succeeded && n.Status != Pending {
+			n.Status, n.Error, n.FinishedAt = Pending, "", nil
+			reset = append(reset, n)
+		}
+	}
+	if err := st.SaveNodes(ctx, run.ID, reset...); err != nil {
 		return err
 	}
 
-	// Records are written with a context that survives the signal: the
-	// record must say where the run stopped.
+	// 3. Run the ready nodes. Records are written with a context that
+	// survives the signal: the record must say where the run stopped.
 	wctx := context.WithoutCancel(ctx)
 	nodeCtx, cancelNodes := context.WithCancel(wctx)
 	defer cancelNodes()
 	results := make(chan result)
 	running := 0
 	var failed, waiting []string
-	interrupted, cancelled, lockLost := false, false, false
+	frozen := map[string]string{}
+	// stop is why the run stops early: Interrupted (a signal), Cancelled
+	// (someone asked), Fenced (a lease lost); "" while it goes on.
+	var stop Status
+	stopWith := func(s Status) {
+		if stop == "" {
+			stop = s
+			cancelNodes()
+		}
+	}
 	poll := x.PollCancel
 	if poll <= 0 {
 		poll = time.Second
@@ -222,7 +326,7 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				n.Outputs = stages.Outputs{}
 			}
 			maps.Copy(n.Outputs, res.out)
-			res.checkpoint <- x.Store.SaveNodes(wctx, run.ID, n)
+			res.checkpoint <- st.SaveNodes(wctx, run.ID, n)
 			return
 		}
 		if res.attempt > 0 {
@@ -231,7 +335,7 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			return
 		}
 		running--
-		batch = append(batch, x.finish(run, n, res, now, nodeCtx)...)
+		batch = append(batch, x.finish(run, n, res, now, nodeCtx, stop)...)
 		switch n.Status {
 		case Succeeded:
 			imagesChanged = imagesChanged || (n.Item != "" && n.Outputs["image"] != "")
@@ -249,15 +353,28 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			}
 		case Waiting:
 			waiting = append(waiting, n.ID)
+		case Fenced:
+			stopWith(Fenced)
 		}
 	}
+	var werr error // a write that failed: the run stops
 	for {
 		var started []*Node
-		if len(failed) == 0 && !interrupted && !cancelled {
+		if len(failed) == 0 && stop == "" && werr == nil {
 			for len(ready) > 0 && running < parallel {
 				n := nodes[ready[0]]
 				ready = ready[1:]
 				if n.Status != Pending {
+					continue
+				}
+				// Freeze windows are checked where they act: before each
+				// node of an environment, unless the run's override names
+				// the window.
+				if reason := x.frozen(p, run, n, now()); reason != "" {
+					n.Status, n.Error = Waiting, reason
+					frozen[n.ID] = reason
+					waiting = append(waiting, n.ID)
+					batch = append(batch, n)
 					continue
 				}
 				t := now().UTC()
@@ -267,15 +384,15 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			}
 		}
 		blocked := false
-		if len(started) > 0 && locks.held() {
-			// Fencing: confirm the locks with the store before anything
+		if len(started) > 0 {
+			// Fencing: confirm the leases with the store before anything
 			// new starts; a failed confirmation leaves them unconfirmed.
 			_ = locks.fence(wctx)
 		}
 		if len(started) > 0 && !locks.valid() {
-			// Fencing: a run that is not sure of its locks starts nothing.
-			// It waits for a renewal to get through, and stops when the
-			// locks are lost or expired.
+			// A run that is not sure of its leases starts nothing. It
+			// waits for a renewal to get through, and stops when they are
+			// lost or expired.
 			for _, n := range started {
 				n.Status, n.Attempts, n.StartedAt = Pending, n.Attempts-1, nil
 				running--
@@ -283,54 +400,37 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			ready = append(nodeIDList(started), ready...)
 			started = nil
 			if locks.over() {
-				lockLost = true
-				cancelNodes()
+				stopWith(Fenced)
 			} else {
 				blocked = true
 			}
 		}
 		batch = append(batch, started...)
-		if imagesChanged {
-			if err := x.Store.SaveRun(wctx, run); err != nil {
-				cancelNodes()
-				return err
-			}
-			imagesChanged = false
-			// The release record is written once, when every service has
-			// its pushed digest.
-			if n := len(p.Spec.Services); n > 0 && len(run.Images) >= n && !released {
-				rel := &Release{Version: run.Version, Pipeline: run.Pipeline, RunID: run.ID, Commits: run.Commits, Images: run.Images, CreatedAt: now().UTC()}
-				if err := x.Store.RecordRelease(wctx, rel); err != nil {
-					cancelNodes()
-					return err
-				}
-				released = true
-			}
-		}
-		for _, n := range deployed {
-			// A crash between this record and the node's succeeded status
-			// makes the resumed run deploy again: the history already has
-			// it once.
-			if last, err := x.Store.Deployments(wctx, n.Environment, 1); err == nil && len(last) == 1 &&
-				last[0].RunID == run.ID && last[0].Version == run.Version && maps.Equal(last[0].Images, run.Images) {
-				continue
-			}
-			d := &Deployment{Environment: n.Environment, Version: run.Version, RunID: run.ID, Kind: run.Kind, Images: run.Images, At: now().UTC()}
-			if err := x.Store.RecordDeployment(wctx, d); err != nil {
-				cancelNodes()
-				return err
-			}
+		if werr == nil {
+			werr = x.record(wctx, st, p, run, &imagesChanged, &released, deployed, now)
 		}
 		deployed = deployed[:0]
-		if len(batch) > 0 {
-			if err := x.Store.SaveNodes(wctx, run.ID, batch...); err != nil {
+		if len(batch) > 0 && werr == nil {
+			werr = st.SaveNodes(wctx, run.ID, batch...)
+			if werr == nil {
+				for _, n := range batch {
+					emit(n)
+				}
+			}
+		}
+		batch = batch[:0]
+		if werr != nil {
+			// Nothing new starts; what runs is stopped and awaited.
+			for _, n := range started {
+				n.Status, n.Attempts, n.StartedAt = Pending, n.Attempts-1, nil
+				running--
+			}
+			started = nil
+			if errors.Is(werr, ErrLeaseLost) {
+				stopWith(Fenced)
+			} else {
 				cancelNodes()
-				return err
 			}
-			for _, n := range batch {
-				emit(n)
-			}
-			batch = batch[:0]
 		}
 		for _, n := range started {
 			env := x.env(p, run, n, nodes, logger)
@@ -356,34 +456,80 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				}
 			}
 		case <-ctx.Done():
-			if !interrupted {
-				interrupted = true
-				cancelNodes()
-			}
+			stopWith(Interrupted)
 		case <-locks.lost:
 			locks.lost = nil
-			if !lockLost {
-				lockLost = true
-				cancelNodes()
-			}
+			stopWith(Fenced)
 		case <-ticker.C:
-			if cancelled {
+			if stop != "" {
 				continue
 			}
-			if r, err := x.Store.Run(wctx, run.ID); err == nil && r.Status == Cancelled {
-				cancelled = true
-				cancelNodes()
+			if r, err := x.Store.Run(wctx, run.ID); err == nil && r.Cancel != nil {
+				run.Cancel = r.Cancel
+				stopWith(Cancelled)
 			}
 		}
 	}
-	if lockLost && !interrupted && !cancelled {
-		interrupted = true // recorded as a stop: resumable
+	if werr != nil && stop != Fenced {
+		return werr
 	}
-	err = x.close(ctx, run, nodes, failed, waiting, interrupted, cancelled, now)
-	if lockLost && errors.Is(err, ErrInterrupted) {
-		return fmt.Errorf("run %s: %w; resume it when the lock is free", run.ID, ErrLockLost)
+	if stop == Fenced {
+		// The record is no longer ours to write: the next owner records
+		// this attempt as fenced when it claims the run.
+		_ = x.close(ctx, st, run, nodes, failed, waiting, frozen, stop, now)
+		return &FencedError{RunID: run.ID}
 	}
-	return err
+	return x.close(ctx, st, run, nodes, failed, waiting, frozen, stop, now)
+}
+
+// frozen is the reason node n may not start now: a freeze window covers
+// its environment and the run's override does not name it; "" otherwise.
+func (x *Executor) frozen(p *Pipeline, run *Run, n *Node, t time.Time) string {
+	if n.Environment == "" {
+		return ""
+	}
+	err := p.CheckFrozen(n.Environment, t)
+	var fe *FrozenError
+	if !errors.As(err, &fe) {
+		return ""
+	}
+	if run.Override != nil && slices.Contains(run.Override.Windows, fe.Window.Name) {
+		return ""
+	}
+	return fmt.Sprintf("frozen: %s is frozen by window %s until %s; resume after it, or with --force --reason TEXT", n.Environment, fe.Window.Name, fe.Window.Until.UTC().Format(time.RFC3339))
+}
+
+// record writes what succeeded nodes made: the run's images, the release
+// record once every service has its pushed digest, and the history entry
+// of each environment a node deployed to.
+func (x *Executor) record(ctx context.Context, st Store, p *Pipeline, run *Run, imagesChanged, released *bool, deployed []*Node, now func() time.Time) error {
+	if *imagesChanged {
+		if err := st.SaveRun(ctx, run); err != nil {
+			return err
+		}
+		*imagesChanged = false
+		if n := len(p.Spec.Services); n > 0 && len(run.Images) >= n && !*released {
+			rel := &Release{Version: run.Version, Pipeline: run.Pipeline, RunID: run.ID, Commits: run.Commits, Images: run.Images, CreatedAt: now().UTC()}
+			if err := st.RecordRelease(ctx, rel); err != nil {
+				return err
+			}
+			*released = true
+		}
+	}
+	for _, n := range deployed {
+		// A crash between this record and the node's succeeded status
+		// makes the resumed run deploy again: the history already has it
+		// once.
+		if last, err := st.Deployments(ctx, n.Environment, 1); err == nil && len(last) == 1 &&
+			last[0].RunID == run.ID && last[0].Version == run.Version && maps.Equal(last[0].Images, run.Images) {
+			continue
+		}
+		d := &Deployment{Environment: n.Environment, Version: run.Version, RunID: run.ID, Kind: run.Kind, Images: run.Images, At: now().UTC()}
+		if err := st.RecordDeployment(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkpointer is a node's Checkpoint: it hands the outputs to the
@@ -423,7 +569,7 @@ func allOf(ids []string, ok func(string) bool) bool {
 }
 
 // finish records a node's result; it returns the nodes to save.
-func (x *Executor) finish(run *Run, n *Node, res result, now func() time.Time, nodeCtx context.Context) []*Node {
+func (x *Executor) finish(run *Run, n *Node, res result, now func() time.Time, nodeCtx context.Context, stop Status) []*Node {
 	t := now().UTC()
 	n.FinishedAt = &t
 	if res.out != nil {
@@ -440,22 +586,30 @@ func (x *Executor) finish(run *Run, n *Node, res result, now func() time.Time, n
 		}
 	case errors.Is(res.err, stages.ErrWaiting):
 		n.Status, n.Error, n.FinishedAt = Waiting, "", nil
+	case errors.Is(res.err, stages.ErrFenced) || (nodeCtx.Err() != nil && stop == Fenced):
+		n.Status, n.Error = Fenced, "fenced: "+res.err.Error()
+	case nodeCtx.Err() != nil && stop == Cancelled:
+		by := "someone"
+		if run.Cancel != nil {
+			by = run.Cancel.By
+		}
+		n.Status, n.Error = Cancelled, "cancelled by "+by+": "+res.err.Error()
 	case nodeCtx.Err() != nil:
-		n.Status, n.Error = Cancelled, "cancelled: "+res.err.Error()
+		n.Status, n.Error = Interrupted, "interrupted: "+res.err.Error()
 	default:
 		n.Status, n.Error = Failed, res.err.Error()
 	}
 	return []*Node{n}
 }
 
-func (x *Executor) close(ctx context.Context, run *Run, nodes map[string]*Node, failed, waiting []string, interrupted, cancelled bool, now func() time.Time) error {
-	// A signal or a cancel stops the run: whatever was still pending is
-	// cancelled too, so the record says why it did not run.
+func (x *Executor) close(ctx context.Context, st Store, run *Run, nodes map[string]*Node, failed, waiting []string, frozen map[string]string, stop Status, now func() time.Time) error {
+	// A run that stops early marks what was still pending with the reason,
+	// so the record says why it did not run.
 	var changed []*Node
-	if interrupted || cancelled {
+	if stop != "" {
 		for _, n := range nodes {
 			if n.Status == Pending {
-				n.Status, n.Error = Cancelled, "run stopped before this node started"
+				n.Status, n.Error = stop, "run stopped before this node started"
 				changed = append(changed, n)
 			}
 		}
@@ -463,16 +617,22 @@ func (x *Executor) close(ctx context.Context, run *Run, nodes map[string]*Node, 
 	// Flush with a context that survives the signal: the record must say
 	// where the run stopped.
 	wctx := context.WithoutCancel(ctx)
-	if err := x.Store.SaveNodes(wctx, run.ID, changed...); err != nil {
+	if err := st.SaveNodes(wctx, run.ID, changed...); err != nil {
 		return err
 	}
 	t := now().UTC()
 	var result error
 	switch {
-	case interrupted:
-		run.Status, result = Cancelled, ErrInterrupted
-	case cancelled:
-		run.Status, result = Cancelled, ErrCancelled
+	case stop == Interrupted:
+		run.Status, result = Interrupted, ErrInterrupted
+	case stop == Cancelled:
+		by := ""
+		if run.Cancel != nil {
+			by = run.Cancel.By
+		}
+		run.Status, result = Cancelled, &CancelledError{RunID: run.ID, By: by}
+	case stop == Fenced:
+		run.Status, result = Fenced, &FencedError{RunID: run.ID}
 	case len(failed) > 0:
 		run.Status = Failed
 		fe := &FailedError{RunID: run.ID}
@@ -483,7 +643,7 @@ func (x *Executor) close(ctx context.Context, run *Run, nodes map[string]*Node, 
 		}
 		result = fe
 	case len(waiting) > 0:
-		run.Status, result = Waiting, &WaitingError{RunID: run.ID, Nodes: waiting}
+		run.Status, result = Waiting, &WaitingError{RunID: run.ID, Nodes: waiting, Frozen: frozen}
 	default:
 		run.Status = Succeeded
 		for _, n := range nodes {
@@ -496,7 +656,7 @@ func (x *Executor) close(ctx context.Context, run *Run, nodes map[string]*Node, 
 	if run.Status != Waiting {
 		run.FinishedAt = &t
 	}
-	if err := x.Store.SaveRun(wctx, run); err != nil {
+	if err := st.SaveRun(wctx, run); err != nil {
 		return errors.Join(result, err)
 	}
 	return result

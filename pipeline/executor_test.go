@@ -322,9 +322,9 @@ stages:
 		t.Fatalf("error = %v, want ErrInterrupted", err)
 	}
 	want := map[string]string{
-		"run":   "cancelled",
-		"long":  "cancelled: cancelled: context canceled",
-		"after": "cancelled: run stopped before this node started",
+		"run":   "interrupted",
+		"long":  "interrupted: interrupted: context canceled",
+		"after": "interrupted: run stopped before this node started",
 	}
 	if diff := cmp.Diff(want, h.statuses(r.ID)); diff != "" {
 		t.Errorf("statuses (-want +got):\n%s", diff)
@@ -348,14 +348,21 @@ stages:
 			time.Sleep(10 * time.Millisecond)
 			got, err := h.store.Run(context.Background(), r.ID)
 			if err == nil && got.Status == pipeline.Running {
-				got.Status = pipeline.Cancelled
-				_ = h.store.SaveRun(context.Background(), got)
+				_ = h.store.RequestCancel(context.Background(), r.ID, pipeline.Cancel{By: "alice", At: time.Now()})
 				return
 			}
 		}
 	}()
-	if err := h.execute(context.Background(), r, 1); !errors.Is(err, pipeline.ErrCancelled) {
-		t.Fatalf("error = %v, want ErrCancelled", err)
+	var ce *pipeline.CancelledError
+	if err := h.execute(context.Background(), r, 1); !errors.As(err, &ce) || ce.By != "alice" {
+		t.Fatalf("error = %v, want a CancelledError by alice", err)
+	}
+	got, err := h.store.Run(context.Background(), r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != pipeline.Cancelled || got.Node("long").Status != pipeline.Cancelled {
+		t.Errorf("run %s, node %s; want both cancelled", got.Status, got.Node("long").Status)
 	}
 }
 
@@ -426,7 +433,7 @@ stages:
 	second := h.newRun()
 	err := x(false).Execute(context.Background(), h.p, h.plan, second)
 	var held *pipeline.HeldError
-	if !errors.As(err, &held) || held.Holder != first.ID {
+	if !errors.As(err, &held) || pipeline.ParseHolder(held.Holder).RunID != first.ID {
 		t.Fatalf("second run: error = %v, want HeldError naming %s", err, first.ID)
 	}
 	if got := h.statuses(second.ID)["deploy"]; got != "pending" {

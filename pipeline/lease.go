@@ -3,19 +3,27 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/sweepboard/release/stages"
 )
 
-// heldLocks are the leases of one executing run, kept alive by a heartbeat.
+// heldLocks are the leases of one execution of a run: its claim
+// ("run/ID") and the locks of its environments, all held by one owner and
+// kept alive by a heartbeat. Losing any of them (taken over, or expired
+// without a renewal that got through) closes lost, within one heartbeat.
 type heldLocks struct {
 	store  Store
 	ttl    time.Duration
-	leases []*Lease
+	claim  *Lease
+	leases []*Lease // the claim first, then the environment locks
 	stop   chan struct{}
 	done   chan struct{}
-	lost   chan struct{} // closed when a renewal fails
+	lost   chan struct{} // closed once, when the leases are lost
+	lose   sync.Once
 
 	mu      sync.Mutex
 	expires time.Time // the earliest expiry of the leases as last renewed
@@ -26,9 +34,14 @@ type heldLocks struct {
 	unconfirmed bool
 }
 
-// acquire takes the executor's locks in name order (so two runs wanting the
-// same ones cannot deadlock), waiting for them when x.Wait is set.
-func (x *Executor) acquire(ctx context.Context, holder string) (*heldLocks, error) {
+// margin is how long before a lease's expiry its holder treats it as gone:
+// a renewal that has not got through by then will not in time.
+func (h *heldLocks) margin() time.Duration { return h.ttl / 10 }
+
+// acquire takes the run's claim, then the executor's locks in name order
+// (so two runs wanting the same ones cannot deadlock), all for holder,
+// waiting for them when x.Wait is set.
+func (x *Executor) acquire(ctx context.Context, holder, runID string) (*heldLocks, error) {
 	ttl := x.LeaseTTL
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
@@ -36,12 +49,7 @@ func (x *Executor) acquire(ctx context.Context, holder string) (*heldLocks, erro
 	h := &heldLocks{store: x.Store, ttl: ttl, stop: make(chan struct{}), done: make(chan struct{}), lost: make(chan struct{})}
 	names := slices.Clone(x.Locks)
 	slices.Sort(names)
-	names = slices.Compact(names)
-	if len(names) == 0 {
-		close(h.done)
-		h.expires = time.Now().Add(100 * 365 * 24 * time.Hour)
-		return h, nil
-	}
+	names = append([]string{ClaimPrefix + runID}, slices.Compact(names)...)
 	for _, name := range names {
 		for {
 			l, err := x.Store.AcquireLease(ctx, name, holder, ttl)
@@ -62,7 +70,16 @@ func (x *Executor) acquire(ctx context.Context, holder string) (*heldLocks, erro
 			}
 		}
 	}
-	h.setExpires()
+	h.claim = h.leases[0]
+	// The first leases may have aged while later ones were waited for:
+	// renew them all before anything relies on them.
+	if err := h.renewBy(ctx, time.Now().Add(ttl/3)); err != nil {
+		h.releaseAll()
+		if errors.Is(err, ErrLeaseLost) {
+			return nil, fmt.Errorf("%w while waiting for the other locks", err)
+		}
+		return nil, err
+	}
 	go h.heartbeat()
 	return h, nil
 }
@@ -78,90 +95,35 @@ func (h *heldLocks) setExpires() {
 	}
 }
 
-func (h *heldLocks) heartbeat() {
-	defer close(h.done)
-	t := time.NewTicker(h.ttl / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-h.stop:
-			return
-		case <-t.C:
-			ok := true
-			for _, l := range h.leases {
-				if err := h.store.RenewLease(context.Background(), l, h.ttl); err != nil {
-					h.mu.Lock()
-					lostNow := !h.gone && errors.Is(err, ErrLeaseLost)
-					if lostNow {
-						h.gone = true
-					}
-					h.mu.Unlock()
-					if lostNow {
-						close(h.lost)
-						return
-					}
-					// The store did not answer: until a renewal gets
-					// through, the leases are not confirmed, and when
-					// their expiry passes they are gone.
-					h.mu.Lock()
-					h.unconfirmed = true
-					h.mu.Unlock()
-					ok = false
-					break
-				}
-			}
-			if ok {
-				h.setExpires()
+func (h *heldLocks) markLost() {
+	h.mu.Lock()
+	h.gone = true
+	h.mu.Unlock()
+	h.lose.Do(func() { close(h.lost) })
+}
+
+// renew renews every lease once, within the time the leases have left.
+func (h *heldLocks) renew(ctx context.Context) error {
+	deadline := h.expiry().Add(-h.margin())
+	if d := time.Now().Add(h.ttl / 3); d.Before(deadline) {
+		deadline = d
+	}
+	return h.renewBy(ctx, deadline)
+}
+
+func (h *heldLocks) renewBy(ctx context.Context, deadline time.Time) error {
+	rctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	for _, l := range h.leases {
+		if err := h.store.RenewLease(rctx, l, h.ttl); err != nil {
+			if errors.Is(err, ErrLeaseLost) {
+				h.markLost()
+			} else {
 				h.mu.Lock()
-				h.unconfirmed = false
+				h.unconfirmed = true
 				h.mu.Unlock()
 			}
-		}
-	}
-}
-
-// valid reports whether every lock is held and confirmed: not lost, not
-// expired, and the last renewal reached the store.
-func (h *heldLocks) valid() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return !h.gone && !h.unconfirmed && time.Now().Before(h.expires)
-}
-
-// expiry is the earliest expiry of the leases as last renewed; zero when
-// there are none.
-func (h *heldLocks) expiry() time.Time {
-	if len(h.leases) == 0 {
-		return time.Time{}
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.expires
-}
-
-// held reports whether there are locks at all.
-func (h *heldLocks) held() bool { return len(h.leases) > 0 }
-
-// over reports whether the locks are lost for good: taken by someone else,
-// or expired without a renewal.
-func (h *heldLocks) over() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.gone || !time.Now().Before(h.expires)
-}
-
-// fence confirms the locks with the store itself, for a stage about to make
-// an external side effect.
-func (h *heldLocks) fence(ctx context.Context) error {
-	if !h.valid() {
-		return ErrLockLost
-	}
-	for _, l := range h.leases {
-		if err := h.store.RenewLease(ctx, l, h.ttl); err != nil {
-			h.mu.Lock()
-			h.unconfirmed = true
-			h.mu.Unlock()
-			return errors.Join(ErrLockLost, err)
+			return err
 		}
 	}
 	h.setExpires()
@@ -171,16 +133,77 @@ func (h *heldLocks) fence(ctx context.Context) error {
 	return nil
 }
 
-func (h *heldLocks) release() {
-	if len(h.leases) > 0 {
-		close(h.stop)
+// heartbeat renews the leases every ttl/3, and declares them lost when one
+// was taken over, or when their expiry comes near without a renewal that
+// got through: from then on another owner may take them.
+func (h *heldLocks) heartbeat() {
+	defer close(h.done)
+	t := time.NewTicker(h.ttl / 3)
+	defer t.Stop()
+	for {
+		expiry := time.NewTimer(time.Until(h.expiry().Add(-h.margin())))
+		select {
+		case <-h.stop:
+			expiry.Stop()
+			return
+		case <-expiry.C:
+			h.markLost()
+			return
+		case <-t.C:
+			expiry.Stop()
+			if err := h.renew(context.Background()); err != nil && h.over() {
+				h.markLost()
+				return
+			}
+		}
 	}
+}
+
+// expiry is the earliest expiry of the leases as last renewed.
+func (h *heldLocks) expiry() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.expires
+}
+
+// valid reports whether every lease is held and confirmed: not lost, not
+// near its expiry, and the last renewal reached the store.
+func (h *heldLocks) valid() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.gone && !h.unconfirmed && time.Now().Before(h.expires.Add(-h.margin()))
+}
+
+// over reports whether the leases are lost for good: taken by someone
+// else, or so near their expiry that another owner may take them.
+func (h *heldLocks) over() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gone || !time.Now().Before(h.expires.Add(-h.margin()))
+}
+
+// fence confirms the leases with the store itself, for a stage about to
+// make an external side effect. Its error wraps stages.ErrFenced.
+func (h *heldLocks) fence(ctx context.Context) error {
+	if !h.valid() {
+		return fmt.Errorf("%s: %w", h.claim.Name, stages.ErrFenced)
+	}
+	if err := h.renew(ctx); err != nil {
+		return fmt.Errorf("%w: %w", stages.ErrFenced, err)
+	}
+	return nil
+}
+
+func (h *heldLocks) release() {
+	close(h.stop)
 	<-h.done
 	h.releaseAll()
 }
 
 func (h *heldLocks) releaseAll() {
 	for _, l := range h.leases {
-		_ = h.store.ReleaseLease(context.Background(), l)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = h.store.ReleaseLease(ctx, l)
+		cancel()
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/sweepboard/release/stages"
@@ -23,13 +25,23 @@ const (
 	Succeeded Status = "succeeded"
 	Failed    Status = "failed"
 	Skipped   Status = "skipped"
-	Cancelled Status = "cancelled"
+	Cancelled Status = "cancelled" // someone cancelled the run (release cancel): never resumed
+	// Interrupted: a signal (SIGINT, SIGTERM) stopped the owner; resumable.
+	Interrupted Status = "interrupted"
+	// Fenced: the owner lost its claim on the run or a lease of one of its
+	// environments (expiry, store unreachable, taken over) and stopped;
+	// resumable. A fenced node never counts as succeeded.
+	Fenced Status = "fenced"
 )
 
 // Done reports whether a node in this status will not change again in this
 // attempt of the run.
 func (s Status) Done() bool {
-	return s == Succeeded || s == Failed || s == Skipped || s == Cancelled
+	switch s {
+	case Succeeded, Failed, Skipped, Cancelled, Interrupted, Fenced:
+		return true
+	}
+	return false
 }
 
 // Run is one execution of a pipeline or of a slice of it.
@@ -43,10 +55,41 @@ type Run struct {
 	PlanHash    string            `json:"planHash"`
 	Commits     map[string]string `json:"commits,omitempty"` // pinned, by repo
 	Images      map[string]string `json:"images,omitempty"`  // release digests, by service
-	Params      map[string]string `json:"params,omitempty"`  // how it was started (bump, yes, …)
+	Params      map[string]string `json:"params,omitempty"`  // how it was started, for people (bump, yes, from, …); never read back
 	StartedAt   time.Time         `json:"startedAt"`
 	FinishedAt  *time.Time        `json:"finishedAt,omitempty"`
 	Nodes       []*Node           `json:"stages"`
+
+	// Owner describes who executes the run now, or last did: the claim's
+	// holder (see Owner). Empty for a run nobody executed yet.
+	Owner string `json:"owner,omitempty"`
+	// Cancel, once set, is a request that the run stop for good: the owner
+	// observes it within a second, and the run is never resumed.
+	Cancel *Cancel `json:"cancel,omitempty"`
+	// Override records a freeze window overridden for this run.
+	Override *Override `json:"override,omitempty"`
+	// SkipReason says why a scheduled fire made no release.
+	SkipReason string `json:"skipReason,omitempty"`
+	// Schedule names the schedule that fired the run.
+	Schedule string `json:"schedule,omitempty"`
+	// Stages limits the run to these stages (a rollback runs only the
+	// environment's deploy stages); empty means the whole slice.
+	Stages []string `json:"sliceStages,omitempty"`
+}
+
+// Cancel is who asked a run to stop, and when.
+type Cancel struct {
+	By string    `json:"by"`
+	At time.Time `json:"at"`
+}
+
+// Override is a freeze window gone through on purpose: by whom, why, when,
+// and which windows.
+type Override struct {
+	By      string    `json:"by"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
+	Windows []string  `json:"windows,omitempty"`
 }
 
 // Node is the recorded state of one node of a run.
@@ -163,6 +206,28 @@ type Store interface {
 	RenewLease(ctx context.Context, l *Lease, ttl time.Duration) error
 	// ReleaseLease gives a lease up, if it is still held with l's fence.
 	ReleaseLease(ctx context.Context, l *Lease) error
+	// Approve records a on the nodes of run id that still wait; it
+	// returns the ones it approved. It is the approver's only write: the
+	// rest of each node belongs to the run's owner.
+	Approve(ctx context.Context, id string, nodes []string, a *stages.Approval) ([]string, error)
+	// RequestCancel records a request that the run stop for good; the
+	// owner observes it. ErrAlreadyCancelled when one was made before.
+	RequestCancel(ctx context.Context, id string, c Cancel) error
+	// Fenced returns a view of the store whose writes of runs, nodes,
+	// releases and deployments commit only while l is still held with its
+	// fence, checked in the same transaction; otherwise they fail with
+	// ErrLeaseLost and change nothing. It shares the store's connection:
+	// closing the view closes nothing.
+	Fenced(l *Lease) Store
+
+	// AllocateVersion hands out a version of a pipeline to a run, once:
+	// pick sees every version of the pipeline handed out so far and names
+	// the one to take; two callers never get the same one. A version once
+	// handed out is never handed out again.
+	AllocateVersion(ctx context.Context, pipeline, runID string, pick func(taken []string) (string, error)) (string, error)
+	// FreeVersion gives back a version that runID was allocated but never
+	// recorded a run under (the run was refused before it started).
+	FreeVersion(ctx context.Context, pipeline, version, runID string) error
 
 	Close() error
 }
@@ -192,9 +257,10 @@ type Deployment struct {
 	At          time.Time         `json:"deployedAt"`
 }
 
-// Lease is a lock with an expiry, held by a run and kept alive by renewing
-// it. Fence grows by one with every acquisition, so a holder that lost its
-// lease can tell, and the store refuses its renewals.
+// Lease is a lock with an expiry, held by one owner (see Owner) and kept
+// alive by renewing it. Fence grows by one with every acquisition, so a
+// holder that lost its lease can tell, and the store refuses its renewals
+// and, through Store.Fenced, its writes.
 type Lease struct {
 	Name    string    `json:"name"`
 	Holder  string    `json:"holder"`
@@ -210,11 +276,65 @@ type HeldError struct {
 }
 
 func (e *HeldError) Error() string {
-	return fmt.Sprintf("%s is locked by run %s (lease expires %s unless renewed)", e.Name, e.Holder, e.Expires.UTC().Format(time.RFC3339))
+	o := ParseHolder(e.Holder)
+	what := "locked by"
+	if strings.HasPrefix(e.Name, ClaimPrefix) {
+		what = "being executed by"
+	}
+	return fmt.Sprintf("%s is %s %s (lease expires %s unless renewed)", e.Name, what, o, e.Expires.UTC().Format(time.RFC3339))
 }
 
-// ErrLeaseLost is returned when renewing a lease someone else took over.
+// ErrAlreadyCancelled is returned by RequestCancel for a run someone
+// cancelled before.
+var ErrAlreadyCancelled = errors.New("already cancelled")
+
+// ErrLeaseLost is returned when renewing a lease someone else took over,
+// and by the writes of a fenced store whose lease moved on.
 var ErrLeaseLost = errors.New("lease lost")
+
+// ClaimPrefix names the lease that is a run's claim: "run/ID". The owner of
+// a run holds it for as long as it executes the run.
+const ClaimPrefix = "run/"
+
+// Owner is one execution of a run by one process: a fresh random token for
+// every claim (never the run id or a pid), with where it runs, for people.
+type Owner struct {
+	Token string
+	RunID string
+	Host  string
+	PID   int
+}
+
+// NewOwner makes a fresh owner of run id for this process.
+func NewOwner(runID string) Owner {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	host, _ := os.Hostname()
+	return Owner{Token: hex.EncodeToString(b[:]), RunID: runID, Host: host, PID: os.Getpid()}
+}
+
+// Holder is the owner as a lease holder: "TOKEN run ID on HOST pid PID".
+func (o Owner) Holder() string {
+	return fmt.Sprintf("%s run %s on %s pid %d", o.Token, o.RunID, o.Host, o.PID)
+}
+
+// String names the owner for people.
+func (o Owner) String() string {
+	if o.Host == "" {
+		return "run " + o.RunID
+	}
+	return fmt.Sprintf("run %s (%s pid %d, owner %s)", o.RunID, o.Host, o.PID, o.Token)
+}
+
+// ParseHolder reads a lease holder back; a holder written by an older
+// release (a bare run id) gives an Owner with only RunID.
+func ParseHolder(h string) Owner {
+	var o Owner
+	if n, _ := fmt.Sscanf(h, "%s run %s on %s pid %d", &o.Token, &o.RunID, &o.Host, &o.PID); n == 4 {
+		return o
+	}
+	return Owner{RunID: h}
+}
 
 // ErrReleaseChanged is returned when a release would be recorded again with
 // other commits or digests.

@@ -130,6 +130,12 @@ type Approval struct {
 // fenced, never as succeeded, and another owner may redo it.
 var ErrFenced = errors.New("fenced out: this process no longer owns the run")
 
+// ErrPublished is wrapped by the error of a stage that finds its version
+// already published with other contents (an image tag, a git tag). A
+// resume cannot mend it: a published version is never overwritten, and
+// the run must be started anew with the next version.
+var ErrPublished = errors.New("a published version is never overwritten")
+
 // ErrWaiting is returned by a stage that cannot go on until someone approves
 // it. The node becomes "waiting" and the run stops, resumable.
 var ErrWaiting = errors.New("waiting for approval")

@@ -16,6 +16,9 @@ type ApproveOptions struct {
 	f     *Factory
 	RunID string
 	Stage string
+	// approved, when set, sees what was approved (the server answers with
+	// it rather than parsing the output).
+	approved func(runID string, nodes []string, a *stages.Approval)
 }
 
 // NewCmdApprove builds `release approve`.
@@ -68,16 +71,20 @@ func approveRun(ctx context.Context, opts *ApproveOptions) error {
 		return usageErrorf("run %s: several nodes wait (%s); name one", r.ID, nodeIDs(waiting))
 	}
 	a := &stages.Approval{By: f.User(), At: time.Now().UTC()}
-	for _, n := range match {
-		n.Approval = a
-	}
-	if err := st.SaveNodes(ctx, r.ID, match...); err != nil {
+	approved, err := st.Approve(ctx, r.ID, nodeIDList(match), a)
+	if err != nil {
 		return err
 	}
-	if f.JSON() {
-		return writeJSON(f.IO.Out, map[string]any{"runId": r.ID, "approved": nodeIDList(match), "by": a.By, "at": a.At})
+	if len(approved) == 0 {
+		return fmt.Errorf("run %s: %s no longer waits: another process went on with it", r.ID, nodeIDs(match))
 	}
-	fmt.Fprintf(f.IO.Out, "approved %s of run %s by %s\n", nodeIDs(match), r.ID, a.By)
+	if opts.approved != nil {
+		opts.approved(r.ID, approved, a)
+	}
+	if f.JSON() {
+		return writeJSON(f.IO.Out, map[string]any{"runId": r.ID, "approved": approved, "by": a.By, "at": a.At})
+	}
+	fmt.Fprintf(f.IO.Out, "approved %s of run %s by %s\n", strings.Join(approved, ", "), r.ID, a.By)
 	fmt.Fprintf(f.IO.ErrOut, "continue with: release resume %s\n", r.ID)
 	return nil
 }

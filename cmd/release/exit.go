@@ -14,7 +14,9 @@ const (
 	exitUsage       = 2   // usage, or an invalid pipeline file
 	exitFailed      = 3   // a stage failed; the run can be resumed
 	exitLocked      = 4   // the environment is locked by another run
-	exitWaiting     = 5   // the run waits for an approval
+	exitWaiting     = 5   // the run waits for an approval or for a freeze to end
+	exitCancelled   = 6   // someone cancelled the run; it is not resumed
+	exitFenced      = 7   // the run lost its lease (expired, taken over); it can be resumed
 	exitInterrupted = 130 // SIGINT or SIGTERM
 )
 
@@ -24,8 +26,11 @@ const exitCodesHelp = `Exit codes:
   2    usage error or invalid pipeline file
   3    a stage failed; the run can be resumed
   4    the environment is locked by another run
-  5    the run waits for an approval
-  130  interrupted`
+  5    the run waits for an approval, or for a freeze window to end
+  6    the run was cancelled by someone (release cancel); it is not resumed
+  7    the run lost its lease (it expired, or another owner took it over);
+       its in-flight nodes were stopped and it can be resumed
+  130  interrupted by SIGINT or SIGTERM; the run can be resumed`
 
 // codedError carries an exit code with an error.
 type codedError struct {
@@ -46,6 +51,8 @@ func exitCode(err error) int {
 	var fe *pipeline.FailedError
 	var we *pipeline.WaitingError
 	var pe pipeline.Errors
+	var ce *pipeline.CancelledError
+	var fenced *pipeline.FencedError
 	switch {
 	case err == nil:
 		return exitOK
@@ -57,6 +64,10 @@ func exitCode(err error) int {
 		return exitFailed
 	case errors.As(err, &we):
 		return exitWaiting
+	case errors.As(err, &ce):
+		return exitCancelled
+	case errors.As(err, &fenced):
+		return exitFenced
 	case errors.Is(err, pipeline.ErrInterrupted):
 		return exitInterrupted
 	}

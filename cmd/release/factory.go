@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/pipeline/store"
@@ -191,6 +192,17 @@ func (f *Factory) Close() {
 	if f.store != nil {
 		f.store.Close()
 	}
+}
+
+// LeaseTTL is how long a run's claim and environment locks outlive a
+// process that stopped renewing them: RELEASE_LEASE_TTL (a Go duration,
+// at least 1s), else the engine's default.
+func (f *Factory) LeaseTTL() time.Duration {
+	d, err := time.ParseDuration(f.Getenv("RELEASE_LEASE_TTL"))
+	if err != nil || d < time.Second {
+		return 0
+	}
+	return d
 }
 
 // User names who approves or starts things: RELEASE_USER, else the login.

@@ -25,11 +25,21 @@ const killAfterWritesEnv = "RELEASE_TEST_KILL_AFTER_WRITES"
 // after the after-th one.
 type killAfterWrites struct {
 	pipeline.Store
+	*writeCount
+}
+
+// writeCount is shared by the store and its fenced views.
+type writeCount struct {
 	after int
 	log   io.Writer
 
 	mu sync.Mutex
 	n  int
+}
+
+// Fenced keeps counting the writes of the fenced view.
+func (s *killAfterWrites) Fenced(l *pipeline.Lease) pipeline.Store {
+	return &killAfterWrites{Store: s.Store.Fenced(l), writeCount: s.writeCount}
 }
 
 // injectFaults wraps st when the environment asks for fault injection.
@@ -42,12 +52,12 @@ func injectFaults(st pipeline.Store, getenv func(string) string, log io.Writer) 
 	if err != nil || k < 0 {
 		return nil, fmt.Errorf("%s=%q: want a count of writes", killAfterWritesEnv, v)
 	}
-	return &killAfterWrites{Store: st, after: k, log: log}, nil
+	return &killAfterWrites{Store: st, writeCount: &writeCount{after: k, log: log}}, nil
 }
 
 // wrote counts a write that returned; holding mu while dying keeps any
 // other write from slipping in after the k-th.
-func (s *killAfterWrites) wrote(what string) {
+func (s *writeCount) wrote(what string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.n++

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -105,22 +104,21 @@ func promoteRun(ctx context.Context, opts *PromoteOptions) error {
 	run := pipeline.NewRun("promote", p, plan, time.Now())
 	run.Environment, run.Version, run.Commits, run.Images = name, rel.Version, rel.Commits, rel.Images
 	run.Params["from"] = env.From
-	maps.Copy(run.Params, forced)
+	run.Override = forced
 	if opts.Yes {
 		approveUpFront(f, p, run)
 	}
-	markOwner(run)
 	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true, wait: opts.Wait})
 }
 
 // checkFreeze refuses a run into environments a freeze window covers now,
-// naming the window, unless forced with a reason; the returned params
-// record the override in the run.
-func checkFreeze(f *Factory, p *pipeline.Pipeline, envs []string, force bool, reason string) (map[string]string, error) {
+// naming the window, unless forced with a reason; the override it returns
+// (nil when no window is active) is recorded in the run, with who and when.
+func checkFreeze(f *Factory, p *pipeline.Pipeline, envs []string, force bool, reason string) (*pipeline.Override, error) {
 	if force && strings.TrimSpace(reason) == "" {
 		return nil, usageErrorf("--force needs --reason: say why the freeze is overridden")
 	}
-	forced := map[string]string{}
+	var o *pipeline.Override
 	for _, env := range envs {
 		err := p.CheckFrozen(env, time.Now())
 		var frozen *pipeline.FrozenError
@@ -130,12 +128,31 @@ func checkFreeze(f *Factory, p *pipeline.Pipeline, envs []string, force bool, re
 		if !force {
 			return nil, err
 		}
-		forced["forced"] = strings.TrimPrefix(forced["forced"]+","+frozen.Window.Name, ",")
-		forced["forcedBy"] = f.User()
-		forced["forceReason"] = reason
+		if o == nil {
+			o = &pipeline.Override{By: f.User(), Reason: reason, At: time.Now().UTC()}
+		}
+		if !slices.Contains(o.Windows, frozen.Window.Name) {
+			o.Windows = append(o.Windows, frozen.Window.Name)
+		}
 		fmt.Fprintf(f.IO.ErrOut, "release: %s is frozen by window %s; going anyway (--force): %s\n", env, frozen.Window.Name, reason)
 	}
-	return forced, nil
+	return o, nil
+}
+
+// mergeOverride adds a new override to the one a run has: the newest who,
+// why and when, and every window either names.
+func mergeOverride(old, o *pipeline.Override) *pipeline.Override {
+	if o == nil {
+		return old
+	}
+	if old != nil {
+		for _, w := range old.Windows {
+			if !slices.Contains(o.Windows, w) {
+				o.Windows = append(o.Windows, w)
+			}
+		}
+	}
+	return o
 }
 
 // promotable is the version to promote from env: the one given, which must
@@ -285,7 +302,6 @@ func rollbackRun(ctx context.Context, opts *RollbackOptions) error {
 		return err
 	}
 	run.Params["from"] = history[0].Version
-	run.Params["stages"] = strings.Join(plan.Stages(), ",")
-	markOwner(run)
+	run.Stages = plan.Stages()
 	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true, wait: opts.Wait})
 }

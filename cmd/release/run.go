@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"runtime"
-	"strconv"
+	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -86,7 +84,8 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 			return err
 		}
 	}
-	v, err := resolveVersion(ctx, f, p, st, opts.Bump, opts.Version, commits)
+	run := pipeline.NewRun("run", p, plan, time.Now())
+	v, err := allocateVersion(ctx, f, p, st, run.ID, opts.Bump, opts.Version, commits)
 	if errors.Is(err, repos.ErrNothingToRelease) {
 		// Not a failure: a CI job on a push of chores has nothing to do.
 		fmt.Fprintf(f.IO.ErrOut, "release: %v; no run started\n", err)
@@ -95,17 +94,15 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 	if err != nil {
 		return err
 	}
-	run := pipeline.NewRun("run", p, plan, time.Now())
 	run.Version, run.Commits = v.Version, commits
 	run.Params["versionReason"] = v.Reason
-	maps.Copy(run.Params, forced)
+	run.Override = forced
 	if opts.Bump != "" {
 		run.Params["bump"] = opts.Bump
 	}
 	if opts.Yes {
 		approveUpFront(f, p, run)
 	}
-	markOwner(run)
 	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true, wait: opts.Wait})
 }
 
@@ -120,29 +117,14 @@ func approveUpFront(f *Factory, p *pipeline.Pipeline, run *pipeline.Run) {
 	run.Params["yes"] = "true"
 }
 
-// markOwner records which process runs the run, so resume and cancel can
-// tell a live run from one whose process died.
-func markOwner(run *pipeline.Run) {
-	host, _ := os.Hostname()
-	run.Params["host"] = host
-	run.Params["pid"] = strconv.Itoa(os.Getpid())
-}
-
-// ownerAlive reports whether the process that last ran run still lives.
-func ownerAlive(run *pipeline.Run) bool {
-	host, _ := os.Hostname()
-	pid, err := strconv.Atoi(run.Params["pid"])
-	if err != nil || run.Params["host"] != host || pid == os.Getpid() {
-		return false
-	}
-	return syscall.Kill(pid, 0) == nil
-}
-
 // execOptions say how a run executes.
 type execOptions struct {
 	parallel int
 	create   bool // a new run: record it once its locks are held
 	wait     bool // wait for held environment locks instead of exiting 4
+	// onStart, when set, sees the run once this process owns it and it is
+	// recorded, before any node starts (the server answers then).
+	onStart func(*pipeline.Run)
 }
 
 // locksOf are the environment locks a run holds: one per environment its
@@ -171,7 +153,11 @@ func execute(ctx context.Context, f *Factory, p *pipeline.Pipeline, plan *pipeli
 		Observe:  prog.event,
 		Locks:    locksOf(plan),
 		Wait:     o.wait,
+		LeaseTTL: f.LeaseTTL(),
 		OnStart: func(run *pipeline.Run) {
+			if o.onStart != nil {
+				o.onStart(run)
+			}
 			// The run id comes first: a script keeps it with head -n1.
 			if f.JSON() {
 				fmt.Fprintf(f.IO.ErrOut, "run %s\n", run.ID)
@@ -191,8 +177,19 @@ func execute(ctx context.Context, f *Factory, p *pipeline.Pipeline, plan *pipeli
 	}
 	var held *pipeline.HeldError
 	if errors.As(err, &held) {
+		if o.create && run.Kind == "run" && run.Version != "" {
+			// Refused before it was recorded: nothing was published
+			// under its version, which the next run may take.
+			_ = st.FreeVersion(context.WithoutCancel(ctx), run.Pipeline, run.Version, run.ID)
+		}
 		return &codedError{code: exitLocked, err: err}
 	}
+	var done *pipeline.DoneError
+	if errors.As(err, &done) {
+		// Found so once this process owned the run: nothing ran.
+		return err
+	}
+	var cancelled *pipeline.CancelledError
 	prog.done()
 	status := fmt.Sprintf("run %s %s in %s", run.ID, run.Status, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintln(f.IO.ErrOut, status)
@@ -210,14 +207,37 @@ func execute(ctx context.Context, f *Factory, p *pipeline.Pipeline, plan *pipeli
 	}
 	var fe *pipeline.FailedError
 	if errors.As(err, &fe) {
-		fmt.Fprintf(f.IO.ErrOut, "release: %v\nresume with: release resume %s\n", err, run.ID)
+		if hint := notResumable(fe); hint != "" {
+			fmt.Fprintf(f.IO.ErrOut, "release: %v\n%s\n", err, hint)
+		} else {
+			fmt.Fprintf(f.IO.ErrOut, "release: %v\nresume with: release resume %s\n", err, run.ID)
+		}
 		return silent(err)
 	}
-	if errors.Is(err, pipeline.ErrInterrupted) {
+	var fenced *pipeline.FencedError
+	switch {
+	case errors.Is(err, pipeline.ErrInterrupted):
 		fmt.Fprintf(f.IO.ErrOut, "interrupted; resume with: release resume %s\n", run.ID)
+		return silent(err)
+	case errors.As(err, &fenced):
+		fmt.Fprintf(f.IO.ErrOut, "release: %v\nresume with: release resume %s\n", err, run.ID)
+		return silent(err)
+	case errors.As(err, &cancelled):
+		fmt.Fprintf(f.IO.ErrOut, "release: %v\n", err)
 		return silent(err)
 	}
 	return err
+}
+
+// notResumable is what to do instead of a resume when a failure cannot be
+// mended by one: the version is already published with other contents.
+func notResumable(fe *pipeline.FailedError) string {
+	for _, n := range fe.Nodes {
+		if strings.Contains(n.Error, stages.ErrPublished.Error()) {
+			return "this run cannot publish its version: start a new run (release run), which takes the next version"
+		}
+	}
+	return ""
 }
 
 // ResumeOptions are the inputs of `release resume`.
@@ -227,6 +247,9 @@ type ResumeOptions struct {
 	Parallel     int
 	AllowChanged bool
 	Wait         bool
+	Force        bool
+	Reason       string
+	onStart      func(*pipeline.Run)
 }
 
 // NewCmdResume builds `release resume`.
@@ -253,7 +276,9 @@ the run).`,
 	}
 	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
 	cmd.Flags().BoolVar(&opts.AllowChanged, "allow-changed", false, "resume even if the pipeline file changed the DAG")
-	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for a locked environment instead of exiting 4")
+	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for a locked environment or a run another process executes instead of exiting 4")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "go through the freeze windows active now (needs --reason, recorded with who and when)")
+	cmd.Flags().StringVar(&opts.Reason, "reason", "", "why a freeze is overridden, recorded in the run")
 	return cmd
 }
 
@@ -269,13 +294,24 @@ func resumeRun(ctx context.Context, opts *ResumeOptions) error {
 	}
 	switch {
 	case run.Status == pipeline.Succeeded:
-		return fmt.Errorf("run %s already succeeded; nothing to resume", run.ID)
+		return &pipeline.DoneError{RunID: run.ID}
 	case run.Status == pipeline.Skipped:
-		return fmt.Errorf("run %s was skipped (%s); nothing to resume", run.ID, run.Params["skipReason"])
-	case run.Params["cancelledBy"] != "":
-		return fmt.Errorf("run %s was cancelled by %s; start a new run instead", run.ID, run.Params["cancelledBy"])
-	case ownerAlive(run):
-		return fmt.Errorf("run %s is still running in process %s", run.ID, run.Params["pid"])
+		return fmt.Errorf("run %s was skipped (%s); nothing to resume", run.ID, run.SkipReason)
+	case run.Cancel != nil:
+		return &pipeline.CancelledError{RunID: run.ID, By: run.Cancel.By}
+	}
+	if opts.Force || opts.Reason != "" {
+		envs := map[string]bool{}
+		for _, n := range run.Nodes {
+			if n.Environment != "" && n.Status != pipeline.Succeeded {
+				envs[n.Environment] = true
+			}
+		}
+		o, err := checkFreeze(f, p, slices.Sorted(maps.Keys(envs)), opts.Force, opts.Reason)
+		if err != nil {
+			return err
+		}
+		run.Override = mergeOverride(run.Override, o)
 	}
 	plan, err := p.Plan(sliceOf(run))
 	if err != nil {
@@ -292,8 +328,7 @@ func resumeRun(ctx context.Context, opts *ResumeOptions) error {
 		}
 		run.PlanHash = h
 	}
-	markOwner(run)
-	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, wait: opts.Wait})
+	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, wait: opts.Wait, onStart: opts.onStart})
 }
 
 // sliceOf is the part of the pipeline a run covers.
@@ -302,8 +337,6 @@ func sliceOf(run *pipeline.Run) pipeline.Slice {
 	if run.Kind == "promote" || run.Kind == "rollback" {
 		s.Environment = run.Environment
 	}
-	if names := run.Params["stages"]; names != "" {
-		s.Stages = strings.Split(names, ",")
-	}
+	s.Stages = run.Stages
 	return s
 }

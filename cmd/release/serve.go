@@ -210,27 +210,6 @@ func (s *server) goRun(work func()) {
 	}()
 }
 
-// disown clears the owner of a run this process executed, once it stopped
-// executing it: release resume in another process may continue it now
-// (after an approval) without waiting for the server to exit.
-func (s *server) disown(runID string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	r, err := s.st.Run(ctx, runID)
-	if err != nil {
-		s.log.Warn("read run after it stopped", "run", runID, "err", err)
-		return
-	}
-	if r.Params["pid"] != fmt.Sprint(os.Getpid()) {
-		return
-	}
-	delete(r.Params, "pid")
-	delete(r.Params, "host")
-	if err := s.st.SaveRun(ctx, r); err != nil {
-		s.log.Warn("clear the owner of a run", "run", runID, "err", err)
-	}
-}
-
 // logWriter turns output lines into log records.
 type logWriter struct {
 	log *slog.Logger

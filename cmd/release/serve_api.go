@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/deploy"
 )
 
@@ -141,7 +142,7 @@ func (s *server) apiRuns(w http.ResponseWriter, r *http.Request) {
 	for _, x := range runs {
 		out = append(out, serveRunSummary{
 			runSummary: runSummary{ID: x.ID, Kind: x.Kind, Status: string(x.Status), Version: x.Version, Environment: x.Environment, StartedAt: x.StartedAt, FinishedAt: x.FinishedAt},
-			Schedule:   x.Params["schedule"], SkipReason: x.Params["skipReason"],
+			Schedule:   x.Schedule, SkipReason: x.SkipReason,
 		})
 	}
 	apiJSON(w, http.StatusOK, out)
@@ -153,7 +154,7 @@ func (s *server) apiRun(w http.ResponseWriter, r *http.Request) {
 		apiError(w, apiStatus(err), err)
 		return
 	}
-	apiJSON(w, http.StatusOK, serveRunView{runView: newRunView(run), Schedule: run.Params["schedule"], SkipReason: run.Params["skipReason"]})
+	apiJSON(w, http.StatusOK, serveRunView{runView: newRunView(run), Schedule: run.Schedule, SkipReason: run.SkipReason})
 }
 
 func (s *server) apiLogs(w http.ResponseWriter, r *http.Request) {
@@ -335,6 +336,11 @@ func (s *server) inspectEvery(ctx context.Context, every time.Duration) {
 type approveRequest struct {
 	Stage string `json:"stage"` // the node or stage; may be left out when one waits
 	By    string `json:"by"`    // who approves; default "api"
+	// Force goes through the freeze windows active now, with Reason; the
+	// override is recorded with who and when. Without it a frozen
+	// environment's nodes wait.
+	Force  bool   `json:"force"`
+	Reason string `json:"reason"`
 }
 
 func (s *server) apiApprove(runCtx context.Context, w http.ResponseWriter, r *http.Request) {
@@ -346,42 +352,56 @@ func (s *server) apiApprove(runCtx context.Context, w http.ResponseWriter, r *ht
 	if by == "" {
 		by = "api"
 	}
-	var out bytes.Buffer
-	sub := s.subFactory(&out, io.Discard, by)
-	sub.Output = "json"
-	err := approveRun(r.Context(), &ApproveOptions{f: sub, RunID: r.PathValue("id"), Stage: req.Stage})
+	sub := s.subFactory(io.Discard, io.Discard, by)
+	resp := map[string]any{}
+	err := approveRun(r.Context(), &ApproveOptions{f: sub, RunID: r.PathValue("id"), Stage: req.Stage,
+		approved: func(id string, nodes []string, a *stages.Approval) {
+			resp["runId"], resp["approved"], resp["by"], resp["at"] = id, nodes, a.By, a.At
+		}})
 	if err != nil {
 		apiError(w, apiStatus(err), err)
 		return
 	}
-	var resp map[string]any
-	if err := json.Unmarshal(out.Bytes(), &resp); err != nil {
-		apiError(w, http.StatusInternalServerError, err)
-		return
-	}
 	id, _ := resp["runId"].(string)
-	resp["resumed"] = s.resumeApproved(runCtx, id)
+	resumed, why := s.resumeApproved(runCtx, id, req)
+	resp["resumed"] = resumed
+	if why != "" {
+		resp["notResumed"] = why
+	}
 	apiJSON(w, http.StatusOK, resp)
 }
 
-// resumeApproved continues an approved run that waits and that no process
-// executes, as release resume would.
-func (s *server) resumeApproved(runCtx context.Context, id string) bool {
-	run, err := s.st.Run(runCtx, id)
-	if err != nil || run.Status != pipeline.Waiting || ownerAlive(run) || !s.track(id) {
-		return false
+// resumeApproved continues an approved run as release resume would, and
+// says whether this server now owns it: it answers once the run is claimed
+// and recorded running, or refused (another owner has it, a freeze), never
+// before. why says what stopped it.
+func (s *server) resumeApproved(runCtx context.Context, id string, req approveRequest) (bool, string) {
+	if !s.track(id) {
+		return false, "this server already executes the run"
 	}
 	log := s.log.With("run", id)
 	out := &logWriter{log: log}
+	started := make(chan struct{})
+	done := make(chan error, 1)
 	s.goRun(func() {
 		defer s.untrack(id)
-		err := resumeRun(runCtx, &ResumeOptions{f: s.subFactory(out, out, ""), RunID: id, Parallel: s.parallel, Wait: true})
-		s.disown(id)
+		err := resumeRun(runCtx, &ResumeOptions{f: s.subFactory(out, out, req.By), RunID: id, Parallel: s.parallel,
+			Force: req.Force, Reason: req.Reason,
+			onStart: func(*pipeline.Run) { close(started) }})
 		if err != nil {
 			log.Info("resumed run stopped", "err", err)
 		}
+		done <- err
 	})
-	return true
+	select {
+	case <-started:
+		return true, ""
+	case err := <-done:
+		if err == nil {
+			return true, ""
+		}
+		return false, err.Error()
+	}
 }
 
 // promotionRequest is the body of POST /api/promotions.
@@ -414,7 +434,6 @@ func (s *server) apiPromote(runCtx context.Context, w http.ResponseWriter, r *ht
 	s.goRun(func() {
 		err := promoteRun(runCtx, &PromoteOptions{f: sub, Environment: req.Environment, Version: req.Version, Force: req.Force, Reason: req.Reason, Parallel: s.parallel})
 		if id := ids.got(); id != "" {
-			s.disown(id)
 			s.untrack(id)
 			log.Info("promotion stopped", "run", id, "err", err)
 		}

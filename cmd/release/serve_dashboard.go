@@ -76,7 +76,7 @@ func (s *server) dashboard(w http.ResponseWriter, r *http.Request) {
 	for _, x := range runs {
 		d.Runs = append(d.Runs, serveRunSummary{
 			runSummary: runSummary{ID: x.ID, Kind: x.Kind, Status: string(x.Status), Version: x.Version, Environment: x.Environment, StartedAt: x.StartedAt, FinishedAt: x.FinishedAt},
-			Schedule:   x.Params["schedule"], SkipReason: x.Params["skipReason"],
+			Schedule:   x.Schedule, SkipReason: x.SkipReason,
 		})
 	}
 	sel := r.URL.Query().Get("run")
@@ -94,7 +94,7 @@ func (s *server) dashboard(w http.ResponseWriter, r *http.Request) {
 			errs = append(errs, err.Error())
 		} else {
 			d.Selected = run.ID
-			dr := &dashRun{serveRunView: serveRunView{runView: newRunView(run), Schedule: run.Params["schedule"], SkipReason: run.Params["skipReason"]}, Graph: layoutDAG(run)}
+			dr := &dashRun{serveRunView: serveRunView{runView: newRunView(run), Schedule: run.Schedule, SkipReason: run.SkipReason}, Graph: layoutDAG(run)}
 			if lines, err := s.st.Logs(ctx, run.ID, ""); err != nil {
 				errs = append(errs, err.Error())
 			} else {

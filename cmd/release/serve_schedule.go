@@ -138,7 +138,6 @@ func (s *server) runScheduled(ctx context.Context, fr fire, sched pipeline.Sched
 		return
 	}
 	err = execute(ctx, sub, p, plan, run, execOptions{parallel: s.parallel, create: true, wait: true})
-	s.disown(run.ID)
 	if err != nil {
 		log.Info("scheduled run stopped", "run", run.ID, "status", run.Status, "err", err)
 	}
@@ -154,7 +153,7 @@ func (s *server) prepareScheduled(ctx context.Context, fr fire, sched pipeline.S
 		return nil, "", err
 	}
 	run := pipeline.NewRun("run", p, plan, s.now())
-	run.Params["schedule"] = fr.Schedule
+	run.Schedule = fr.Schedule
 	run.Params["fire"] = fr.At.UTC().Format(time.RFC3339)
 	if sched.Bump != "" {
 		run.Params["bump"] = sched.Bump
@@ -176,7 +175,7 @@ func (s *server) prepareScheduled(ctx context.Context, fr fire, sched pipeline.S
 	if reason, err := s.nothingNew(ctx, commits); err != nil || reason != "" {
 		return run, reason, err
 	}
-	v, err := resolveVersion(ctx, f, p, s.st, sched.Bump, "", commits)
+	v, err := allocateVersion(ctx, f, p, s.st, run.ID, sched.Bump, "", commits)
 	if errors.Is(err, repos.ErrNothingToRelease) {
 		return run, fmt.Sprintf("%v: %s", err, v.Reason), nil
 	}
@@ -194,7 +193,6 @@ func (s *server) prepareScheduled(ctx context.Context, fr fire, sched pipeline.S
 	}
 	run.Version = v.Version
 	run.Params["versionReason"] = v.Reason
-	markOwner(run)
 	return run, "", nil
 }
 
@@ -233,7 +231,7 @@ func (s *server) recordSkipped(ctx context.Context, fr fire, run *pipeline.Run, 
 		Commits: run.Commits, Params: map[string]string{}, StartedAt: run.StartedAt, FinishedAt: &now,
 	}
 	maps.Copy(skipped.Params, run.Params)
-	skipped.Params["skipReason"] = reason
+	skipped.Schedule, skipped.SkipReason = run.Schedule, reason
 	if err := s.st.CreateRun(ctx, skipped); err != nil {
 		return err
 	}

@@ -82,7 +82,6 @@ func tagRun(ctx context.Context, opts *TagOptions) error {
 	}
 	run := pipeline.NewRun("tag", &only, plan, time.Now())
 	run.Version, run.Commits = v.String(), commits
-	markOwner(run)
 	return execute(ctx, f, &only, plan, run, execOptions{parallel: opts.Parallel, create: true})
 }
 

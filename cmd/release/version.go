@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -16,6 +17,57 @@ type versionChoice struct {
 	Version string
 	Reason  string
 	Next    *repos.Next // when it came from the repos
+}
+
+// allocateVersion picks the version of a new run (see resolveVersion) and
+// takes it in the store for runID, atomically: a version another run of the
+// pipeline holds, or held once, is never handed out again. A bumped version
+// that is taken is bumped again from the newest version taken; a version
+// given with --version that is taken is refused.
+func allocateVersion(ctx context.Context, f *Factory, p *pipeline.Pipeline, st pipeline.Store, runID, bump, explicit string, commits map[string]string) (versionChoice, error) {
+	v, err := resolveVersion(ctx, f, p, st, bump, explicit, commits)
+	if err != nil {
+		return v, err
+	}
+	applied := cmp.Or(bump, p.Spec.Version.Bump)
+	if v.Next != nil && v.Next.Bump != "" && v.Next.Bump != "none" {
+		applied = v.Next.Bump
+	}
+	got, err := st.AllocateVersion(ctx, p.Spec.Name, runID, func(taken []string) (string, error) {
+		want := semver.MustParse(v.Version)
+		var newest *semver.Version
+		for _, t := range taken {
+			tv, err := semver.NewVersion(t)
+			if err != nil {
+				continue
+			}
+			if tv.Equal(want) && explicit != "" {
+				return "", usageErrorf("--version %s: taken by another run of %s; a version is handed out once: give another --version, or let release bump it", want, p.Spec.Name)
+			}
+			if newest == nil || tv.GreaterThan(newest) {
+				newest = tv
+			}
+		}
+		if explicit != "" || newest == nil || want.GreaterThan(newest) {
+			return want.String(), nil
+		}
+		var next semver.Version
+		switch applied {
+		case "major":
+			next = newest.IncMajor()
+		case "patch":
+			next = newest.IncPatch()
+		default:
+			next = newest.IncMinor()
+		}
+		v.Reason += fmt.Sprintf("; %s is taken by an earlier run, so %s bump of %s, the newest version handed out", want, applied, newest)
+		return next.String(), nil
+	})
+	if err != nil {
+		return versionChoice{}, err
+	}
+	v.Version = got
+	return v, nil
 }
 
 // resolveVersion picks the version of a new run: the one given with
@@ -63,7 +115,7 @@ func resolveVersion(ctx context.Context, f *Factory, p *pipeline.Pipeline, st pi
 			return versionChoice{}, err
 		}
 		for _, r := range runs {
-			if r.Status != pipeline.Succeeded || r.Version == "" {
+			if r.Pipeline != p.Spec.Name || r.Status != pipeline.Succeeded || r.Version == "" {
 				continue
 			}
 			if v, err := semver.NewVersion(r.Version); err == nil && v.GreaterThan(last) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"time"
 
 	"github.com/sweepboard/release/pipeline"
@@ -25,9 +26,10 @@ type runView struct {
 
 // overrideView records a freeze window a run went through with --force.
 type overrideView struct {
-	Windows string `json:"windows"`
-	By      string `json:"by"`
-	Reason  string `json:"reason"`
+	Windows string    `json:"windows"`
+	By      string    `json:"by"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
 }
 
 type nodeView struct {
@@ -47,8 +49,8 @@ func newRunView(r *pipeline.Run) runView {
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 		Commits: orEmpty(r.Commits), Images: orEmpty(r.Images), Stages: []nodeView{},
 	}
-	if w := r.Params["forced"]; w != "" {
-		v.Override = &overrideView{Windows: w, By: r.Params["forcedBy"], Reason: r.Params["forceReason"]}
+	if o := r.Override; o != nil {
+		v.Override = &overrideView{Windows: strings.Join(o.Windows, ","), By: o.By, Reason: o.Reason, At: o.At}
 	}
 	for _, n := range r.Nodes {
 		v.Stages = append(v.Stages, nodeView{

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the team store's driver
 	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/stages"
 	sqlitedrv "modernc.org/sqlite" // the embedded store's driver
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -233,6 +234,36 @@ type DB struct {
 	db      *sql.DB
 	dialect dialect
 	name    string
+	// guard, when set, is the lease every write checks first (Fenced).
+	guard *pipeline.Lease
+	view  bool // a Fenced view: Close closes nothing
+}
+
+// Fenced returns a view whose writes commit only while l is held.
+func (s *DB) Fenced(l *pipeline.Lease) pipeline.Store {
+	v := *s
+	v.guard, v.view = l, true
+	return &v
+}
+
+// checkGuard is the first statement of a fenced write: the lease row must
+// still name the guard's holder and fence. On PostgreSQL the row is locked
+// for share until the write commits, so a takeover waits for it.
+func (s *DB) checkGuard(ctx context.Context, tx *sql.Tx) error {
+	if s.guard == nil {
+		return nil
+	}
+	q := `SELECT holder, fence FROM leases WHERE name = ?`
+	if s.dialect == postgres {
+		q += ` FOR SHARE`
+	}
+	var holder string
+	var fence int64
+	err := tx.QueryRowContext(ctx, s.rebind(q), s.guard.Name).Scan(&holder, &fence)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && (holder != s.guard.Holder || fence != s.guard.Fence)) {
+		return fmt.Errorf("%s: %w", s.guard.Name, pipeline.ErrLeaseLost)
+	}
+	return err
 }
 
 // rebind turns ? placeholders into $n for PostgreSQL.
@@ -258,8 +289,13 @@ func (s *DB) exec(ctx context.Context, tx *sql.Tx, q string, args ...any) error 
 	return err
 }
 
-// Close closes the database.
-func (s *DB) Close() error { return s.db.Close() }
+// Close closes the database; a Fenced view closes nothing.
+func (s *DB) Close() error {
+	if s.view {
+		return nil
+	}
+	return s.db.Close()
+}
 
 // migrations are numbered by their index + 1 and never edited once shipped:
 // a change is a new entry. {{serial}} is the dialect's auto-numbered key.
@@ -290,6 +326,75 @@ CREATE TABLE deployments (
 CREATE INDEX deployments_env ON deployments (environment, seq);
 CREATE TABLE leases (
 	name TEXT PRIMARY KEY, holder TEXT NOT NULL, fence BIGINT NOT NULL, expires_at TEXT NOT NULL);`,
+	// 3: what a run's params held and was read back becomes typed columns
+	// (moved over by migrateParams), and versions are handed out per
+	// pipeline from a table of their own, seeded with every version a run
+	// of kind "run" ever had.
+	`
+ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN cancel TEXT;
+ALTER TABLE runs ADD COLUMN override TEXT;
+ALTER TABLE runs ADD COLUMN skip_reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN schedule TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN slice_stages TEXT NOT NULL DEFAULT '';
+CREATE TABLE versions (
+	pipeline TEXT NOT NULL, version TEXT NOT NULL, run_id TEXT NOT NULL, allocated_at TEXT NOT NULL,
+	PRIMARY KEY (pipeline, version));
+INSERT INTO versions (pipeline, version, run_id, allocated_at)
+	SELECT pipeline, version, MIN(id), MIN(started_at) FROM runs WHERE kind = 'run' AND version <> '' GROUP BY pipeline, version;`,
+}
+
+// migrationSteps are the parts of migrations that SQL alone cannot do in
+// both dialects, run right after the migration of the same number.
+var migrationSteps = map[int]func(ctx context.Context, tx *sql.Tx, s *DB) error{
+	3: migrateParams,
+}
+
+// migrateParams moves what migration 3 made typed out of each run's params.
+func migrateParams(ctx context.Context, tx *sql.Tx, s *DB) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, params, started_at FROM runs`)
+	if err != nil {
+		return err
+	}
+	type moved struct {
+		id, params, skip, schedule, stages string
+		cancel, override                   any
+	}
+	var todo []moved
+	for rows.Next() {
+		var id, raw, started string
+		if err := rows.Scan(&id, &raw, &started); err != nil {
+			rows.Close()
+			return err
+		}
+		var params map[string]string
+		if json.Unmarshal([]byte(raw), &params) != nil {
+			continue
+		}
+		m := moved{id: id, skip: params["skipReason"], schedule: params["schedule"], stages: params["stages"]}
+		if by := params["cancelledBy"]; by != "" {
+			m.cancel = toJSON(pipeline.Cancel{By: by, At: parseStamp(started)})
+		}
+		if w := params["forced"]; w != "" {
+			m.override = toJSON(pipeline.Override{By: params["forcedBy"], Reason: params["forceReason"], At: parseStamp(started), Windows: strings.Split(w, ",")})
+		}
+		for _, k := range []string{"skipReason", "schedule", "stages", "cancelledBy", "forced", "forcedBy", "forceReason", "pid", "host"} {
+			delete(params, k)
+		}
+		m.params = toJSON(params)
+		todo = append(todo, m)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, m := range todo {
+		if err := s.exec(ctx, tx, `UPDATE runs SET params = ?, skip_reason = ?, schedule = ?, slice_stages = ?, cancel = ?, override = ? WHERE id = ?`,
+			m.params, m.skip, m.schedule, m.stages, m.cancel, m.override, m.id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ddl is a migration in the store's dialect.
@@ -329,6 +434,11 @@ func (s *DB) migrate(ctx context.Context) error {
 	for i := have; i < len(migrations); i++ {
 		if _, err := tx.ExecContext(ctx, s.ddl(migrations[i])); err != nil {
 			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if step := migrationSteps[i+1]; step != nil {
+			if err := step(ctx, tx, s); err != nil {
+				return fmt.Errorf("migration %d: %w", i+1, err)
+			}
 		}
 		if err := s.exec(ctx, tx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, i+1, stamp(time.Now())); err != nil {
 			return fmt.Errorf("migration %d: %w", i+1, err)
@@ -371,6 +481,24 @@ func toJSON(v any) string {
 // because its connection broke (a restart, pg_terminate_backend) is run
 // again on a fresh connection: every write here is safe to redo.
 func (s *DB) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	return s.txGuard(ctx, false, f)
+}
+
+// wtx is tx for a write that a Fenced view guards.
+func (s *DB) wtx(ctx context.Context, f func(*sql.Tx) error) error {
+	return s.txGuard(ctx, true, f)
+}
+
+func (s *DB) txGuard(ctx context.Context, guarded bool, f func(*sql.Tx) error) error {
+	if guarded && s.guard != nil {
+		inner := f
+		f = func(tx *sql.Tx) error {
+			if err := s.checkGuard(ctx, tx); err != nil {
+				return err
+			}
+			return inner(tx)
+		}
+	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		err = s.tx1(ctx, f)
@@ -406,11 +534,13 @@ func brokenConn(err error) bool {
 
 // CreateRun records a new run and its nodes in one transaction.
 func (s *DB) CreateRun(ctx context.Context, r *pipeline.Run) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		err := s.exec(ctx, tx, `INSERT INTO runs (id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	err := s.wtx(ctx, func(tx *sql.Tx) error {
+		err := s.exec(ctx, tx, `INSERT INTO runs (id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at,
+				owner, cancel, override, skip_reason, schedule, slice_stages)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.ID, r.Kind, r.Pipeline, r.Environment, r.Version, string(r.Status), r.PlanHash,
-			toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stamp(r.StartedAt), stampPtr(r.FinishedAt))
+			toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stamp(r.StartedAt), stampPtr(r.FinishedAt),
+			r.Owner, jsonOrNil(r.Cancel), jsonOrNil(r.Override), r.SkipReason, r.Schedule, strings.Join(r.Stages, ","))
 		if err != nil {
 			return err
 		}
@@ -431,6 +561,14 @@ func (s *DB) CreateRun(ctx context.Context, r *pipeline.Run) error {
 	return nil
 }
 
+// jsonOrNil is v as JSON, or SQL NULL for a nil pointer.
+func jsonOrNil[T any](v *T) any {
+	if v == nil {
+		return nil
+	}
+	return toJSON(v)
+}
+
 func approvalJSON(n *pipeline.Node) any {
 	if n.Approval == nil {
 		return nil
@@ -438,11 +576,55 @@ func approvalJSON(n *pipeline.Node) any {
 	return toJSON(n.Approval)
 }
 
+// Approve sets the approval of the waiting nodes among nodes, and only
+// that column: what the owner writes of a node is left alone.
+func (s *DB) Approve(ctx context.Context, id string, nodes []string, a *stages.Approval) ([]string, error) {
+	var done []string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		done = done[:0]
+		for _, n := range nodes {
+			res, err := tx.ExecContext(ctx, s.rebind(`UPDATE nodes SET approval = ? WHERE run_id = ? AND id = ? AND status = ?`), toJSON(a), id, n, string(pipeline.Waiting))
+			if err != nil {
+				return err
+			}
+			if c, _ := res.RowsAffected(); c > 0 {
+				done = append(done, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("approve run %s: %w", id, err)
+	}
+	return done, nil
+}
+
+// RequestCancel records that by asked run id to stop for good. It is the
+// one write to a run that needs no claim: the owner reads it and stops.
+func (s *DB) RequestCancel(ctx context.Context, id string, c pipeline.Cancel) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.rebind(`UPDATE runs SET cancel = ? WHERE id = ? AND cancel IS NULL`), toJSON(c), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return pipeline.ErrAlreadyCancelled
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cancel run %s: %w", id, err)
+	}
+	return nil
+}
+
 // SaveRun updates the run's own fields.
 func (s *DB) SaveRun(ctx context.Context, r *pipeline.Run) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.rebind(`UPDATE runs SET version = ?, status = ?, plan_hash = ?, commits = ?, images = ?, params = ?, finished_at = ? WHERE id = ?`),
-			r.Version, string(r.Status), r.PlanHash, toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stampPtr(r.FinishedAt), r.ID)
+	err := s.wtx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.rebind(`UPDATE runs SET version = ?, status = ?, plan_hash = ?, commits = ?, images = ?, params = ?, finished_at = ?,
+				owner = ?, override = ?, skip_reason = ?, schedule = ?, slice_stages = ? WHERE id = ?`),
+			r.Version, string(r.Status), r.PlanHash, toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stampPtr(r.FinishedAt),
+			r.Owner, jsonOrNil(r.Override), r.SkipReason, r.Schedule, strings.Join(r.Stages, ","), r.ID)
 		if err != nil {
 			return err
 		}
@@ -459,7 +641,10 @@ func (s *DB) SaveRun(ctx context.Context, r *pipeline.Run) error {
 
 // SaveNodes updates nodes of a run in one transaction.
 func (s *DB) SaveNodes(ctx context.Context, runID string, nodes ...*pipeline.Node) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	if len(nodes) == 0 {
+		return nil
+	}
+	err := s.wtx(ctx, func(tx *sql.Tx) error {
 		for _, n := range nodes {
 			res, err := tx.ExecContext(ctx, s.rebind(`UPDATE nodes SET status = ?, attempts = ?, outputs = ?, error = ?, approval = ?, started_at = ?, finished_at = ? WHERE run_id = ? AND id = ?`),
 				string(n.Status), n.Attempts, toJSON(n.Outputs), n.Error, approvalJSON(n), stampPtr(n.StartedAt), stampPtr(n.FinishedAt), runID, n.ID)
@@ -478,14 +663,29 @@ func (s *DB) SaveNodes(ctx context.Context, runID string, nodes ...*pipeline.Nod
 	return nil
 }
 
-const runColumns = `id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at`
+const runColumns = `id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at,
+	owner, cancel, override, skip_reason, schedule, slice_stages`
 
 func scanRun(row interface{ Scan(...any) error }) (*pipeline.Run, error) {
 	var r pipeline.Run
-	var status, commits, images, params, started string
-	var finished sql.NullString
-	if err := row.Scan(&r.ID, &r.Kind, &r.Pipeline, &r.Environment, &r.Version, &status, &r.PlanHash, &commits, &images, &params, &started, &finished); err != nil {
+	var status, commits, images, params, started, sliceStages string
+	var finished, cancel, override sql.NullString
+	if err := row.Scan(&r.ID, &r.Kind, &r.Pipeline, &r.Environment, &r.Version, &status, &r.PlanHash, &commits, &images, &params, &started, &finished,
+		&r.Owner, &cancel, &override, &r.SkipReason, &r.Schedule, &sliceStages); err != nil {
 		return nil, err
+	}
+	if sliceStages != "" {
+		r.Stages = strings.Split(sliceStages, ",")
+	}
+	if cancel.Valid {
+		if err := json.Unmarshal([]byte(cancel.String), &r.Cancel); err != nil {
+			return nil, fmt.Errorf("run %s: corrupt record: %w", r.ID, err)
+		}
+	}
+	if override.Valid {
+		if err := json.Unmarshal([]byte(override.String), &r.Override); err != nil {
+			return nil, fmt.Errorf("run %s: corrupt record: %w", r.ID, err)
+		}
 	}
 	r.Status = pipeline.Status(status)
 	r.StartedAt = parseStamp(started)
@@ -637,7 +837,7 @@ func (s *DB) Logs(ctx context.Context, runID, node string) ([]pipeline.LogLine, 
 
 // RecordRelease stores a release once.
 func (s *DB) RecordRelease(ctx context.Context, r *pipeline.Release) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.wtx(ctx, func(tx *sql.Tx) error {
 		var commits, images string
 		err := tx.QueryRowContext(ctx, s.rebind(`SELECT commits, images FROM releases WHERE version = ?`), r.Version).Scan(&commits, &images)
 		switch {
@@ -685,7 +885,7 @@ func (s *DB) Release(ctx context.Context, version string) (*pipeline.Release, er
 
 // RecordDeployment adds to an environment's history.
 func (s *DB) RecordDeployment(ctx context.Context, d *pipeline.Deployment) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.wtx(ctx, func(tx *sql.Tx) error {
 		return s.exec(ctx, tx, `INSERT INTO deployments (environment, version, run_id, kind, images, at) VALUES (?, ?, ?, ?, ?, ?)`,
 			d.Environment, d.Version, d.RunID, d.Kind, toJSON(orEmpty(d.Images)), stamp(d.At))
 	})
@@ -793,6 +993,77 @@ func (s *DB) ReleaseLease(ctx context.Context, l *pipeline.Lease) error {
 	})
 	if err != nil {
 		return fmt.Errorf("release lease %s: %w", l.Name, err)
+	}
+	return nil
+}
+
+// AllocateVersion hands out one version of a pipeline to runID. The
+// primary key (pipeline, version) makes a second taker of the same version
+// fail; pick is then asked again with the newer list.
+func (s *DB) AllocateVersion(ctx context.Context, pipe, runID string, pick func(taken []string) (string, error)) (string, error) {
+	for attempt := 0; ; attempt++ {
+		var got string
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, s.rebind(`SELECT version FROM versions WHERE pipeline = ?`), pipe)
+			if err != nil {
+				return err
+			}
+			var taken []string
+			for rows.Next() {
+				var v string
+				if err := rows.Scan(&v); err != nil {
+					rows.Close()
+					return err
+				}
+				taken = append(taken, v)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			v, err := pick(taken)
+			if err != nil {
+				return &pickError{err}
+			}
+			got = v
+			return s.exec(ctx, tx, `INSERT INTO versions (pipeline, version, run_id, allocated_at) VALUES (?, ?, ?, ?)`, pipe, v, runID, stamp(time.Now()))
+		})
+		var pe *pickError
+		switch {
+		case err == nil:
+			return got, nil
+		case errors.As(err, &pe):
+			return "", pe.err
+		case uniqueViolation(err) && attempt < 20 && ctx.Err() == nil:
+			continue // another process took it between our read and insert
+		}
+		return "", fmt.Errorf("allocate a version of %s: %w", pipe, err)
+	}
+}
+
+// pickError carries the picker's own error through the transaction.
+type pickError struct{ err error }
+
+func (e *pickError) Error() string { return e.err.Error() }
+
+// uniqueViolation reports a duplicate primary key (SQLite's constraint
+// error, PostgreSQL's 23505).
+func uniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505"
+	}
+	return sqliteCode(err) == sqlite3.SQLITE_CONSTRAINT
+}
+
+// FreeVersion gives back a version allocated to a run that was never
+// recorded.
+func (s *DB) FreeVersion(ctx context.Context, pipe, version, runID string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		return s.exec(ctx, tx, `DELETE FROM versions WHERE pipeline = ? AND version = ? AND run_id = ? AND NOT EXISTS (SELECT 1 FROM runs WHERE id = ?)`, pipe, version, runID, runID)
+	})
+	if err != nil {
+		return fmt.Errorf("give back version %s of %s: %w", version, pipe, err)
 	}
 	return nil
 }

@@ -215,7 +215,7 @@ func push(ctx context.Context, cli *client.Client, imageID string, tags []name.T
 			fmt.Fprintf(logw, "%s holds another image (config %s); moving it to %s\n", tag, config, imageID)
 			missing = append(missing, tag)
 		default:
-			return nil, stages.Permanent(fmt.Errorf("push %s: the tag already holds another image (config %s, built image %s); a published version is never overwritten", tag, config, imageID))
+			return nil, stages.Permanent(fmt.Errorf("push %s: the tag already holds another image (config %s, built image %s): %w", tag, config, imageID, stages.ErrPublished))
 		}
 	}
 
