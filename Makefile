@@ -6,7 +6,7 @@
 GO ?= go
 export CI_TIMEOUT ?= 60m
 
-.PHONY: demo test parts vet fmt-check race bench build tools staticcheck govulncheck vulndb fuzz
+.PHONY: demo demo-fresh test parts vet fmt-check race bench build tools staticcheck govulncheck vulndb fuzz
 
 # Checkers, pinned, installed from the Go module proxy into bin/tools.
 STATICCHECK_VERSION = v0.8.2
@@ -33,6 +33,10 @@ parts:
 
 demo: parts build
 	bash fixtures/demo.sh
+
+# make demo twice from a throwaway registry that has never seen it (CI runs it).
+demo-fresh:
+	bash fixtures/demo-fresh.sh
 
 vet:
 	$(GO) vet ./...
