@@ -322,10 +322,10 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	handle := func(res result) {
 		n := nodes[res.id]
 		if res.checkpoint != nil {
-			if n.Outputs == nil {
-				n.Outputs = stages.Outputs{}
+			if n.Progress == nil {
+				n.Progress = stages.Outputs{}
 			}
-			maps.Copy(n.Outputs, res.out)
+			maps.Copy(n.Progress, res.out)
 			res.checkpoint <- st.SaveNodes(wctx, run.ID, n)
 			return
 		}
@@ -532,6 +532,17 @@ func (x *Executor) record(ctx context.Context, st Store, p *Pipeline, run *Run, 
 	return nil
 }
 
+// prior is what a node recorded before this attempt: its partial outputs
+// and what its stage checkpointed.
+func prior(n *Node) stages.Outputs {
+	out := maps.Clone(n.Outputs)
+	if out == nil {
+		out = stages.Outputs{}
+	}
+	maps.Copy(out, n.Progress)
+	return out
+}
+
 // checkpointer is a node's Checkpoint: it hands the outputs to the
 // executor's loop, which records them, and waits for the record.
 func checkpointer(id string, results chan<- result) func(context.Context, stages.Outputs) error {
@@ -580,7 +591,7 @@ func (x *Executor) finish(run *Run, n *Node, res result, now func() time.Time, n
 	}
 	switch {
 	case res.err == nil:
-		n.Status, n.Error = Succeeded, ""
+		n.Status, n.Error, n.Progress = Succeeded, "", nil
 		if img := n.Outputs["image"]; img != "" && n.Item != "" {
 			run.Images[n.Item] = img
 		}
@@ -690,7 +701,7 @@ func (x *Executor) env(p *Pipeline, run *Run, n *Node, nodes map[string]*Node, l
 		Inputs:      inputs,
 		Images:      maps.Clone(run.Images),
 		Approval:    approval,
-		Prior:       maps.Clone(n.Outputs),
+		Prior:       prior(n),
 		Log:         &logWriter{store: x.Store, runID: run.ID, node: n.ID, tee: x.LogTo, now: time.Now},
 		Logger:      logger.With("node", n.ID),
 	}

@@ -342,13 +342,14 @@ stages:
 		return nil, ctx.Err()
 	})
 	r := h.newRun()
+	id := r.ID
 	go func() {
 		// What `release cancel` does, seen through the store.
 		for {
 			time.Sleep(10 * time.Millisecond)
-			got, err := h.store.Run(context.Background(), r.ID)
+			got, err := h.store.Run(context.Background(), id)
 			if err == nil && got.Status == pipeline.Running {
-				_ = h.store.RequestCancel(context.Background(), r.ID, pipeline.Cancel{By: "alice", At: time.Now()})
+				_ = h.store.RequestCancel(context.Background(), id, pipeline.Cancel{By: "alice", At: time.Now()})
 				return
 			}
 		}

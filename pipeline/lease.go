@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sweepboard/release/stages"
@@ -53,11 +56,16 @@ func (x *Executor) acquire(ctx context.Context, holder, runID string) (*heldLock
 	for _, name := range names {
 		for {
 			l, err := x.Store.AcquireLease(ctx, name, holder, ttl)
+			var held *HeldError
+			if errors.As(err, &held) && ownerDead(held.Holder) {
+				// Its owner died on this host (kill -9, a crash): its
+				// leases need not run out before a resume goes on.
+				l, err = x.Store.TakeOverLease(ctx, name, held.Holder, holder, ttl)
+			}
 			if err == nil {
 				h.leases = append(h.leases, l)
 				break
 			}
-			var held *HeldError
 			if !errors.As(err, &held) || !x.Wait {
 				h.releaseAll()
 				return nil, err
@@ -82,6 +90,34 @@ func (x *Executor) acquire(ctx context.Context, holder, runID string) (*heldLock
 	}
 	go h.heartbeat()
 	return h, nil
+}
+
+// ownerDead reports whether the holder of a lease is a process of this host
+// that is gone (or a zombie): it will never renew or release its leases.
+// Any doubt (another host, a process that lives, no pid) says no, and the
+// lease must expire.
+func ownerDead(holder string) bool {
+	o := ParseHolder(holder)
+	host, _ := os.Hostname()
+	if o.PID <= 0 || o.Host == "" || o.Host != host || o.PID == os.Getpid() {
+		return false
+	}
+	err := syscall.Kill(o.PID, 0)
+	if errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	if err != nil {
+		return false // EPERM: it lives, as another user
+	}
+	stat, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/stat", o.PID))
+	if rerr != nil {
+		return false
+	}
+	// The state follows the command name in parentheses: "Z" is a zombie.
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] == 'Z'
+	}
+	return false
 }
 
 func (h *heldLocks) setExpires() {

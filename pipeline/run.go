@@ -94,18 +94,22 @@ type Override struct {
 
 // Node is the recorded state of one node of a run.
 type Node struct {
-	ID          string           `json:"id"`
-	Stage       string           `json:"stage"`
-	Item        string           `json:"item"`
-	Environment string           `json:"environment,omitempty"`
-	Needs       []string         `json:"needs"`
-	Status      Status           `json:"status"`
-	Attempts    int              `json:"attempts"`
-	Outputs     stages.Outputs   `json:"outputs"`
-	Error       string           `json:"error"`
-	Approval    *stages.Approval `json:"approval,omitempty"`
-	StartedAt   *time.Time       `json:"startedAt,omitempty"`
-	FinishedAt  *time.Time       `json:"finishedAt,omitempty"`
+	ID          string         `json:"id"`
+	Stage       string         `json:"stage"`
+	Item        string         `json:"item"`
+	Environment string         `json:"environment,omitempty"`
+	Needs       []string       `json:"needs"`
+	Status      Status         `json:"status"`
+	Attempts    int            `json:"attempts"`
+	Outputs     stages.Outputs `json:"outputs"`
+	// Progress is what the node's stage checkpointed while it ran (the
+	// process group of a command, say), for a later owner after a crash.
+	// It is cleared when the node succeeds.
+	Progress   stages.Outputs   `json:"progress,omitempty"`
+	Error      string           `json:"error"`
+	Approval   *stages.Approval `json:"approval,omitempty"`
+	StartedAt  *time.Time       `json:"startedAt,omitempty"`
+	FinishedAt *time.Time       `json:"finishedAt,omitempty"`
 }
 
 // Node returns the node with the given id, or nil.
@@ -206,6 +210,10 @@ type Store interface {
 	RenewLease(ctx context.Context, l *Lease, ttl time.Duration) error
 	// ReleaseLease gives a lease up, if it is still held with l's fence.
 	ReleaseLease(ctx context.Context, l *Lease) error
+	// TakeOverLease takes the named lease for holder from the holder from,
+	// expired or not, when from still holds it: for an owner known to be
+	// dead. Otherwise *HeldError, as AcquireLease.
+	TakeOverLease(ctx context.Context, name, from, holder string, ttl time.Duration) (*Lease, error)
 	// Approve records a on the nodes of run id that still wait; it
 	// returns the ones it approved. It is the approver's only write: the
 	// rest of each node belongs to the run's owner.

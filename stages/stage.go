@@ -106,9 +106,10 @@ type Env struct {
 	// an earlier attempt or of an owner that died (for example the process
 	// group of a command that was running). Empty on a first attempt.
 	Prior Outputs
-	// Checkpoint records outputs of this node in the run state now, before
-	// the stage returns, so that a later owner finds them in Prior after a
-	// crash. It is never nil when the executor runs a node.
+	// Checkpoint records progress of this node in the run state now, before
+	// the stage returns, so that a later owner finds it in Prior after a
+	// crash. It is kept apart from the node's outputs and cleared when the
+	// node succeeds. It is never nil when the executor runs a node.
 	Checkpoint func(ctx context.Context, out Outputs) error
 
 	// Log receives the node's output (command output, build logs); it is

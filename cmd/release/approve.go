@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/sweepboard/release/pipeline"
-	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/pipeline/engine"
 )
 
 // ApproveOptions are the inputs of `release approve`.
@@ -16,9 +14,6 @@ type ApproveOptions struct {
 	f     *Factory
 	RunID string
 	Stage string
-	// approved, when set, sees what was approved (the server answers with
-	// it rather than parsing the output).
-	approved func(runID string, nodes []string, a *stages.Approval)
 }
 
 // NewCmdApprove builds `release approve`.
@@ -48,53 +43,18 @@ Continue the run with release resume RUN.`,
 
 func approveRun(ctx context.Context, opts *ApproveOptions) error {
 	f := opts.f
-	st, r, err := f.Run(ctx, opts.RunID)
+	e, err := f.Engine(ctx)
 	if err != nil {
 		return err
 	}
-	var waiting, match []*pipeline.Node
-	for _, n := range r.Nodes {
-		if n.Status != pipeline.Waiting {
-			continue
-		}
-		waiting = append(waiting, n)
-		if opts.Stage == "" || n.ID == opts.Stage || n.Stage == opts.Stage {
-			match = append(match, n)
-		}
-	}
-	switch {
-	case len(waiting) == 0:
-		return fmt.Errorf("run %s has no node waiting for approval (status %s)", r.ID, r.Status)
-	case len(match) == 0:
-		return usageErrorf("run %s: %q is not waiting; waiting: %s", r.ID, opts.Stage, nodeIDs(waiting))
-	case opts.Stage == "" && len(match) > 1:
-		return usageErrorf("run %s: several nodes wait (%s); name one", r.ID, nodeIDs(waiting))
-	}
-	a := &stages.Approval{By: f.User(), At: time.Now().UTC()}
-	approved, err := st.Approve(ctx, r.ID, nodeIDList(match), a)
+	a, err := e.Approve(ctx, engine.ApproveRequest{RunID: opts.RunID, Stage: opts.Stage, By: f.User()})
 	if err != nil {
 		return err
-	}
-	if len(approved) == 0 {
-		return fmt.Errorf("run %s: %s no longer waits: another process went on with it", r.ID, nodeIDs(match))
-	}
-	if opts.approved != nil {
-		opts.approved(r.ID, approved, a)
 	}
 	if f.JSON() {
-		return writeJSON(f.IO.Out, map[string]any{"runId": r.ID, "approved": approved, "by": a.By, "at": a.At})
+		return writeJSON(f.IO.Out, a)
 	}
-	fmt.Fprintf(f.IO.Out, "approved %s of run %s by %s\n", strings.Join(approved, ", "), r.ID, a.By)
-	fmt.Fprintf(f.IO.ErrOut, "continue with: release resume %s\n", r.ID)
+	fmt.Fprintf(f.IO.Out, "approved %s of run %s by %s\n", strings.Join(a.Nodes, ", "), a.RunID, a.By)
+	fmt.Fprintf(f.IO.ErrOut, "continue with: release resume %s\n", a.RunID)
 	return nil
 }
-
-func nodeIDList(ns []*pipeline.Node) []string {
-	ids := make([]string, len(ns))
-	for i, n := range ns {
-		ids[i] = n.ID
-	}
-	return ids
-}
-
-func nodeIDs(ns []*pipeline.Node) string { return strings.Join(nodeIDList(ns), ", ") }

@@ -158,7 +158,7 @@ func TestInterruptExits130(t *testing.T) {
 		t.Fatalf("exit = %v, want status %d", err, exitInterrupted)
 	}
 	id := strings.TrimSpace(stdout.String())
-	want := map[string]string{"run": "cancelled", "one": "succeeded", "two": "cancelled", "three": "cancelled"}
+	want := map[string]string{"run": "interrupted", "one": "succeeded", "two": "interrupted", "three": "interrupted"}
 	if diff := cmp.Diff(want, runStatus(t, bin, dir, id)); diff != "" {
 		t.Errorf("statuses after SIGINT (-want +got):\n%s", diff)
 	}

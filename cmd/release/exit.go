@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/pipeline/engine"
 )
 
 // The exit codes, in one table; `release --help` prints it.
@@ -53,13 +54,17 @@ func exitCode(err error) int {
 	var pe pipeline.Errors
 	var ce *pipeline.CancelledError
 	var fenced *pipeline.FencedError
+	var held *pipeline.HeldError
+	var ue *engine.UsageError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &pe):
+	case errors.As(err, &pe), errors.As(err, &ue):
 		return exitUsage
+	case errors.As(err, &held):
+		return exitLocked
 	case errors.As(err, &fe):
 		return exitFailed
 	case errors.As(err, &we):

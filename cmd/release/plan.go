@@ -80,7 +80,8 @@ func planRun(ctx context.Context, opts *PlanOptions) error {
 	if err != nil {
 		return err
 	}
-	v, err := resolveVersion(ctx, f, p, st, opts.Bump, opts.Version, nil)
+	e := f.engineFor(p, st)
+	v, err := e.NextVersion(ctx, opts.Bump, opts.Version, nil)
 	if err != nil {
 		return err
 	}

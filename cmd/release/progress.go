@@ -24,23 +24,30 @@ type progress struct {
 	last   time.Time
 }
 
-func newProgress(w io.Writer, live, color bool, run *pipeline.Run) *progress {
-	p := &progress{w: w, live: live, color: color, status: map[string]pipeline.Status{}, errs: map[string]string{}}
+func newProgress(w io.Writer, live, color bool) *progress {
+	return &progress{w: w, live: live, color: color, status: map[string]pipeline.Status{}, errs: map[string]string{}}
+}
+
+// start learns the nodes of the run, once it is owned and recorded.
+func (p *progress) start(run *pipeline.Run) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, n := range run.Nodes {
 		p.order = append(p.order, n.ID)
 		p.status[n.ID] = n.Status
 	}
-	return p
 }
 
 var statusMark = map[pipeline.Status]string{
 	pipeline.Pending: "·", pipeline.Running: "›", pipeline.Waiting: "?",
 	pipeline.Succeeded: "✓", pipeline.Failed: "✗", pipeline.Skipped: "-", pipeline.Cancelled: "!",
+	pipeline.Interrupted: "!", pipeline.Fenced: "!",
 }
 
 var statusColor = map[pipeline.Status]string{
 	pipeline.Running: "\x1b[36m", pipeline.Waiting: "\x1b[33m", pipeline.Succeeded: "\x1b[32m",
 	pipeline.Failed: "\x1b[31m", pipeline.Skipped: "\x1b[90m", pipeline.Cancelled: "\x1b[33m",
+	pipeline.Interrupted: "\x1b[33m", pipeline.Fenced: "\x1b[31m",
 }
 
 func (p *progress) paint(s pipeline.Status, text string) string {

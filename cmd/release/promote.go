@@ -2,17 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"runtime"
-	"slices"
-	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
-	"github.com/sweepboard/release/repos"
-	"github.com/sweepboard/release/stages/deploy"
+	"github.com/sweepboard/release/pipeline/engine"
 )
 
 // PromoteOptions are the inputs of `release promote`.
@@ -25,6 +19,8 @@ type PromoteOptions struct {
 	Parallel    int
 	Force       bool
 	Reason      string
+	// onStart, when set, sees the run once this process owns it.
+	onStart func(*pipeline.Run)
 }
 
 // NewCmdPromote builds `release promote`.
@@ -64,133 +60,21 @@ waits (exit 5) until release approve RUN approve-ENV, unless --yes.`,
 
 func promoteRun(ctx context.Context, opts *PromoteOptions) error {
 	f := opts.f
-	p, err := f.Pipeline()
+	e, err := f.Engine(ctx)
 	if err != nil {
 		return err
 	}
-	name := opts.Environment
-	env, ok := p.Spec.Environments[name]
-	if !ok {
-		return usageErrorf("unknown environment %q (known: %s)", name, strings.Join(sortedKeys(p.Spec.Environments), ", "))
+	w := f.watch()
+	obs := w.observer()
+	if opts.onStart != nil {
+		started := obs.Started
+		obs.Started = func(r *pipeline.Run) { started(r); opts.onStart(r) }
 	}
-	if env.From == "" {
-		return usageErrorf("environment %s has no from: it gets releases from release run, not by promotion", name)
-	}
-	forced, err := checkFreeze(f, p, []string{name}, opts.Force, opts.Reason)
-	if err != nil {
-		return err
-	}
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	version, err := promotable(ctx, p, st, env.From, opts.Version)
-	if err != nil {
-		return err
-	}
-	rel, err := st.Release(ctx, version)
-	if err != nil {
-		return fmt.Errorf("release %s has no record of its images: %w", version, err)
-	}
-	if missing, err := deploy.Missing(ctx, p.Spec, rel.Images, f.Getenv); err != nil {
-		return err
-	} else if len(missing) > 0 {
-		return fmt.Errorf("release %s cannot be promoted: the registry no longer has %s", version, strings.Join(missing, ", "))
-	}
-	plan, err := p.Plan(pipeline.Slice{Environment: name})
-	if err != nil {
-		return fmt.Errorf("promote %s: %w", name, err)
-	}
-	run := pipeline.NewRun("promote", p, plan, time.Now())
-	run.Environment, run.Version, run.Commits, run.Images = name, rel.Version, rel.Commits, rel.Images
-	run.Params["from"] = env.From
-	run.Override = forced
-	if opts.Yes {
-		approveUpFront(f, p, run)
-	}
-	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true, wait: opts.Wait})
-}
-
-// checkFreeze refuses a run into environments a freeze window covers now,
-// naming the window, unless forced with a reason; the override it returns
-// (nil when no window is active) is recorded in the run, with who and when.
-func checkFreeze(f *Factory, p *pipeline.Pipeline, envs []string, force bool, reason string) (*pipeline.Override, error) {
-	if force && strings.TrimSpace(reason) == "" {
-		return nil, usageErrorf("--force needs --reason: say why the freeze is overridden")
-	}
-	var o *pipeline.Override
-	for _, env := range envs {
-		err := p.CheckFrozen(env, time.Now())
-		var frozen *pipeline.FrozenError
-		if !errors.As(err, &frozen) {
-			continue
-		}
-		if !force {
-			return nil, err
-		}
-		if o == nil {
-			o = &pipeline.Override{By: f.User(), Reason: reason, At: time.Now().UTC()}
-		}
-		if !slices.Contains(o.Windows, frozen.Window.Name) {
-			o.Windows = append(o.Windows, frozen.Window.Name)
-		}
-		fmt.Fprintf(f.IO.ErrOut, "release: %s is frozen by window %s; going anyway (--force): %s\n", env, frozen.Window.Name, reason)
-	}
-	return o, nil
-}
-
-// mergeOverride adds a new override to the one a run has: the newest who,
-// why and when, and every window either names.
-func mergeOverride(old, o *pipeline.Override) *pipeline.Override {
-	if o == nil {
-		return old
-	}
-	if old != nil {
-		for _, w := range old.Windows {
-			if !slices.Contains(o.Windows, w) {
-				o.Windows = append(o.Windows, w)
-			}
-		}
-	}
-	return o
-}
-
-// promotable is the version to promote from env: the one given, which must
-// be in its history, or the one live there now.
-func promotable(ctx context.Context, p *pipeline.Pipeline, st pipeline.Store, from, given string) (string, error) {
-	history, err := st.Deployments(ctx, from, 0)
-	if err != nil {
-		return "", err
-	}
-	if given == "" {
-		if len(history) == 0 {
-			return "", fmt.Errorf("nothing to promote: no release was ever deployed to %s", from)
-		}
-		return history[0].Version, nil
-	}
-	v, err := repos.ParseVersion(given, p.Spec.Version.TagPrefix)
-	if err != nil {
-		return "", usageErrorf("--version: %v", err)
-	}
-	for _, d := range history {
-		if d.Version == v.String() {
-			return d.Version, nil
-		}
-	}
-	return "", fmt.Errorf("version %s never reached %s (it has had: %s); promote only what passed through %s", v, from, versions(history), from)
-}
-
-func versions(ds []*pipeline.Deployment) string {
-	var vs []string
-	for _, d := range ds {
-		if !slices.Contains(vs, d.Version) {
-			vs = append(vs, d.Version)
-		}
-	}
-	if len(vs) == 0 {
-		return "nothing"
-	}
-	return strings.Join(vs, ", ")
+	run, err := e.Promote(ctx, engine.PromoteRequest{
+		Environment: opts.Environment, Version: opts.Version, Yes: opts.Yes, Force: opts.Force, Reason: opts.Reason, By: f.User(),
+		Exec: engine.Exec{Parallel: opts.Parallel, Wait: opts.Wait},
+	}, obs)
+	return w.report(run, err)
 }
 
 // RollbackOptions are the inputs of `release rollback`.
@@ -231,77 +115,14 @@ the registry no longer has one of the release's images.`,
 
 func rollbackRun(ctx context.Context, opts *RollbackOptions) error {
 	f := opts.f
-	p, err := f.Pipeline()
+	e, err := f.Engine(ctx)
 	if err != nil {
 		return err
 	}
-	name := opts.Environment
-	if _, ok := p.Spec.Environments[name]; !ok {
-		return usageErrorf("unknown environment %q (known: %s)", name, strings.Join(sortedKeys(p.Spec.Environments), ", "))
-	}
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	history, err := st.Deployments(ctx, name, 0)
-	if err != nil {
-		return err
-	}
-	if len(history) == 0 {
-		return fmt.Errorf("nothing to roll back: no release was ever deployed to %s", name)
-	}
-	var target *pipeline.Deployment
-	if opts.To != "" {
-		v, err := repos.ParseVersion(opts.To, p.Spec.Version.TagPrefix)
-		if err != nil {
-			return usageErrorf("--to: %v", err)
-		}
-		for _, d := range history {
-			if d.Version == v.String() {
-				target = d
-				break
-			}
-		}
-		if target == nil {
-			return fmt.Errorf("version %s was never deployed to %s (it has had: %s)", v, name, versions(history))
-		}
-	} else {
-		for _, d := range history[1:] {
-			if d.Version != history[0].Version {
-				target = d
-				break
-			}
-		}
-		if target == nil {
-			return fmt.Errorf("nothing to roll back to: %s has only had %s", name, history[0].Version)
-		}
-	}
-	if missing, err := deploy.Missing(ctx, p.Spec, target.Images, f.Getenv); err != nil {
-		return err
-	} else if len(missing) > 0 {
-		return fmt.Errorf("cannot roll %s back to %s: the registry no longer has %s", name, target.Version, strings.Join(missing, ", "))
-	}
-	var deploys []string
-	for _, st := range p.Stages {
-		if d, ok := st.Impl.(interface{ DeploysRelease() bool }); ok && d.DeploysRelease() && st.Environment == name {
-			deploys = append(deploys, st.Name)
-		}
-	}
-	if len(deploys) == 0 {
-		return fmt.Errorf("environment %s has no deploy stage to roll back with", name)
-	}
-	plan, err := p.Plan(pipeline.Slice{Environment: name, Stages: deploys})
-	if err != nil {
-		return err
-	}
-	run := pipeline.NewRun("rollback", p, plan, time.Now())
-	run.Environment, run.Version, run.Images = name, target.Version, target.Images
-	if rel, err := st.Release(ctx, target.Version); err == nil {
-		run.Commits = rel.Commits
-	} else if !errors.Is(err, pipeline.ErrNotFound) {
-		return err
-	}
-	run.Params["from"] = history[0].Version
-	run.Stages = plan.Stages()
-	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true, wait: opts.Wait})
+	w := f.watch()
+	run, err := e.Rollback(ctx, engine.RollbackRequest{
+		Environment: opts.Environment, To: opts.To, By: f.User(),
+		Exec: engine.Exec{Parallel: opts.Parallel, Wait: opts.Wait},
+	}, w.observer())
+	return w.report(run, err)
 }

@@ -4,16 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"runtime"
-	"slices"
-	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
-	"github.com/sweepboard/release/repos"
-	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/pipeline/engine"
 )
 
 // RunOptions are the inputs of `release run`.
@@ -65,179 +60,21 @@ that reaches an approval gate stops with exit code 5 until it is approved.`,
 
 func runRun(ctx context.Context, opts *RunOptions) error {
 	f := opts.f
-	p, plan, err := f.Plan(pipeline.Slice{})
+	e, err := f.Engine(ctx)
 	if err != nil {
 		return err
 	}
-	forced, err := checkFreeze(f, p, p.Environments(), opts.Force, opts.Reason)
-	if err != nil {
-		return err
-	}
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	var commits map[string]string
-	if len(p.Spec.Repos) > 0 {
-		commits, err = repos.New(p.Spec, f.WorkDir()).Heads(ctx)
-		if err != nil {
-			return err
-		}
-	}
-	run := pipeline.NewRun("run", p, plan, time.Now())
-	v, err := allocateVersion(ctx, f, p, st, run.ID, opts.Bump, opts.Version, commits)
-	if errors.Is(err, repos.ErrNothingToRelease) {
+	w := f.watch()
+	run, err := e.Run(ctx, engine.RunRequest{
+		Bump: opts.Bump, Version: opts.Version, Yes: opts.Yes, Force: opts.Force, Reason: opts.Reason, By: f.User(),
+		Exec: engine.Exec{Parallel: opts.Parallel, Wait: opts.Wait},
+	}, w.observer())
+	if errors.Is(err, engine.ErrNothingToRelease) {
 		// Not a failure: a CI job on a push of chores has nothing to do.
 		fmt.Fprintf(f.IO.ErrOut, "release: %v; no run started\n", err)
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	run.Version, run.Commits = v.Version, commits
-	run.Params["versionReason"] = v.Reason
-	run.Override = forced
-	if opts.Bump != "" {
-		run.Params["bump"] = opts.Bump
-	}
-	if opts.Yes {
-		approveUpFront(f, p, run)
-	}
-	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, create: true, wait: opts.Wait})
-}
-
-// approveUpFront records a --yes approval on every approval node.
-func approveUpFront(f *Factory, p *pipeline.Pipeline, run *pipeline.Run) {
-	now := time.Now().UTC()
-	for _, n := range run.Nodes {
-		if p.Stages[n.Stage].Uses == "approval" && n.Approval == nil {
-			n.Approval = &stages.Approval{By: f.User(), At: now, UpFront: true}
-		}
-	}
-	run.Params["yes"] = "true"
-}
-
-// execOptions say how a run executes.
-type execOptions struct {
-	parallel int
-	create   bool // a new run: record it once its locks are held
-	wait     bool // wait for held environment locks instead of exiting 4
-	// onStart, when set, sees the run once this process owns it and it is
-	// recorded, before any node starts (the server answers then).
-	onStart func(*pipeline.Run)
-}
-
-// locksOf are the environment locks a run holds: one per environment its
-// nodes deploy to or act in.
-func locksOf(plan *pipeline.Plan) []string {
-	var locks []string
-	for _, n := range plan.Nodes {
-		if n.Environment != "" {
-			locks = append(locks, "env/"+n.Environment)
-		}
-	}
-	return locks
-}
-
-// execute runs the nodes of run that have not succeeded and reports.
-func execute(ctx context.Context, f *Factory, p *pipeline.Pipeline, plan *pipeline.Plan, run *pipeline.Run, o execOptions) error {
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	prog := newProgress(f.IO.ErrOut, f.IO.ErrTTY && !f.Verbose, f.IO.ErrTTY && !f.NoColor, run)
-	x := &pipeline.Executor{
-		Store:    st,
-		Parallel: o.parallel,
-		WorkDir:  f.WorkDir(),
-		Observe:  prog.event,
-		Locks:    locksOf(plan),
-		Wait:     o.wait,
-		LeaseTTL: f.LeaseTTL(),
-		OnStart: func(run *pipeline.Run) {
-			if o.onStart != nil {
-				o.onStart(run)
-			}
-			// The run id comes first: a script keeps it with head -n1.
-			if f.JSON() {
-				fmt.Fprintf(f.IO.ErrOut, "run %s\n", run.ID)
-			} else {
-				fmt.Fprintln(f.IO.Out, run.ID)
-			}
-		},
-	}
-	if f.Verbose {
-		x.LogTo = func(l pipeline.LogLine) { prog.log(l) }
-	}
-	start := time.Now()
-	if o.create {
-		err = x.Start(ctx, p, plan, run)
-	} else {
-		err = x.Execute(ctx, p, plan, run)
-	}
-	var held *pipeline.HeldError
-	if errors.As(err, &held) {
-		if o.create && run.Kind == "run" && run.Version != "" {
-			// Refused before it was recorded: nothing was published
-			// under its version, which the next run may take.
-			_ = st.FreeVersion(context.WithoutCancel(ctx), run.Pipeline, run.Version, run.ID)
-		}
-		return &codedError{code: exitLocked, err: err}
-	}
-	var done *pipeline.DoneError
-	if errors.As(err, &done) {
-		// Found so once this process owned the run: nothing ran.
-		return err
-	}
-	var cancelled *pipeline.CancelledError
-	prog.done()
-	status := fmt.Sprintf("run %s %s in %s", run.ID, run.Status, time.Since(start).Round(time.Millisecond))
-	fmt.Fprintln(f.IO.ErrOut, status)
-	if f.JSON() {
-		if jerr := writeJSON(f.IO.Out, newRunView(run)); jerr != nil {
-			return errors.Join(err, jerr)
-		}
-	}
-	var we *pipeline.WaitingError
-	if errors.As(err, &we) {
-		for _, n := range we.Nodes {
-			fmt.Fprintf(f.IO.ErrOut, "waiting for approval: release approve %s %s\n", run.ID, n)
-		}
-		return silent(err)
-	}
-	var fe *pipeline.FailedError
-	if errors.As(err, &fe) {
-		if hint := notResumable(fe); hint != "" {
-			fmt.Fprintf(f.IO.ErrOut, "release: %v\n%s\n", err, hint)
-		} else {
-			fmt.Fprintf(f.IO.ErrOut, "release: %v\nresume with: release resume %s\n", err, run.ID)
-		}
-		return silent(err)
-	}
-	var fenced *pipeline.FencedError
-	switch {
-	case errors.Is(err, pipeline.ErrInterrupted):
-		fmt.Fprintf(f.IO.ErrOut, "interrupted; resume with: release resume %s\n", run.ID)
-		return silent(err)
-	case errors.As(err, &fenced):
-		fmt.Fprintf(f.IO.ErrOut, "release: %v\nresume with: release resume %s\n", err, run.ID)
-		return silent(err)
-	case errors.As(err, &cancelled):
-		fmt.Fprintf(f.IO.ErrOut, "release: %v\n", err)
-		return silent(err)
-	}
-	return err
-}
-
-// notResumable is what to do instead of a resume when a failure cannot be
-// mended by one: the version is already published with other contents.
-func notResumable(fe *pipeline.FailedError) string {
-	for _, n := range fe.Nodes {
-		if strings.Contains(n.Error, stages.ErrPublished.Error()) {
-			return "this run cannot publish its version: start a new run (release run), which takes the next version"
-		}
-	}
-	return ""
+	return w.report(run, err)
 }
 
 // ResumeOptions are the inputs of `release resume`.
@@ -284,59 +121,19 @@ the run).`,
 
 func resumeRun(ctx context.Context, opts *ResumeOptions) error {
 	f := opts.f
-	p, err := f.Pipeline()
+	e, err := f.Engine(ctx)
 	if err != nil {
 		return err
 	}
-	_, run, err := f.Run(ctx, opts.RunID)
-	if err != nil {
-		return err
+	w := f.watch()
+	obs := w.observer()
+	if opts.onStart != nil {
+		started := obs.Started
+		obs.Started = func(r *pipeline.Run) { started(r); opts.onStart(r) }
 	}
-	switch {
-	case run.Status == pipeline.Succeeded:
-		return &pipeline.DoneError{RunID: run.ID}
-	case run.Status == pipeline.Skipped:
-		return fmt.Errorf("run %s was skipped (%s); nothing to resume", run.ID, run.SkipReason)
-	case run.Cancel != nil:
-		return &pipeline.CancelledError{RunID: run.ID, By: run.Cancel.By}
-	}
-	if opts.Force || opts.Reason != "" {
-		envs := map[string]bool{}
-		for _, n := range run.Nodes {
-			if n.Environment != "" && n.Status != pipeline.Succeeded {
-				envs[n.Environment] = true
-			}
-		}
-		o, err := checkFreeze(f, p, slices.Sorted(maps.Keys(envs)), opts.Force, opts.Reason)
-		if err != nil {
-			return err
-		}
-		run.Override = mergeOverride(run.Override, o)
-	}
-	plan, err := p.Plan(sliceOf(run))
-	if err != nil {
-		return err
-	}
-	if h := plan.Hash(); h != run.PlanHash {
-		if !opts.AllowChanged {
-			return &codedError{code: exitUsage, err: fmt.Errorf("run %s: the pipeline file changed the DAG since the run started (plan %s, now %s); resume with --allow-changed to run the new DAG, or start a new run", run.ID, run.PlanHash, h)}
-		}
-		for _, n := range plan.Nodes {
-			if run.Node(n.ID) == nil {
-				return fmt.Errorf("run %s: the changed pipeline adds node %s, which the run does not have; start a new run", run.ID, n.ID)
-			}
-		}
-		run.PlanHash = h
-	}
-	return execute(ctx, f, p, plan, run, execOptions{parallel: opts.Parallel, wait: opts.Wait, onStart: opts.onStart})
-}
-
-// sliceOf is the part of the pipeline a run covers.
-func sliceOf(run *pipeline.Run) pipeline.Slice {
-	var s pipeline.Slice
-	if run.Kind == "promote" || run.Kind == "rollback" {
-		s.Environment = run.Environment
-	}
-	s.Stages = run.Stages
-	return s
+	run, err := e.Resume(ctx, engine.ResumeRequest{
+		RunID: opts.RunID, AllowChanged: opts.AllowChanged, Force: opts.Force, Reason: opts.Reason, By: f.User(),
+		Exec: engine.Exec{Parallel: opts.Parallel, Wait: opts.Wait},
+	}, obs)
+	return w.report(run, err)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/pipeline/engine"
 )
 
 // ServeOptions are the inputs of `release serve`.
@@ -72,6 +73,7 @@ type server struct {
 	f        *Factory // the command's: file, state and registry
 	p        *pipeline.Pipeline
 	st       pipeline.Store
+	e        *engine.Engine // every run, approval and promotion goes through it
 	log      *slog.Logger
 	token    string
 	holder   string           // who claims schedule fires in the store
@@ -101,7 +103,7 @@ func newServer(ctx context.Context, f *Factory, logOut io.Writer) (*server, erro
 	host, _ := os.Hostname()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return &server{
+	s := &server{
 		f: f, p: p, st: st,
 		log:      slog.New(slog.NewTextHandler(logOut, nil)),
 		token:    f.Getenv("RELEASE_SERVE_TOKEN"),
@@ -109,7 +111,11 @@ func newServer(ctx context.Context, f *Factory, logOut io.Writer) (*server, erro
 		now:      time.Now,
 		parallel: runtime.NumCPU(),
 		live:     map[string]liveEnv{},
-	}, nil
+	}
+	s.e = f.engineFor(p, st)
+	// The scheduler's clock, read at each call: tests set s.now.
+	s.e.Now = func() time.Time { return s.now() }
+	return s, nil
 }
 
 func serveRun(ctx context.Context, opts *ServeOptions) error {
@@ -175,32 +181,6 @@ func serveRun(ctx context.Context, opts *ServeOptions) error {
 	return nil
 }
 
-// subFactory is a Factory for one piece of work the server does (a run, a
-// promotion, an approval): the server's pipeline and store, its output
-// captured instead of printed, and by as the user.
-func (s *server) subFactory(out, errOut io.Writer, by string) *Factory {
-	getenv := s.f.Getenv
-	if by != "" {
-		getenv = func(k string) string {
-			if k == "RELEASE_USER" {
-				return by
-			}
-			return s.f.Getenv(k)
-		}
-	}
-	sub := &Factory{
-		IO:       &IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut},
-		Registry: s.f.Registry,
-		Getenv:   getenv,
-		File:     s.f.File,
-		State:    s.f.State,
-		Output:   "text",
-		NoColor:  true,
-	}
-	sub.pipeline, sub.store = s.p, s.st
-	return sub
-}
-
 // goRun runs work in the background, counted, so shutdown waits for it.
 func (s *server) goRun(work func()) {
 	s.runs.Add(1)
@@ -231,41 +211,4 @@ func (w *logWriter) Write(b []byte) (int, error) {
 			w.log.Info(line)
 		}
 	}
-}
-
-// firstLineWriter hands over the first line written to it (a run id), then
-// discards the rest.
-type firstLineWriter struct {
-	once  sync.Once
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	first string
-	line  chan string
-	// onFirst, when set, sees the first line before it is handed over.
-	onFirst func(string)
-}
-
-func newFirstLineWriter() *firstLineWriter { return &firstLineWriter{line: make(chan string, 1)} }
-
-func (w *firstLineWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(b)
-	if i := bytes.IndexByte(w.buf.Bytes(), '\n'); i >= 0 {
-		line := strings.TrimSpace(string(w.buf.Bytes()[:i]))
-		w.once.Do(func() {
-			w.first = line
-			if w.onFirst != nil {
-				w.onFirst(line)
-			}
-			w.line <- line
-		})
-	}
-	return len(b), nil
-}
-
-func (w *firstLineWriter) got() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.first
 }

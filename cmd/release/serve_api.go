@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/sweepboard/release/pipeline"
-	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/pipeline/engine"
 	"github.com/sweepboard/release/stages/deploy"
 )
 
@@ -72,18 +72,32 @@ func apiError(w http.ResponseWriter, code int, err error) {
 	apiJSON(w, code, map[string]string{"error": err.Error()})
 }
 
-// apiStatus maps an error of a command to an HTTP status: 404 for an
-// unknown run, 400 for bad input, 409 for a refusal by the state of things
-// (locked, frozen, nothing waiting, nothing to promote).
+// apiStatus maps an error of the engine to an HTTP status, in one place:
+// 404 for an unknown run, 400 for a wrong request, 423 for a run or an
+// environment another owner holds, 409 for a refusal by the state of
+// things (frozen, nothing waiting, nothing to promote, done, cancelled),
+// 500 for everything else (a broken store).
 func apiStatus(err error) int {
-	var ce *codedError
+	var (
+		ue   *engine.UsageError
+		ce   *codedError
+		pe   pipeline.Errors
+		re   *engine.RefusedError
+		held *pipeline.HeldError
+		done *pipeline.DoneError
+		canc *pipeline.CancelledError
+	)
 	switch {
 	case errors.Is(err, pipeline.ErrNotFound):
 		return http.StatusNotFound
-	case errors.As(err, &ce) && ce.code == exitUsage:
+	case errors.As(err, &ue), errors.As(err, &pe), errors.As(err, &ce) && ce.code == exitUsage:
 		return http.StatusBadRequest
+	case errors.As(err, &held):
+		return http.StatusLocked
+	case errors.As(err, &re), errors.As(err, &done), errors.As(err, &canc), errors.Is(err, engine.ErrNothingToRelease):
+		return http.StatusConflict
 	}
-	return http.StatusConflict
+	return http.StatusInternalServerError
 }
 
 // decodeBody reads a JSON object strictly: unknown fields, trailing data
@@ -352,42 +366,39 @@ func (s *server) apiApprove(runCtx context.Context, w http.ResponseWriter, r *ht
 	if by == "" {
 		by = "api"
 	}
-	sub := s.subFactory(io.Discard, io.Discard, by)
-	resp := map[string]any{}
-	err := approveRun(r.Context(), &ApproveOptions{f: sub, RunID: r.PathValue("id"), Stage: req.Stage,
-		approved: func(id string, nodes []string, a *stages.Approval) {
-			resp["runId"], resp["approved"], resp["by"], resp["at"] = id, nodes, a.By, a.At
-		}})
+	a, err := s.e.Approve(r.Context(), engine.ApproveRequest{RunID: r.PathValue("id"), Stage: req.Stage, By: by})
 	if err != nil {
 		apiError(w, apiStatus(err), err)
 		return
 	}
-	id, _ := resp["runId"].(string)
-	resumed, why := s.resumeApproved(runCtx, id, req)
-	resp["resumed"] = resumed
-	if why != "" {
-		resp["notResumed"] = why
-	}
+	resp := approveResponse{Approved: *a}
+	resp.Resumed, resp.NotResumed = s.resumeApproved(runCtx, a.RunID, by, req)
 	apiJSON(w, http.StatusOK, resp)
+}
+
+// approveResponse is the answer to an approval: what was recorded, and
+// whether this server went on with the run.
+type approveResponse struct {
+	engine.Approved
+	Resumed    bool   `json:"resumed"`
+	NotResumed string `json:"notResumed,omitempty"` // why not: another owner has it, a freeze, …
 }
 
 // resumeApproved continues an approved run as release resume would, and
 // says whether this server now owns it: it answers once the run is claimed
-// and recorded running, or refused (another owner has it, a freeze), never
-// before. why says what stopped it.
-func (s *server) resumeApproved(runCtx context.Context, id string, req approveRequest) (bool, string) {
+// and recorded running, or refused (another owner has it, it is done), never
+// before. The second value says what stopped it.
+func (s *server) resumeApproved(runCtx context.Context, id, by string, req approveRequest) (bool, string) {
 	if !s.track(id) {
 		return false, "this server already executes the run"
 	}
 	log := s.log.With("run", id)
-	out := &logWriter{log: log}
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	s.goRun(func() {
 		defer s.untrack(id)
-		err := resumeRun(runCtx, &ResumeOptions{f: s.subFactory(out, out, req.By), RunID: id, Parallel: s.parallel,
-			Force: req.Force, Reason: req.Reason,
-			onStart: func(*pipeline.Run) { close(started) }})
+		_, err := s.e.Resume(runCtx, engine.ResumeRequest{RunID: id, Force: req.Force, Reason: req.Reason, By: by, Exec: engine.Exec{Parallel: s.parallel}},
+			engine.Observer{Started: func(*pipeline.Run) { close(started) }, Notice: func(m string) { log.Info(m) }})
 		if err != nil {
 			log.Info("resumed run stopped", "err", err)
 		}
@@ -426,16 +437,28 @@ func (s *server) apiPromote(runCtx context.Context, w http.ResponseWriter, r *ht
 	if by == "" {
 		by = "api"
 	}
-	ids := newFirstLineWriter()
-	ids.onFirst = func(id string) { s.track(id) }
 	log := s.log.With("promote", req.Environment)
-	sub := s.subFactory(ids, &logWriter{log: log}, by)
+	started := make(chan string, 1)
 	done := make(chan error, 1)
 	s.goRun(func() {
-		err := promoteRun(runCtx, &PromoteOptions{f: sub, Environment: req.Environment, Version: req.Version, Force: req.Force, Reason: req.Reason, Parallel: s.parallel})
-		if id := ids.got(); id != "" {
+		var id string
+		run, err := s.e.Promote(runCtx, engine.PromoteRequest{
+			Environment: req.Environment, Version: req.Version, Force: req.Force, Reason: req.Reason, By: by,
+			Exec: engine.Exec{Parallel: s.parallel},
+		}, engine.Observer{
+			Started: func(r *pipeline.Run) {
+				if s.track(r.ID) {
+					id = r.ID
+				}
+				started <- r.ID
+			},
+			Notice: func(m string) { log.Info(m) },
+		})
+		if id != "" {
 			s.untrack(id)
-			log.Info("promotion stopped", "run", id, "err", err)
+		}
+		if run != nil {
+			log.Info("promotion stopped", "run", run.ID, "status", run.Status, "err", err)
 		}
 		done <- err
 	})
@@ -443,11 +466,11 @@ func (s *server) apiPromote(runCtx context.Context, w http.ResponseWriter, r *ht
 		apiJSON(w, http.StatusAccepted, map[string]string{"runId": id, "environment": req.Environment})
 	}
 	select {
-	case id := <-ids.line:
+	case id := <-started:
 		accepted(id)
 	case err := <-done:
 		select {
-		case id := <-ids.line:
+		case id := <-started:
 			accepted(id)
 			return
 		default:

@@ -241,8 +241,8 @@ stages:
 	}
 
 	got := runStatus(t, bin, dir, started.RunID)
-	if got["run"] != "cancelled" || got["deploy-staging"] != "cancelled" {
-		t.Errorf("after SIGTERM: %v; want the run and the interrupted node cancelled", got)
+	if got["run"] != "interrupted" || got["deploy-staging"] != "interrupted" {
+		t.Errorf("after SIGTERM: %v; want the run and its in-flight node interrupted", got)
 	}
 	writeFile(t, filepath.Join(dir, "resumed"), "")
 	if out, err := runIn(dir, bin, "resume", started.RunID); err != nil {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/pipeline/store"
@@ -181,7 +182,7 @@ func TestScheduleWeeklyMajor(t *testing.T) {
 	type rec struct{ Fire, Status, Version, Skip string }
 	var got []rec
 	for _, r := range runs {
-		skip := r.Params["skipReason"]
+		skip := r.SkipReason
 		if i := strings.Index(skip, " since "); i >= 0 {
 			skip = skip[:i]
 		}
@@ -256,7 +257,7 @@ func TestScheduleTwoServers(t *testing.T) {
 			}
 			count := map[string]int{}
 			for _, r := range runs {
-				count[r.Params["schedule"]+" "+r.Params["fire"]]++
+				count[r.Schedule+" "+r.Params["fire"]]++
 				if r.Status != pipeline.Succeeded {
 					t.Errorf("run %s: %s", r.ID, r.Status)
 				}
@@ -597,9 +598,10 @@ func TestServeAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Kind != "promote" || r.Environment != "staging" || r.Version != "1.0.0" || r.Params["pid"] != "" {
+		if r.Kind != "promote" || r.Environment != "staging" || r.Version != "1.0.0" {
 			t.Errorf("promotion run %+v", r)
 		}
+		claimFree(t, s.st, r.ID)
 	})
 
 	t.Run("promote through a freeze with a reason", func(t *testing.T) {
@@ -613,7 +615,10 @@ func TestServeAPI(t *testing.T) {
 		var v serveRunView
 		c.getJSON("/api/runs/"+resp.RunID, &v)
 		want := &overrideView{Windows: "holidays", By: "carol", Reason: "payment outage hotfix"}
-		if diff := cmp.Diff(want, v.Override); diff != "" {
+		if v.Override == nil || v.Override.At.IsZero() {
+			t.Errorf("override %+v: want it recorded with its time", v.Override)
+		}
+		if diff := cmp.Diff(want, v.Override, cmpopts.IgnoreFields(overrideView{}, "At")); diff != "" {
 			t.Errorf("override (-want +got):\n%s", diff)
 		}
 	})
@@ -650,10 +655,20 @@ func TestServeAPI(t *testing.T) {
 		if n := r.Node("approve-prod"); n.Approval == nil || n.Approval.By != "alice" {
 			t.Errorf("approval %+v", n.Approval)
 		}
-		if r.Params["pid"] != "" {
-			t.Errorf("the server still owns run %s after it finished: pid %s", r.ID, r.Params["pid"])
-		}
+		claimFree(t, s.st, r.ID)
 	})
+}
+
+// claimFree fails the test when run id is still claimed by an owner: a
+// server gives its claim up when it stops executing a run.
+func claimFree(t *testing.T, st pipeline.Store, id string) {
+	t.Helper()
+	l, err := st.AcquireLease(context.Background(), pipeline.ClaimPrefix+id, "probe", time.Second)
+	if err != nil {
+		t.Errorf("run %s is still claimed after it finished: %v", id, err)
+		return
+	}
+	_ = st.ReleaseLease(context.Background(), l)
 }
 
 // TestServeAPIWithoutToken: a server started without RELEASE_SERVE_TOKEN
@@ -769,7 +784,7 @@ func TestScheduleLoop(t *testing.T) {
 		t.Fatal("the scheduler did not stop with its context")
 	}
 	s.runs.Wait()
-	if len(runs) != 1 || runs[0].Params["schedule"] != "every-ten" || runs[0].Params["fire"] != "2026-11-30T09:10:00Z" {
+	if len(runs) != 1 || runs[0].Schedule != "every-ten" || runs[0].Params["fire"] != "2026-11-30T09:10:00Z" {
 		t.Fatalf("runs after the fire: %+v", runs)
 	}
 }
@@ -791,7 +806,7 @@ func TestScheduleFrozen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(runs) != 1 || runs[0].Status != pipeline.Skipped || !strings.Contains(runs[0].Params["skipReason"], "prod is frozen by window holidays") {
+	if len(runs) != 1 || runs[0].Status != pipeline.Skipped || !strings.Contains(runs[0].SkipReason, "prod is frozen by window holidays") {
 		t.Fatalf("runs %+v, want one skipped by the freeze", runs)
 	}
 }

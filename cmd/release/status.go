@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
-	"github.com/sweepboard/release/stages/deploy"
 )
 
 // StatusOptions are the inputs of `release status`.
@@ -65,46 +64,23 @@ type serviceStatusView struct {
 
 func statusRun(ctx context.Context, opts *StatusOptions) error {
 	f := opts.f
-	p, err := f.Pipeline()
+	e, err := f.Engine(ctx)
 	if err != nil {
 		return err
 	}
-	names := p.Spec.EnvironmentOrder()
+	var names []string
 	if opts.Environment != "" {
-		if _, ok := p.Spec.Environments[opts.Environment]; !ok {
-			return usageErrorf("unknown environment %q (known: %s)", opts.Environment, strings.Join(names, ", "))
-		}
 		names = []string{opts.Environment}
 	}
-	st, err := f.Store(ctx)
+	envs, err := e.Status(ctx, names...)
 	if err != nil {
 		return err
 	}
 	view := statusView{Environments: []envStatusView{}}
-	for _, name := range names {
-		ev := envStatusView{Name: name, Services: []serviceStatusView{}}
-		var recorded map[string]string
-		if hist, err := st.Deployments(ctx, name, 1); err != nil {
-			return err
-		} else if len(hist) > 0 {
-			d := hist[0]
-			ev.Version, ev.RunID, ev.DeployedAt, recorded = d.Version, d.RunID, &d.At, d.Images
-		}
-		live, err := deploy.Inspect(ctx, p.Spec, name)
-		if err != nil && len(live) == 0 && len(p.Spec.Environments[name].Hosts) > 0 {
-			return fmt.Errorf("status of %s: %w", name, err)
-		}
-		for _, l := range live {
-			sv := serviceStatusView{Name: l.Service, Host: l.Host, Digest: l.Digest, Healthy: l.Healthy}
-			switch want := recorded[l.Service]; {
-			case l.State == "missing" && want != "":
-				sv.Drift = "no container runs; recorded " + want
-			case want == "" && l.Digest != "":
-				sv.Drift = "runs " + l.Digest + ", which no recorded release put here"
-			case want != "" && l.Digest != want:
-				sv.Drift = "runs " + l.Digest + ", recorded " + want
-			}
-			ev.Services = append(ev.Services, sv)
+	for _, s := range envs {
+		ev := envStatusView{Name: s.Name, Version: s.Version, RunID: s.RunID, DeployedAt: s.DeployedAt, Services: []serviceStatusView{}}
+		for _, svc := range s.Services {
+			ev.Services = append(ev.Services, serviceStatusView{Name: svc.Name, Host: svc.Host, Digest: svc.Digest, Healthy: svc.Healthy, Drift: svc.Drift})
 		}
 		view.Environments = append(view.Environments, ev)
 	}

@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/pipeline/engine"
 	"github.com/sweepboard/release/repos"
 )
 
@@ -51,51 +48,16 @@ commits. A second tag run of the same version pushes nothing.`,
 
 func tagRun(ctx context.Context, opts *TagOptions) error {
 	f := opts.f
-	p, err := f.Pipeline()
+	e, err := f.Engine(ctx)
 	if err != nil {
 		return err
 	}
-	if len(p.Spec.Repos) == 0 {
+	if len(e.Pipeline.Spec.Repos) == 0 {
 		return usageErrorf("%s has no repos to tag", f.FileName())
 	}
-	v, err := repos.ParseVersion(opts.Version, p.Spec.Version.TagPrefix)
-	if err != nil {
-		return usageErrorf("--version: %v", err)
-	}
-	kind, err := f.Registry().Lookup("git-tag")
-	if err != nil {
-		return err
-	}
-	st, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	commits, err := releaseCommits(ctx, f, p, st, v.String())
-	if err != nil {
-		return err
-	}
-	only := *p
-	only.Stages = map[string]*pipeline.Stage{"tag": {Name: "tag", Uses: "git-tag", Impl: kind.New()}}
-	plan, err := only.Plan(pipeline.Slice{})
-	if err != nil {
-		return err
-	}
-	run := pipeline.NewRun("tag", &only, plan, time.Now())
-	run.Version, run.Commits = v.String(), commits
-	return execute(ctx, f, &only, plan, run, execOptions{parallel: opts.Parallel, create: true})
-}
-
-// releaseCommits are the commits a version was built from, from its release
-// record, or the branch heads when the version has no release yet.
-func releaseCommits(ctx context.Context, f *Factory, p *pipeline.Pipeline, st pipeline.Store, version string) (map[string]string, error) {
-	rel, err := st.Release(ctx, version)
-	switch {
-	case err == nil && len(rel.Commits) > 0:
-		return rel.Commits, nil
-	case err != nil && !errors.Is(err, pipeline.ErrNotFound):
-		return nil, err
-	}
-	return repos.New(p.Spec, f.WorkDir()).Heads(ctx)
+	w := f.watch()
+	run, err := e.Tag(ctx, engine.TagRequest{Version: opts.Version, Exec: engine.Exec{Parallel: opts.Parallel}}, w.observer())
+	return w.report(run, err)
 }
 
 // NewCmdVersion builds `release version` and its `next` verb.
@@ -153,31 +115,27 @@ func versionNext(ctx context.Context, opts *VersionNextOptions) error {
 	if err != nil {
 		return err
 	}
-	v, err := resolveVersion(ctx, f, p, st, opts.Bump, "", nil)
+	v, err := f.engineFor(p, st).NextVersion(ctx, opts.Bump, "", nil)
 	if err != nil {
 		return err
 	}
+	next, _ := v.Detail.(*repos.Next)
 	if f.JSON() {
-		if v.Next != nil {
-			return writeJSON(f.IO.Out, v.Next)
+		if next != nil {
+			return writeJSON(f.IO.Out, next)
 		}
 		return writeJSON(f.IO.Out, map[string]string{"version": v.Version, "tag": p.Spec.Version.TagPrefix + v.Version, "reason": v.Reason})
 	}
 	fmt.Fprintln(f.IO.Out, v.Version)
-	printVersionReason(f.IO.ErrOut, v)
-	return nil
-}
-
-func printVersionReason(w io.Writer, v versionChoice) {
-	fmt.Fprintf(w, "%s\n", v.Reason)
-	if v.Next == nil {
-		return
-	}
-	for _, r := range v.Next.Repos {
-		since := r.Since
-		if since == "" {
-			since = "the first commit"
+	fmt.Fprintf(f.IO.ErrOut, "%s\n", v.Reason)
+	if next != nil {
+		for _, r := range next.Repos {
+			since := r.Since
+			if since == "" {
+				since = "the first commit"
+			}
+			fmt.Fprintf(f.IO.ErrOut, "  %-12s %d commits since %s, asks for %s\n", r.Repo, r.Commits, since, r.Bump)
 		}
-		fmt.Fprintf(w, "  %-12s %d commits since %s, asks for %s\n", r.Repo, r.Commits, since, r.Bump)
 	}
+	return nil
 }

@@ -337,6 +337,7 @@ ALTER TABLE runs ADD COLUMN override TEXT;
 ALTER TABLE runs ADD COLUMN skip_reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN schedule TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN slice_stages TEXT NOT NULL DEFAULT '';
+ALTER TABLE nodes ADD COLUMN progress TEXT;
 CREATE TABLE versions (
 	pipeline TEXT NOT NULL, version TEXT NOT NULL, run_id TEXT NOT NULL, allocated_at TEXT NOT NULL,
 	PRIMARY KEY (pipeline, version));
@@ -545,10 +546,10 @@ func (s *DB) CreateRun(ctx context.Context, r *pipeline.Run) error {
 			return err
 		}
 		for i, n := range r.Nodes {
-			err := s.exec(ctx, tx, `INSERT INTO nodes (run_id, id, seq, stage, item, environment, needs, status, attempts, outputs, error, approval, started_at, finished_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			err := s.exec(ctx, tx, `INSERT INTO nodes (run_id, id, seq, stage, item, environment, needs, status, attempts, outputs, error, approval, started_at, finished_at, progress)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				r.ID, n.ID, i, n.Stage, n.Item, n.Environment, toJSON(n.Needs), string(n.Status), n.Attempts,
-				toJSON(n.Outputs), n.Error, approvalJSON(n), stampPtr(n.StartedAt), stampPtr(n.FinishedAt))
+				toJSON(n.Outputs), n.Error, approvalJSON(n), stampPtr(n.StartedAt), stampPtr(n.FinishedAt), progressJSON(n))
 			if err != nil {
 				return err
 			}
@@ -567,6 +568,13 @@ func jsonOrNil[T any](v *T) any {
 		return nil
 	}
 	return toJSON(v)
+}
+
+func progressJSON(n *pipeline.Node) any {
+	if len(n.Progress) == 0 {
+		return nil
+	}
+	return toJSON(n.Progress)
 }
 
 func approvalJSON(n *pipeline.Node) any {
@@ -646,8 +654,8 @@ func (s *DB) SaveNodes(ctx context.Context, runID string, nodes ...*pipeline.Nod
 	}
 	err := s.wtx(ctx, func(tx *sql.Tx) error {
 		for _, n := range nodes {
-			res, err := tx.ExecContext(ctx, s.rebind(`UPDATE nodes SET status = ?, attempts = ?, outputs = ?, error = ?, approval = ?, started_at = ?, finished_at = ? WHERE run_id = ? AND id = ?`),
-				string(n.Status), n.Attempts, toJSON(n.Outputs), n.Error, approvalJSON(n), stampPtr(n.StartedAt), stampPtr(n.FinishedAt), runID, n.ID)
+			res, err := tx.ExecContext(ctx, s.rebind(`UPDATE nodes SET status = ?, attempts = ?, outputs = ?, error = ?, approval = ?, started_at = ?, finished_at = ?, progress = ? WHERE run_id = ? AND id = ?`),
+				string(n.Status), n.Attempts, toJSON(n.Outputs), n.Error, approvalJSON(n), stampPtr(n.StartedAt), stampPtr(n.FinishedAt), progressJSON(n), runID, n.ID)
 			if err != nil {
 				return err
 			}
@@ -734,7 +742,7 @@ func (s *DB) Run(ctx context.Context, id string) (*pipeline.Run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read run %s: %w", id, err)
 	}
-	nrows, err := s.db.QueryContext(ctx, s.rebind(`SELECT id, stage, item, environment, needs, status, attempts, outputs, error, approval, started_at, finished_at FROM nodes WHERE run_id = ? ORDER BY seq`), r.ID)
+	nrows, err := s.db.QueryContext(ctx, s.rebind(`SELECT id, stage, item, environment, needs, status, attempts, outputs, error, approval, started_at, finished_at, progress FROM nodes WHERE run_id = ? ORDER BY seq`), r.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read run %s: %w", id, err)
 	}
@@ -742,14 +750,19 @@ func (s *DB) Run(ctx context.Context, id string) (*pipeline.Run, error) {
 	for nrows.Next() {
 		var n pipeline.Node
 		var needs, status, outputs string
-		var approval, started, finished sql.NullString
-		if err := nrows.Scan(&n.ID, &n.Stage, &n.Item, &n.Environment, &needs, &status, &n.Attempts, &outputs, &n.Error, &approval, &started, &finished); err != nil {
+		var approval, started, finished, progress sql.NullString
+		if err := nrows.Scan(&n.ID, &n.Stage, &n.Item, &n.Environment, &needs, &status, &n.Attempts, &outputs, &n.Error, &approval, &started, &finished, &progress); err != nil {
 			return nil, fmt.Errorf("read run %s: %w", id, err)
 		}
 		n.Status = pipeline.Status(status)
 		n.StartedAt, n.FinishedAt = parseStampPtr(started), parseStampPtr(finished)
 		if err := errors.Join(json.Unmarshal([]byte(needs), &n.Needs), json.Unmarshal([]byte(outputs), &n.Outputs)); err != nil {
 			return nil, fmt.Errorf("read run %s: node %s: corrupt record: %w", id, n.ID, err)
+		}
+		if progress.Valid {
+			if err := json.Unmarshal([]byte(progress.String), &n.Progress); err != nil {
+				return nil, fmt.Errorf("read run %s: node %s: corrupt record: %w", id, n.ID, err)
+			}
 		}
 		if approval.Valid {
 			if err := json.Unmarshal([]byte(approval.String), &n.Approval); err != nil {
@@ -930,6 +943,19 @@ func (s *DB) Deployments(ctx context.Context, env string, limit int) ([]*pipelin
 
 // AcquireLease takes a lease when it is free, expired or already ours.
 func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (*pipeline.Lease, error) {
+	return s.takeLease(ctx, name, "", holder, ttl)
+}
+
+// TakeOverLease takes a lease from a holder known to be dead, if it still
+// holds it.
+func (s *DB) TakeOverLease(ctx context.Context, name, from, holder string, ttl time.Duration) (*pipeline.Lease, error) {
+	return s.takeLease(ctx, name, from, holder, ttl)
+}
+
+// takeLease takes the lease for holder when it is free, expired, already
+// the holder's, or held by from (when from is set). Every taking moves the
+// fence on, so the writes of the one it was taken from are refused.
+func (s *DB) takeLease(ctx context.Context, name, from, holder string, ttl time.Duration) (*pipeline.Lease, error) {
 	var lease *pipeline.Lease
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.exec(ctx, tx, `INSERT INTO leases (name, holder, fence, expires_at) VALUES (?, '', 0, ?) ON CONFLICT (name) DO NOTHING`, name, stamp(time.Unix(0, 0))); err != nil {
@@ -945,7 +971,8 @@ func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Dur
 			return err
 		}
 		now := time.Now().UTC()
-		if cur.Holder != "" && cur.Holder != holder && parseStamp(expires).After(now) {
+		free := cur.Holder == "" || cur.Holder == holder || !parseStamp(expires).After(now) || (from != "" && cur.Holder == from)
+		if !free {
 			return &pipeline.HeldError{Name: name, Holder: cur.Holder, Expires: parseStamp(expires)}
 		}
 		lease = &pipeline.Lease{Name: name, Holder: holder, Fence: cur.Fence + 1, Expires: now.Add(ttl)}

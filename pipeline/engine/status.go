@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// EnvStatus is what an environment runs: its newest recorded deployment and
+// each service's container as its host reports it, with the drift between
+// the two.
+type EnvStatus struct {
+	Name       string          `json:"name"`
+	Version    string          `json:"version"`
+	RunID      string          `json:"runId"`
+	DeployedAt *time.Time      `json:"deployedAt"`
+	Services   []ServiceStatus `json:"services"`
+	// Recorded are the digests the newest deployment put there.
+	Recorded map[string]string `json:"-"`
+}
+
+// ServiceStatus is one service's container in an environment.
+type ServiceStatus struct {
+	Name    string `json:"name"`
+	Host    string `json:"host,omitempty"`
+	Digest  string `json:"digest"`
+	Healthy bool   `json:"healthy"`
+	// Drift says how what runs differs from the record; "" when it agrees.
+	Drift string `json:"drift"`
+	// Health is what the health check saw, State the container's state.
+	Health string `json:"-"`
+	State  string `json:"-"`
+}
+
+// Drifted reports whether any service drifts from the record or is not
+// healthy.
+func (s *EnvStatus) Drifted() bool {
+	for _, svc := range s.Services {
+		if svc.Drift != "" || !svc.Healthy {
+			return true
+		}
+	}
+	return false
+}
+
+// Status reports what each named environment runs (every environment, in
+// promotion order, when names is empty): the record, and, with an
+// Inspector, the live containers and their drift from the record.
+func (e *Engine) Status(ctx context.Context, names ...string) ([]*EnvStatus, error) {
+	p := e.Pipeline
+	if len(names) == 0 {
+		names = p.Spec.EnvironmentOrder()
+	}
+	var out []*EnvStatus
+	for _, name := range names {
+		env, ok := p.Spec.Environments[name]
+		if !ok {
+			return nil, usagef("unknown environment %q (known: %s)", name, strings.Join(p.Spec.EnvironmentOrder(), ", "))
+		}
+		s, err := e.recorded(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if e.Inspector != nil {
+			live, err := e.Inspector.Inspect(ctx, name)
+			if err != nil && len(live) == 0 && len(env.Hosts) > 0 {
+				return nil, fmt.Errorf("status of %s: %w", name, err)
+			}
+			s.Services = Compare(s.Recorded, live)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (e *Engine) recorded(ctx context.Context, name string) (*EnvStatus, error) {
+	s := &EnvStatus{Name: name, Services: []ServiceStatus{}}
+	hist, err := e.Store.Deployments(ctx, name, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(hist) > 0 {
+		d := hist[0]
+		s.Version, s.RunID, s.DeployedAt, s.Recorded = d.Version, d.RunID, &d.At, d.Images
+	}
+	return s, nil
+}
+
+// Recorded is an environment's newest deployment without looking at its
+// hosts, for callers that inspect on their own schedule (the server).
+func (e *Engine) Recorded(ctx context.Context, name string) (*EnvStatus, error) {
+	return e.recorded(ctx, name)
+}
+
+// Compare sets what runs beside what the record says should: a service
+// with no container, a container no recorded release put there, or one at
+// another digest drifts.
+func Compare(recorded map[string]string, live []Live) []ServiceStatus {
+	out := []ServiceStatus{}
+	for _, l := range live {
+		sv := ServiceStatus{Name: l.Service, Host: l.Host, Digest: l.Digest, Healthy: l.Healthy, Health: l.Health, State: l.State}
+		switch want := recorded[l.Service]; {
+		case l.State == "missing" && want != "":
+			sv.Drift = "no container runs; recorded " + want
+		case want == "" && l.Digest != "":
+			sv.Drift = "runs " + l.Digest + ", which no recorded release put here"
+		case want != "" && l.Digest != want:
+			sv.Drift = "runs " + l.Digest + ", recorded " + want
+		}
+		out = append(out, sv)
+	}
+	return out
+}
