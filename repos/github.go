@@ -121,6 +121,12 @@ func (s *Set) Releases(ctx context.Context, version string, commits map[string]s
 	var mu sync.Mutex
 	err = s.each(ctx, names, func(ctx context.Context, name string) error {
 		cl := cls[byRepo[name]]
+		if err := s.checkFence(ctx); err != nil {
+			mu.Lock()
+			out[byRepo[name]] = Release{Repo: name, Tag: cl.Tag, Outcome: Failed, Err: err, Error: err.Error()}
+			mu.Unlock()
+			return fmt.Errorf("publish release %s of repo %s: %w", cl.Tag, name, err)
+		}
 		rel, err := gh.Release(ctx, name, cl.Tag, cl.Markdown(), v.Prerelease() != "")
 		mu.Lock()
 		out[byRepo[name]] = rel

@@ -51,6 +51,9 @@ type Set struct {
 
 	mu      sync.Mutex
 	mirrors map[string]*mirror
+	// fence is checked right before every effect on a remote (a tag push,
+	// a GitHub release): nil checks nothing.
+	fence func(context.Context) error
 }
 
 // mirror is the local bare copy of one repo. mu serialises the first fetch,
@@ -78,6 +81,21 @@ func WithLogger(l *slog.Logger) Option {
 // pipeline file; tests use it to avoid touching the process environment.
 func WithGetenv(getenv func(string) string) Option {
 	return func(s *Set) { s.getenv = getenv }
+}
+
+// WithFence has every effect on a remote (a tag push, a GitHub release)
+// checked with fence right before it: a run that no longer owns its lease
+// stops there.
+func WithFence(fence func(context.Context) error) Option {
+	return func(s *Set) { s.fence = fence }
+}
+
+// checkFence is the fence check before an effect.
+func (s *Set) checkFence(ctx context.Context) error {
+	if s.fence == nil {
+		return nil
+	}
+	return s.fence(ctx)
 }
 
 // WithParallel bounds how many repos are fetched or pushed at once.

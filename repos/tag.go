@@ -218,6 +218,9 @@ func (s *Set) Tag(ctx context.Context, version string, commits map[string]string
 		if err := createTag(r, tag, want, tagger, msg); err != nil {
 			return fail(i, fmt.Errorf("create tag %s in the mirror of repo %s: %w", tag, name, err))
 		}
+		if err := s.checkFence(ctx); err != nil {
+			return fail(i, fmt.Errorf("push tag %s to repo %s: %w", tag, name, err))
+		}
 		pushed, err := s.pushTag(ctx, r, name, tag)
 		if err != nil && ctx.Err() == nil {
 			// Someone may have pushed the tag since the check, or our push

@@ -157,7 +157,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (_ stages.Outputs, err
 	// earlier try completed, so nothing is uploaded or tagged twice.
 	wait := RetryBackoff
 	for attempt := 1; ; attempt++ {
-		out, err := push(ctx, cli, imageID, tags, auth, ropts, logw)
+		out, err := push(ctx, cli, imageID, tags, auth, ropts, logw, env.Fence)
 		if err == nil {
 			ref := repo.Digest(out["digest"])
 			logger.Info("image pushed", "service", svcName, "image", ref.String(), "uploaded", out["pushed"] == "true")
@@ -194,7 +194,7 @@ const (
 
 // push makes every tag hold imageID in the registry, uploading through the
 // engine only when no tag holds it yet. Outputs: tags, digest, pushed.
-func push(ctx context.Context, cli *client.Client, imageID string, tags []name.Tag, auth authn.Authenticator, ropts []remote.Option, logw io.Writer) (stages.Outputs, error) {
+func push(ctx context.Context, cli *client.Client, imageID string, tags []name.Tag, auth authn.Authenticator, ropts []remote.Option, logw io.Writer, fence func(context.Context) error) (stages.Outputs, error) {
 	out := stages.Outputs{"tags": joinTags(tags)}
 
 	// Probe every tag: which of them already hold this image?
@@ -223,6 +223,9 @@ func push(ctx context.Context, cli *client.Client, imageID string, tags []name.T
 	if have == nil {
 		// The engine uploads the layers it has and the registry lacks.
 		first := missing[0]
+		if err := checkFence(ctx, fence); err != nil {
+			return nil, fmt.Errorf("push %s: %w", first, err)
+		}
 		digest, err := enginePush(ctx, cli, imageID, first, auth, logw)
 		if err != nil {
 			return nil, err
@@ -239,6 +242,9 @@ func push(ctx context.Context, cli *client.Client, imageID string, tags []name.T
 	for _, tag := range missing {
 		// Tag by digest inside the registry: the manifest is copied, no
 		// layer moves.
+		if err := checkFence(ctx, fence); err != nil {
+			return nil, fmt.Errorf("tag %s: %w", tag, err)
+		}
 		if err := remote.Tag(tag, have, ropts...); err != nil {
 			return nil, registryError("tag "+tag.String()+" by digest", err)
 		}
@@ -250,6 +256,15 @@ func push(ctx context.Context, cli *client.Client, imageID string, tags []name.T
 	out["digest"] = have.Digest.String()
 	out["pushed"] = fmt.Sprint(pushed)
 	return out, nil
+}
+
+// fence confirms, right before a push or a retag, that the run still owns
+// its leases.
+func checkFence(ctx context.Context, fence func(context.Context) error) error {
+	if fence == nil {
+		return nil
+	}
+	return fence(ctx)
 }
 
 // transient reports whether err says the registry (or the engine) cannot be

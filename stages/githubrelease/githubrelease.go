@@ -37,7 +37,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	if env.Version == "" {
 		return nil, stages.Permanent(errors.New("github-release: the run has no release version"))
 	}
-	set := repos.New(env.Spec, env.WorkDir, repos.WithLogger(env.Logger))
+	set := repos.New(env.Spec, env.WorkDir, repos.WithLogger(env.Logger), repos.WithFence(env.Fence))
 	if _, err := set.GitHub(); err != nil {
 		// No token or no owner: nothing a retry changes.
 		return nil, stages.Permanent(err)

@@ -41,7 +41,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	if env.Version == "" {
 		return nil, stages.Permanent(errors.New("git-tag: the run has no release version"))
 	}
-	set := repos.New(env.Spec, env.WorkDir, repos.WithLogger(env.Logger), repos.WithParallel(s.Parallel))
+	set := repos.New(env.Spec, env.WorkDir, repos.WithLogger(env.Logger), repos.WithParallel(s.Parallel), repos.WithFence(env.Fence))
 	log := env.Log
 	if log == nil {
 		log = io.Discard
