@@ -1,5 +1,6 @@
 // Package exec is the "exec" stage: it runs one command with arguments,
-// never through a shell, and stores its output in the run log.
+// never through a shell, stores its output in the run log, and ends the
+// command's whole process tree with its run (see Supervise).
 package exec
 
 import (
@@ -8,15 +9,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/sweepboard/release/pipeline/redact"
 	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/internal/proctree"
 )
 
 // Kind registers the stage.
@@ -46,18 +46,22 @@ func (s *Stage) Validate(*stages.Spec) error {
 	return nil
 }
 
-// Run runs the command and waits for it. A cancelled context stops the
-// command's whole process group; the command also dies with this process.
+// Run runs the command and waits for it and for every process it started:
+// a supervisor process (see Supervise) ends the command's whole tree when
+// the command exits, when ctx is done (SIGTERM, then SIGKILL), when this
+// process dies, whatever the signal, and when the lease this process holds
+// runs out without a renewal (the error then wraps stages.ErrFenced). The
+// tree's process group is checkpointed, so that a later run of the node
+// kills what a dead supervisor left before it runs the command again.
 func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error) {
-	cmd := osexec.Command(s.Command[0], s.Command[1:]...)
-	cmd.Dir = env.Spec.Dir
+	dir := env.Spec.Dir
 	if s.Dir != "" {
-		cmd.Dir = s.Dir
+		dir = s.Dir
 		if !filepath.IsAbs(s.Dir) {
-			cmd.Dir = filepath.Join(env.Spec.Dir, s.Dir)
+			dir = filepath.Join(env.Spec.Dir, s.Dir)
 		}
 	}
-	cmd.Env = append(os.Environ(),
+	cmdEnv := append(os.Environ(),
 		"RELEASE_RUN_ID="+env.RunID,
 		"RELEASE_VERSION="+env.Version,
 		"RELEASE_NODE="+env.Node,
@@ -70,7 +74,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		cmd.Env = append(cmd.Env, k+"="+s.Env[k])
+		cmdEnv = append(cmdEnv, k+"="+s.Env[k])
 	}
 	var out io.Writer = io.Discard
 	if env.Log != nil {
@@ -78,35 +82,107 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	}
 	logw := redact.Writer(out, env.Spec.Secrets(os.Getenv)...)
 	defer logw.Close()
-	cmd.Stdout, cmd.Stderr = logw, logw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, stages.Permanent(fmt.Errorf("start %s: %w", s.Command[0], err))
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		// Ask the group to stop, then make sure it does.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
+
+	if g, ok := priorGroup(env.Prior); ok {
+		if err := fence(ctx, env); err != nil {
+			return nil, fmt.Errorf("start %s: %w", s.Command[0], err)
 		}
+		if err := killLeftover(ctx, g, out); err != nil {
+			return nil, fmt.Errorf("start %s: %w", s.Command[0], err)
+		}
+	}
+	if err := fence(ctx, env); err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.Command[0], err)
+	}
+	err := proctree.Run(ctx, proctree.Command{Argv: s.Command, Env: cmdEnv, Dir: dir}, proctree.Options{
+		Output:   logw,
+		Deadline: env.LeaseExpiry,
+		Started: func(g proctree.Group) error {
+			if env.Checkpoint == nil {
+				return nil
+			}
+			if err := env.Checkpoint(ctx, groupOutputs(g)); err != nil {
+				return fmt.Errorf("record the process group of %s: %w", s.Command[0], err)
+			}
+			return nil
+		},
+	})
+	var start *proctree.StartError
+	var exit *proctree.ExitError
+	switch {
+	case err == nil:
+		return stages.Outputs{"exitCode": "0"}, nil
+	case errors.As(err, &start):
+		return nil, stages.Permanent(fmt.Errorf("start %s: %w", s.Command[0], err))
+	case errors.Is(err, proctree.ErrDeadline):
+		return nil, fmt.Errorf("%s stopped: the lease of this process ran out: %w", s.Command[0], stages.ErrFenced)
+	case errors.As(err, &exit) && exit.Signal == 0:
+		return nil, fmt.Errorf("%s exited with status %d", s.Command[0], exit.Code)
+	case errors.As(err, &exit):
+		return nil, fmt.Errorf("%s was %w", s.Command[0], err)
+	case ctx.Err() != nil:
 		return nil, fmt.Errorf("%s: %w", s.Command[0], ctx.Err())
 	}
-	if err != nil {
-		var exit *osexec.ExitError
-		if errors.As(err, &exit) {
-			return nil, fmt.Errorf("%s exited with status %d", s.Command[0], exit.ExitCode())
-		}
-		return nil, fmt.Errorf("run %s: %w", s.Command[0], err)
+	return nil, fmt.Errorf("run %s: %w", s.Command[0], err)
+}
+
+// Supervise must be called first thing in main by a program that runs exec
+// stages, and in TestMain by a test binary that does: each command runs
+// under a supervisor that is this program re-executed, and in that process
+// Supervise runs the supervisor and exits. Elsewhere it returns at once.
+func Supervise() { proctree.Main() }
+
+func fence(ctx context.Context, env *stages.Env) error {
+	if env.Fence == nil {
+		return nil
 	}
-	return stages.Outputs{"exitCode": "0"}, nil
+	return env.Fence(ctx)
+}
+
+// The outputs that record a running command's process group.
+const (
+	outPGID        = "pgid"
+	outHost        = "host"
+	outSupervisor  = "supervisor"
+	outBootID      = "bootId"
+	outLeaderStart = "leaderStart"
+)
+
+func groupOutputs(g proctree.Group) stages.Outputs {
+	return stages.Outputs{
+		outPGID:        strconv.Itoa(g.ID),
+		outHost:        g.Host,
+		outSupervisor:  strconv.Itoa(g.Supervisor),
+		outBootID:      g.Boot,
+		outLeaderStart: strconv.FormatUint(g.LeaderStart, 10),
+	}
+}
+
+// priorGroup is the process group an earlier run of the node recorded.
+func priorGroup(prior stages.Outputs) (proctree.Group, bool) {
+	id, err := strconv.Atoi(prior[outPGID])
+	if err != nil || id <= 1 {
+		return proctree.Group{}, false
+	}
+	g := proctree.Group{ID: id, Host: prior[outHost], Boot: prior[outBootID]}
+	g.Supervisor, _ = strconv.Atoi(prior[outSupervisor])
+	g.LeaderStart, _ = strconv.ParseUint(prior[outLeaderStart], 10, 64)
+	return g, true
+}
+
+// killLeftover kills what is left of the process group of an earlier run
+// of the node (its supervisor died too, or it would have), and says so in
+// the log.
+func killLeftover(ctx context.Context, g proctree.Group, log io.Writer) error {
+	if host, _ := os.Hostname(); g.Host != host {
+		fmt.Fprintf(log, "exec: process group %d of an earlier run of this node ran on host %s; it cannot be checked from %s\n", g.ID, g.Host, host)
+		return nil
+	}
+	killed, err := proctree.Kill(ctx, g)
+	if killed {
+		fmt.Fprintf(log, "exec: killed process group %d, left running by an earlier run of this node (supervisor %d), before running the command again\n", g.ID, g.Supervisor)
+	}
+	return err
 }
 
 var (

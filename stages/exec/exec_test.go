@@ -28,6 +28,13 @@ type seen struct {
 }
 
 func TestMain(m *testing.M) {
+	exec.Supervise()
+	// Under -race, every process sleeps 1 s at exit by default; the
+	// supervisors are this binary, and the tests time their end.
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	if os.Getenv(stageEnv) != "" {
+		os.Exit(runStageHelper())
+	}
 	if os.Getenv(helperEnv) != "" {
 		if err := json.NewEncoder(os.Stdout).Encode(seen{Args: os.Args[1:], Version: os.Getenv("RELEASE_VERSION")}); err != nil {
 			os.Exit(2)
