@@ -15,12 +15,16 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/stages/builtin"
+	execstage "github.com/sweepboard/release/stages/exec"
 )
 
 func main() { os.Exit(run()) }
 
 // run is the whole program; testscript calls it as the "release" command.
 func run() int {
+	// An exec stage's command runs under a supervisor that is this
+	// program re-executed: in that process, Supervise runs it and exits.
+	execstage.Supervise()
 	f := &Factory{IO: SystemIO(), Registry: builtin.Registry, Getenv: os.Getenv}
 	defer f.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
