@@ -27,6 +27,9 @@ type heldLocks struct {
 	done   chan struct{}
 	lost   chan struct{} // closed once, when the leases are lost
 	lose   sync.Once
+	// renewing serialises renewals: the heartbeat and the fences of nodes
+	// running in parallel renew the same leases.
+	renewing sync.Mutex
 
 	mu      sync.Mutex
 	expires time.Time // the earliest expiry of the leases as last renewed
@@ -148,6 +151,8 @@ func (h *heldLocks) renew(ctx context.Context) error {
 }
 
 func (h *heldLocks) renewBy(ctx context.Context, deadline time.Time) error {
+	h.renewing.Lock()
+	defer h.renewing.Unlock()
 	rctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	for _, l := range h.leases {
