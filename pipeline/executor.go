@@ -275,8 +275,18 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	// 3. Run the ready nodes. Records are written with a context that
 	// survives the signal: the record must say where the run stopped.
 	wctx := context.WithoutCancel(ctx)
-	nodeCtx, cancelNodes := context.WithCancel(wctx)
-	defer cancelNodes()
+	nodeCtx, cancelNodes := context.WithCancelCause(wctx)
+	defer cancelNodes(nil)
+	// Losing the leases stops the nodes at once, whatever the loop waits
+	// for: a store that does not answer can hold it in a write.
+	lost := locks.lost
+	go func(lost <-chan struct{}) {
+		select {
+		case <-lost:
+			cancelNodes(stages.ErrFenced)
+		case <-nodeCtx.Done():
+		}
+	}(lost)
 	results := make(chan result)
 	running := 0
 	var failed, waiting []string
@@ -287,15 +297,12 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	stopWith := func(s Status) {
 		if stop == "" {
 			stop = s
-			cancelNodes()
+			cancelNodes(nil)
 		}
 	}
-	poll := x.PollCancel
-	if poll <= 0 {
-		poll = time.Second
-	}
-	ticker := time.NewTicker(poll)
-	defer ticker.Stop()
+	// Cancel requests are read off the loop, for the same reason.
+	cancelled := make(chan *Cancel, 1)
+	go x.pollCancel(nodeCtx, run.ID, cancelled)
 	succeeded := func(id string) bool { return nodes[id].Status == Succeeded }
 	// ready holds the pending nodes whose needs have all succeeded, in
 	// graph order. It starts from the graph's answer for the recorded
@@ -326,7 +333,9 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				n.Progress = stages.Outputs{}
 			}
 			maps.Copy(n.Progress, res.out)
-			res.checkpoint <- st.SaveNodes(wctx, run.ID, n)
+			bctx, cancel := x.bounded(wctx)
+			res.checkpoint <- st.SaveNodes(bctx, run.ID, n)
+			cancel()
 			return
 		}
 		if res.attempt > 0 {
@@ -335,6 +344,9 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			return
 		}
 		running--
+		if errors.Is(context.Cause(nodeCtx), stages.ErrFenced) {
+			stopWith(Fenced) // before the loop saw the leases lost
+		}
 		batch = append(batch, x.finish(run, n, res, now, nodeCtx, stop)...)
 		switch n.Status {
 		case Succeeded:
@@ -407,11 +419,15 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		}
 		batch = append(batch, started...)
 		if werr == nil {
-			werr = x.record(wctx, st, p, run, &imagesChanged, &released, deployed, now)
+			bctx, cancel := x.bounded(wctx)
+			werr = x.record(bctx, st, p, run, &imagesChanged, &released, deployed, now)
+			cancel()
 		}
 		deployed = deployed[:0]
 		if len(batch) > 0 && werr == nil {
-			werr = st.SaveNodes(wctx, run.ID, batch...)
+			bctx, cancel := x.bounded(wctx)
+			werr = st.SaveNodes(bctx, run.ID, batch...)
+			cancel()
 			if werr == nil {
 				for _, n := range batch {
 					emit(n)
@@ -429,7 +445,7 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			if errors.Is(werr, ErrLeaseLost) {
 				stopWith(Fenced)
 			} else {
-				cancelNodes()
+				cancelNodes(nil)
 			}
 		}
 		for _, n := range started {
@@ -457,15 +473,12 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			}
 		case <-ctx.Done():
 			stopWith(Interrupted)
-		case <-locks.lost:
-			locks.lost = nil
+		case <-lost:
+			lost = nil
 			stopWith(Fenced)
-		case <-ticker.C:
-			if stop != "" {
-				continue
-			}
-			if r, err := x.Store.Run(wctx, run.ID); err == nil && r.Cancel != nil {
-				run.Cancel = r.Cancel
+		case c := <-cancelled:
+			if stop == "" {
+				run.Cancel = c
 				stopWith(Cancelled)
 			}
 		}
@@ -480,6 +493,47 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		return &FencedError{RunID: run.ID}
 	}
 	return x.close(ctx, st, run, nodes, failed, waiting, frozen, stop, now)
+}
+
+// pollCancel asks the store every PollCancel whether someone cancelled run
+// id, until ctx ends, and sends the first request it finds. Each read
+// gives up after a while: the next one tries again.
+func (x *Executor) pollCancel(ctx context.Context, id string, found chan<- *Cancel) {
+	every := x.PollCancel
+	if every <= 0 {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, max(every, time.Second))
+		r, err := x.Store.Run(rctx, id)
+		cancel()
+		if err == nil && r.Cancel != nil {
+			found <- r.Cancel
+			return
+		}
+	}
+}
+
+// bounded is the context of one record write: it survives a signal (the
+// record must say where the run stopped) and gives up after the lease TTL,
+// by when the leases the write relies on are lost anyway, so that a store
+// that does not answer cannot hold the run, or its exit, for ever.
+func (x *Executor) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), x.leaseTTL())
+}
+
+func (x *Executor) leaseTTL() time.Duration {
+	if x.LeaseTTL <= 0 {
+		return DefaultLeaseTTL
+	}
+	return x.LeaseTTL
 }
 
 // frozen is the reason node n may not start now: a freeze window covers
@@ -625,10 +679,10 @@ func (x *Executor) close(ctx context.Context, st Store, run *Run, nodes map[stri
 			}
 		}
 	}
-	// Flush with a context that survives the signal: the record must say
-	// where the run stopped.
-	wctx := context.WithoutCancel(ctx)
-	if err := st.SaveNodes(wctx, run.ID, changed...); err != nil {
+	bctx, cancel := x.bounded(ctx)
+	err := st.SaveNodes(bctx, run.ID, changed...)
+	cancel()
+	if err != nil {
 		return err
 	}
 	t := now().UTC()
@@ -667,7 +721,9 @@ func (x *Executor) close(ctx context.Context, st Store, run *Run, nodes map[stri
 	if run.Status != Waiting {
 		run.FinishedAt = &t
 	}
-	if err := st.SaveRun(wctx, run); err != nil {
+	bctx, cancel = x.bounded(ctx)
+	defer cancel()
+	if err := st.SaveRun(bctx, run); err != nil {
 		return errors.Join(result, err)
 	}
 	return result
@@ -702,7 +758,7 @@ func (x *Executor) env(p *Pipeline, run *Run, n *Node, nodes map[string]*Node, l
 		Images:      maps.Clone(run.Images),
 		Approval:    approval,
 		Prior:       prior(n),
-		Log:         &logWriter{store: x.Store, runID: run.ID, node: n.ID, tee: x.LogTo, now: time.Now},
+		Log:         &logWriter{store: x.Store, runID: run.ID, node: n.ID, tee: x.LogTo, now: time.Now, timeout: x.leaseTTL()},
 		Logger:      logger.With("node", n.ID),
 	}
 }

@@ -238,6 +238,11 @@ func (h *heldLocks) fence(ctx context.Context) error {
 func (h *heldLocks) release() {
 	close(h.stop)
 	<-h.done
+	if h.over() {
+		// Lost or expired: there is nothing to give back, and the store
+		// may be what did not answer.
+		return
+	}
 	h.releaseAll()
 }
 

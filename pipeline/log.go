@@ -18,6 +18,9 @@ type logWriter struct {
 	node  string
 	tee   func(LogLine)
 	now   func() time.Time
+	// timeout bounds each store write: a store that does not answer must
+	// not hold the node (its command's output, then its exit) for ever.
+	timeout time.Duration
 
 	mu      sync.Mutex
 	partial []byte
@@ -62,7 +65,9 @@ func (w *logWriter) emit(lines []LogLine) {
 	}
 	// A log line that cannot be stored must not fail the stage: the
 	// status changes are what resume depends on.
-	_ = w.store.AppendLog(context.Background(), w.runID, lines)
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+	_ = w.store.AppendLog(ctx, w.runID, lines)
+	cancel()
 	if w.tee != nil {
 		for _, l := range lines {
 			w.tee(l)
