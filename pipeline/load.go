@@ -120,7 +120,7 @@ func Parse(display, abs string, data []byte, reg *stages.Registry) (*Pipeline, e
 	d := newDecoder(display)
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, Errors{syntaxError(display, err)}
+		return nil, Errors{syntaxError(display, data, err)}
 	}
 	if root.Kind == 0 || len(root.Content) == 0 {
 		return nil, Errors{{Pos: Pos{File: display, Line: 1, Col: 1}, Msg: "the pipeline file is empty"}}
@@ -179,21 +179,6 @@ func measure(n *yaml.Node, d int, sz *size) *size {
 		measure(c, d+1, sz)
 	}
 	return sz
-}
-
-// syntaxError turns a YAML parser error ("yaml: line 3: …") into a
-// positioned one.
-func syntaxError(file string, err error) *Error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 1
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if n, after, ok := strings.Cut(rest, ": "); ok {
-			if _, scanErr := fmt.Sscanf(n, "%d", &line); scanErr == nil {
-				msg = after
-			}
-		}
-	}
-	return &Error{Pos: Pos{File: file, Line: line, Col: 1}, Msg: msg}
 }
 
 type validator struct {

@@ -256,6 +256,59 @@ stages: [
 `,
 			want: []string{`pipeline.yaml:2:1: did not find expected node content`},
 		},
+		{
+			name: "a tab in the indentation is named as a tab",
+			src:  "name: p\nstages:\n\ta: {uses: exec}\n",
+			want: []string{`pipeline.yaml:3:1: a tab character indents this line; YAML indents with spaces`},
+		},
+		{
+			name: "a tab after spaces in the indentation, at its column",
+			src:  "name: p\nstages:\n  a: {uses: exec}\n  b:\n  \tuses: exec\n",
+			want: []string{`pipeline.yaml:5:3: a tab character indents this line; YAML indents with spaces`},
+		},
+		{
+			// The YAML parser alone names line 6, two blocks up.
+			name: "a 3-space indent is reported on its own line",
+			src: `
+name: p
+repos:
+  api: {url: ./api}
+services:
+  api: {repo: api, image: sb/api}
+stages:
+  build:
+    uses: exec
+   needs: []
+`,
+			want: []string{`pipeline.yaml:9:4: this line is indented by 3 spaces, which lines up with no block above it (0, 2 or 4 would): did not find expected key`},
+		},
+		{
+			name: "the blocks a list item opens are named",
+			src: `
+name: p
+stages:
+  a:
+    uses: exec
+    with:
+      checks:
+        - name: x
+          path: /
+         status: 200
+`,
+			want: []string{`pipeline.yaml:9:10: this line is indented by 9 spaces, which lines up with no block above it (0, 2, 4, 6, 8 or 10 would): did not find expected '-' indicator`},
+		},
+		{
+			name: "a syntax error far below the block it is in",
+			src: `
+name: p
+stages:
+  a: {uses: exec}
+  b: {uses: exec}
+  c: {uses: exec}
+  d: {uses: exec, needs: [a, b
+`,
+			want: []string{`pipeline.yaml:6:3: did not find expected ',' or ']'`},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
