@@ -160,14 +160,30 @@ var ErrNotFound = errors.New("not found")
 
 // LogLine is one line of a node's output.
 type LogLine struct {
+	// Seq is the line's place in the store's log, growing with each line
+	// appended: the cursor of LogPage and LogTail. Set when read back;
+	// AppendLog ignores it.
+	Seq  int64     `json:"seq,omitempty"`
 	Node string    `json:"node"`
 	At   time.Time `json:"at"`
 	Text string    `json:"text"`
 }
 
-// RunFilter selects runs for ListRuns.
+// RunFilter selects runs for Runs. Its fields combine: a run is listed when
+// it matches every field that is set.
 type RunFilter struct {
 	Limit int // 0: all
+	// Status keeps the runs in one of these statuses.
+	Status []Status
+	// Environment keeps the runs recorded for it (a promotion, a rollback)
+	// and the runs with a node in it.
+	Environment string
+	// Kind keeps the runs of one kind (run, promote, rollback, tag).
+	Kind string
+	// Before keeps the runs older than the run with this id; After, the
+	// runs newer than it, the Limit of them nearest to it. Either way the
+	// list is newest first. An unknown id is ErrNotFound.
+	Before, After string
 }
 
 // Store keeps runs. Every method commits before it returns: when SaveNode
@@ -189,6 +205,14 @@ type Store interface {
 	AppendLog(ctx context.Context, runID string, lines []LogLine) error
 	// Logs returns the output of a run, or of one node when node is set.
 	Logs(ctx context.Context, runID, node string) ([]LogLine, error)
+	// LogPage returns, in order, up to limit lines of that output that
+	// come after the line whose Seq is after (0: from the first line), and
+	// the cursor to pass as after for the next page: the Seq of the last
+	// line returned, or after itself when there was none.
+	LogPage(ctx context.Context, runID, node string, after int64, limit int) ([]LogLine, int64, error)
+	// LogTail returns, in order, the last limit lines of that output before
+	// the line whose Seq is before (0: the end).
+	LogTail(ctx context.Context, runID, node string, before int64, limit int) ([]LogLine, error)
 
 	// RecordRelease stores a release once. Recording the same release again
 	// is a no-op; recording another with the same version is

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -343,6 +344,12 @@ CREATE TABLE versions (
 	PRIMARY KEY (pipeline, version));
 INSERT INTO versions (pipeline, version, run_id, allocated_at)
 	SELECT pipeline, version, MIN(id), MIN(started_at) FROM runs WHERE kind = 'run' AND version <> '' GROUP BY pipeline, version;`,
+	// 4: a page of a run's log, from its end or from a cursor, reads only
+	// the page (logs_run serves one node's lines, not a whole run's in
+	// order); the dashboard lists the waiting runs however old they are.
+	`
+CREATE INDEX logs_run_seq ON logs (run_id, seq);
+CREATE INDEX runs_status ON runs (status, started_at);`,
 }
 
 // migrationSteps are the parts of migrations that SQL alone cannot do in
@@ -783,11 +790,55 @@ func likePrefix(s string) string {
 
 // Runs lists runs, newest first, without nodes.
 func (s *DB) Runs(ctx context.Context, f pipeline.RunFilter) ([]*pipeline.Run, error) {
-	q := `SELECT ` + runColumns + ` FROM runs ORDER BY started_at DESC, id DESC`
+	var where []string
+	var args []any
+	if len(f.Status) > 0 {
+		where = append(where, `status IN (?`+strings.Repeat(`, ?`, len(f.Status)-1)+`)`)
+		for _, st := range f.Status {
+			args = append(args, string(st))
+		}
+	}
+	if f.Environment != "" {
+		where = append(where, `(environment = ? OR EXISTS (SELECT 1 FROM nodes WHERE nodes.run_id = runs.id AND nodes.environment = ?))`)
+		args = append(args, f.Environment, f.Environment)
+	}
+	if f.Kind != "" {
+		where = append(where, `kind = ?`)
+		args = append(args, f.Kind)
+	}
+	// The order is (started_at, id), newest first: a cursor is a place in
+	// it. Newer runs are read oldest first, so that the limit keeps the
+	// ones nearest the cursor, and turned round below.
+	order := ` ORDER BY started_at DESC, id DESC`
+	for _, c := range []struct {
+		id, cmp string
+	}{{f.Before, "<"}, {f.After, ">"}} {
+		if c.id == "" {
+			continue
+		}
+		var started string
+		err := s.db.QueryRowContext(ctx, s.rebind(`SELECT started_at FROM runs WHERE id = ?`), c.id).Scan(&started)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("list runs: run %s: %w", c.id, pipeline.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list runs: %w", err)
+		}
+		where = append(where, `(started_at `+c.cmp+` ? OR (started_at = ? AND id `+c.cmp+` ?))`)
+		args = append(args, started, started, c.id)
+		if c.cmp == ">" {
+			order = ` ORDER BY started_at, id`
+		}
+	}
+	q := `SELECT ` + runColumns + ` FROM runs`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	q += order
 	if f.Limit > 0 {
 		q += ` LIMIT ` + strconv.Itoa(f.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, q)
+	rows, err := s.db.QueryContext(ctx, s.rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
@@ -799,6 +850,9 @@ func (s *DB) Runs(ctx context.Context, f pipeline.RunFilter) ([]*pipeline.Run, e
 			return nil, fmt.Errorf("list runs: %w", err)
 		}
 		out = append(out, r)
+	}
+	if f.After != "" {
+		slices.Reverse(out)
 	}
 	return out, rows.Err()
 }
@@ -824,13 +878,50 @@ func (s *DB) AppendLog(ctx context.Context, runID string, lines []pipeline.LogLi
 
 // Logs returns a run's output lines in order, of one node when node is set.
 func (s *DB) Logs(ctx context.Context, runID, node string) ([]pipeline.LogLine, error) {
-	q := `SELECT node, at, text FROM logs WHERE run_id = ?`
+	return s.logs(ctx, runID, node, "", nil, false, 0)
+}
+
+// LogPage returns up to limit lines after the cursor after, in order, and
+// the cursor of the next page.
+func (s *DB) LogPage(ctx context.Context, runID, node string, after int64, limit int) ([]pipeline.LogLine, int64, error) {
+	lines, err := s.logs(ctx, runID, node, ` AND seq > ?`, []any{after}, false, limit)
+	if n := len(lines); n > 0 {
+		after = lines[n-1].Seq
+	}
+	return lines, after, err
+}
+
+// LogTail returns the last limit lines before the cursor before (0: the
+// end), in order.
+func (s *DB) LogTail(ctx context.Context, runID, node string, before int64, limit int) ([]pipeline.LogLine, error) {
+	cond, args := "", []any(nil)
+	if before > 0 {
+		cond, args = ` AND seq < ?`, []any{before}
+	}
+	lines, err := s.logs(ctx, runID, node, cond, args, true, limit)
+	slices.Reverse(lines)
+	return lines, err
+}
+
+// logs reads the lines of a run's log that match cond (with its args), in
+// order or from the last one back (desc); at most limit when limit > 0.
+func (s *DB) logs(ctx context.Context, runID, node, cond string, condArgs []any, desc bool, limit int) ([]pipeline.LogLine, error) {
+	q := `SELECT seq, node, at, text FROM logs WHERE run_id = ?`
 	args := []any{runID}
 	if node != "" {
 		q += ` AND node = ?`
 		args = append(args, node)
 	}
-	rows, err := s.db.QueryContext(ctx, s.rebind(q+` ORDER BY seq`), args...)
+	q += cond
+	args = append(args, condArgs...)
+	q += ` ORDER BY seq`
+	if desc {
+		q += ` DESC`
+	}
+	if limit > 0 {
+		q += ` LIMIT ` + strconv.Itoa(limit)
+	}
+	rows, err := s.db.QueryContext(ctx, s.rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read log of run %s: %w", runID, err)
 	}
@@ -839,13 +930,16 @@ func (s *DB) Logs(ctx context.Context, runID, node string) ([]pipeline.LogLine, 
 	for rows.Next() {
 		var l pipeline.LogLine
 		var at string
-		if err := rows.Scan(&l.Node, &at, &l.Text); err != nil {
+		if err := rows.Scan(&l.Seq, &l.Node, &at, &l.Text); err != nil {
 			return nil, fmt.Errorf("read log of run %s: %w", runID, err)
 		}
 		l.At = parseStamp(at)
 		out = append(out, l)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read log of run %s: %w", runID, err)
+	}
+	return out, nil
 }
 
 // RecordRelease stores a release once.
