@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -51,31 +52,57 @@ func NewCmdGraph(f *Factory, runF func(*GraphOptions) error) *cobra.Command {
 	return cmd
 }
 
-// graphID makes a node id safe for both formats: push[api] → push_api.
-func graphID(id string) string {
-	return strings.NewReplacer("[", "_", "]", "", "-", "_", ".", "_").Replace(id)
+// Both formats name nodes n0, n1, … in plan order and carry the real name
+// as a quoted label: ids are unique whatever the names (a-b and a_b, a
+// stage named end, a Mermaid keyword), and a label is escaped once, for
+// its format.
+
+// graphIDs numbers the nodes of plan.
+func graphIDs(plan *pipeline.Plan) map[string]string {
+	ids := make(map[string]string, len(plan.Nodes))
+	for i, n := range plan.Nodes {
+		ids[n.ID] = "n" + strconv.Itoa(i)
+	}
+	return ids
 }
 
+// mermaidLabel escapes a label for a Mermaid ["…"] node: Mermaid reads
+// #name; and #code; entity codes there, and nothing else is special.
+var mermaidLabel = strings.NewReplacer(
+	"#", "#35;", `"`, "#quot;", "<", "#lt;", ">", "#gt;", "&", "#amp;", "`", "#96;", "\n", "#10;", "\r", "#13;",
+)
+
 func writeMermaid(w io.Writer, plan *pipeline.Plan) {
+	ids := graphIDs(plan)
 	fmt.Fprintln(w, "flowchart LR")
 	for _, n := range plan.Nodes {
-		fmt.Fprintf(w, "  %s[\"%s\"]\n", graphID(n.ID), n.ID)
+		fmt.Fprintf(w, "  %s[\"%s\"]\n", ids[n.ID], mermaidLabel.Replace(n.ID))
 	}
 	for _, n := range plan.Nodes {
 		for _, need := range n.Needs {
-			fmt.Fprintf(w, "  %s --> %s\n", graphID(need), graphID(n.ID))
+			fmt.Fprintf(w, "  %s --> %s\n", ids[need], ids[n.ID])
 		}
 	}
 }
 
+// dotString quotes s as a Graphviz string that shows as s: backslash and
+// double quote escaped, & as an entity (Graphviz reads &amp; in every
+// string), a newline as \n.
+func dotString(s string) string {
+	return `"` + dotEscape.Replace(s) + `"`
+}
+
+var dotEscape = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "&", "&amp;", "\n", `\n`, "\r", `\n`)
+
 func writeDot(w io.Writer, name string, plan *pipeline.Plan) {
-	fmt.Fprintf(w, "digraph %q {\n  rankdir=LR;\n", name)
+	ids := graphIDs(plan)
+	fmt.Fprintf(w, "digraph %s {\n  rankdir=LR;\n", dotString(name))
 	for _, n := range plan.Nodes {
-		fmt.Fprintf(w, "  %q;\n", n.ID)
+		fmt.Fprintf(w, "  %s [label=%s];\n", ids[n.ID], dotString(n.ID))
 	}
 	for _, n := range plan.Nodes {
 		for _, need := range n.Needs {
-			fmt.Fprintf(w, "  %q -> %q;\n", need, n.ID)
+			fmt.Fprintf(w, "  %s -> %s;\n", ids[need], ids[n.ID])
 		}
 	}
 	fmt.Fprintln(w, "}")
