@@ -34,6 +34,10 @@ const (
 	Fenced Status = "fenced"
 )
 
+// Statuses are every status, in the order a node goes through them: the
+// values a filter or a completion offers.
+var Statuses = []Status{Pending, Running, Waiting, Succeeded, Failed, Skipped, Cancelled, Interrupted, Fenced}
+
 // Done reports whether a node in this status will not change again in this
 // attempt of the run.
 func (s Status) Done() bool {

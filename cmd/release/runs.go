@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,8 +31,10 @@ func NewCmdRuns(f *Factory) *cobra.Command {
 
 // RunsListOptions are the inputs of `release runs list`.
 type RunsListOptions struct {
-	f     *Factory
-	Limit int
+	f           *Factory
+	Limit       int
+	Status      []string
+	Environment string
 }
 
 // NewCmdRunsList builds `release runs list`.
@@ -39,8 +43,21 @@ func NewCmdRunsList(f *Factory, runF func(*RunsListOptions) error) *cobra.Comman
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List runs, newest first",
-		Args:  exactArgs(0),
+		Long: `List runs, newest first. --status keeps the runs in one of the statuses given
+(repeat it, or separate them with commas); --env keeps the runs that promote or
+roll back that environment or have a node in it; --limit counts what is kept.`,
+		Example: `  release runs --status waiting
+  release runs --status failed,fenced --env prod --limit 5`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Limit < 0 {
+				return usageErrorf("--limit %d: want 0 (all) or more", opts.Limit)
+			}
+			for _, s := range opts.Status {
+				if !slices.Contains(pipeline.Statuses, pipeline.Status(s)) {
+					return usageErrorf("--status %q: want one of %s", s, joinStatuses(pipeline.Statuses))
+				}
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -48,7 +65,17 @@ func NewCmdRunsList(f *Factory, runF func(*RunsListOptions) error) *cobra.Comman
 		},
 	}
 	cmd.Flags().IntVarP(&opts.Limit, "limit", "n", 20, "at most this many runs (0: all)")
+	cmd.Flags().StringSliceVar(&opts.Status, "status", nil, "only runs in these statuses: "+joinStatuses(pipeline.Statuses))
+	cmd.Flags().StringVar(&opts.Environment, "env", "", "only runs that act in this environment")
 	return cmd
+}
+
+func joinStatuses(ss []pipeline.Status) string {
+	names := make([]string, len(ss))
+	for i, s := range ss {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
 }
 
 func runsList(ctx context.Context, opts *RunsListOptions) error {
@@ -57,7 +84,11 @@ func runsList(ctx context.Context, opts *RunsListOptions) error {
 	if err != nil {
 		return err
 	}
-	runs, err := st.Runs(ctx, pipeline.RunFilter{Limit: opts.Limit})
+	filter := pipeline.RunFilter{Limit: opts.Limit, Environment: opts.Environment}
+	for _, s := range opts.Status {
+		filter.Status = append(filter.Status, pipeline.Status(s))
+	}
+	runs, err := st.Runs(ctx, filter)
 	if err != nil {
 		return err
 	}
@@ -94,7 +125,9 @@ func NewCmdRunsShow(f *Factory, runF func(*RunsShowOptions) error) *cobra.Comman
 		Short: "Show a run: version, pinned commits, images, every node",
 		Long: `Show one run. RUN is a run id or a prefix of one that matches a single run.
 With -o json the shape is: id, kind, status, version, startedAt, finishedAt,
-commits, images, stages (each id, stage, item, status, attempts, outputs, error).`,
+commits, images, stages (each id, stage, item, status, attempts, outputs, error,
+startedAt and finishedAt (RFC 3339, null until then), durationMs (whole
+milliseconds from start to finish, null until it finished)).`,
 		Example: `  release runs show 20261126-091500-3fa9c1
   release runs show 20261126-0915 -o json | jq '.stages[] | select(.status=="failed")'`,
 		Args: exactArgs(1),
@@ -140,7 +173,7 @@ func runsShow(ctx context.Context, opts *RunsShowOptions) error {
 		}
 	}
 	fmt.Fprintln(w)
-	t := newTable(w, f.IO.OutTTY, "NODE", "STATUS", "ATTEMPTS", "TIME", "DETAIL")
+	t := newTable(w, f.IO.OutTTY, "NODE", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "DETAIL")
 	for _, n := range r.Nodes {
 		detail := n.Error
 		if n.Approval != nil {
@@ -153,7 +186,7 @@ func runsShow(ctx context.Context, opts *RunsShowOptions) error {
 		if n.StartedAt != nil {
 			dur = fmtDuration(*n.StartedAt, n.FinishedAt)
 		}
-		t.row(n.ID, string(n.Status), strconv.Itoa(n.Attempts), dur, firstLine(detail))
+		t.row(n.ID, string(n.Status), strconv.Itoa(n.Attempts), fmtTime(n.StartedAt), dur, firstLine(detail))
 	}
 	t.flush()
 	return nil

@@ -41,6 +41,12 @@ type nodeView struct {
 	Outputs  stages.Outputs   `json:"outputs"`
 	Error    string           `json:"error"`
 	Approval *stages.Approval `json:"approval,omitempty"`
+	// StartedAt and FinishedAt are the node's last attempt, null until it
+	// starts and finishes; DurationMs is the time between, in whole
+	// milliseconds, null until it finished.
+	StartedAt  *time.Time `json:"startedAt"`
+	FinishedAt *time.Time `json:"finishedAt"`
+	DurationMs *int64     `json:"durationMs"`
 }
 
 func newRunView(r *pipeline.Run) runView {
@@ -56,9 +62,20 @@ func newRunView(r *pipeline.Run) runView {
 		v.Stages = append(v.Stages, nodeView{
 			ID: n.ID, Stage: n.Stage, Item: n.Item, Status: string(n.Status), Attempts: n.Attempts,
 			Outputs: stages.Outputs(orEmpty(n.Outputs)), Error: n.Error, Approval: n.Approval,
+			StartedAt: n.StartedAt, FinishedAt: n.FinishedAt, DurationMs: durationMs(n.StartedAt, n.FinishedAt),
 		})
 	}
 	return v
+}
+
+// durationMs is the milliseconds from start to finish, or nil when either
+// is not known.
+func durationMs(start, finish *time.Time) *int64 {
+	if start == nil || finish == nil {
+		return nil
+	}
+	ms := finish.Sub(*start).Milliseconds()
+	return &ms
 }
 
 // runSummary is one run in `runs list -o json`.
