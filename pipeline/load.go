@@ -10,7 +10,9 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -206,6 +208,7 @@ func (v *validator) validate() {
 	if !slices.Contains(Bumps, spec.Version.Bump) {
 		v.errorf([]string{"version", "bump"}, "version.bump: %q is not one of %s", spec.Version.Bump, strings.Join(Bumps, ", "))
 	}
+	v.notes()
 	v.state()
 	v.repos()
 	v.services()
@@ -229,6 +232,24 @@ func (v *validator) freeze() {
 		if err := f.compile(envs); err != nil {
 			v.errorf([]string{"freeze", name}, "freeze.%s: %v", name, err)
 		}
+	}
+}
+
+// noteTypeRE is a conventional commit type as the notes compare it:
+// lowercase, as ParseConventional reads every type.
+var noteTypeRE = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+
+func (v *validator) notes() {
+	seen := map[string]bool{}
+	for i, t := range v.p.Spec.Notes.Types {
+		path := []string{"notes", "types", strconv.Itoa(i)}
+		switch {
+		case !noteTypeRE.MatchString(t):
+			v.errorf(path, "notes.types: %q is not a commit type (lowercase letters, digits and dashes, like feat or fix)", t)
+		case seen[t]:
+			v.errorf(path, "notes.types: %q is listed twice", t)
+		}
+		seen[t] = true
 	}
 }
 

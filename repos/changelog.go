@@ -3,11 +3,14 @@ package repos
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/sweepboard/release/stages"
 )
 
 // Changelog is one repo's changes in a release: the commits reachable from
@@ -27,7 +30,8 @@ type Group struct {
 	Entries []Entry `json:"entries"`
 }
 
-// Entry is one commit of a changelog.
+// Entry is one change of a changelog: a commit, or one of the changes a
+// squash commit lists in its body (see ParseCommit), which share its SHA.
 type Entry struct {
 	Commit string `json:"commit"`
 	Conventional
@@ -53,7 +57,8 @@ const otherTitle = "Other changes"
 
 // Changelogs returns every repo's changelog for version, in repo order.
 // The release commit of a repo is commits[repo] when given, else the
-// version's tag in that repo when it exists, else the branch head.
+// version's tag in that repo when it exists, else the branch head. Which
+// changes are listed is the pipeline's notes policy (stages.NotesPolicy).
 func (s *Set) Changelogs(ctx context.Context, version string, commits map[string]string) ([]Changelog, error) {
 	prefix := s.TagPrefix()
 	v, err := ParseVersion(version, prefix)
@@ -75,7 +80,7 @@ func (s *Set) Changelogs(ctx context.Context, version string, commits map[string
 				}
 			}
 		}
-		cl, err := changelog(st.repo, st.name, tag, v, head, st.tags)
+		cl, err := changelog(st.repo, st.name, tag, v, head, st.tags, s.spec.Notes)
 		if err != nil {
 			return nil, err
 		}
@@ -84,9 +89,10 @@ func (s *Set) Changelogs(ctx context.Context, version string, commits map[string
 	return out, nil
 }
 
-// changelog lists the commits of one repo from the last release tag before
-// v up to head, grouped.
-func changelog(r *git.Repository, name, tag string, v *semver.Version, head plumbing.Hash, tags []releaseTag) (Changelog, error) {
+// changelog lists the changes of one repo from the last release tag before
+// v up to head that policy lists, grouped. Merge commits and release
+// commits are left out.
+func changelog(r *git.Repository, name, tag string, v *semver.Version, head plumbing.Hash, tags []releaseTag, policy stages.NotesPolicy) (Changelog, error) {
 	cl := Changelog{Repo: name, Tag: tag, Commit: head.String()}
 	st := repoState{tags: tags}
 	var base plumbing.Hash
@@ -103,11 +109,15 @@ func changelog(r *git.Repository, name, tag string, v *semver.Version, head plum
 		if c.NumParents() > 1 {
 			continue
 		}
-		conv := ParseConventional(c.Message)
-		for i, g := range groupTitles {
-			if g.match(conv) {
-				groups[i] = append(groups[i], Entry{Commit: c.Hash.String(), Conventional: conv})
-				break
+		for _, conv := range ParseCommit(c.Message) {
+			if releaseCommit(conv) || !policy.Lists(conv.Type, conv.Breaking) {
+				continue
+			}
+			for i, g := range groupTitles {
+				if g.match(conv) {
+					groups[i] = append(groups[i], Entry{Commit: c.Hash.String(), Conventional: conv})
+					break
+				}
 			}
 		}
 	}
@@ -199,12 +209,28 @@ func (s *Set) tagSummary(r *git.Repository, name string, v *semver.Version, comm
 	tags, err := releaseTags(r, s.TagPrefix())
 	if err == nil {
 		var cl Changelog
-		if cl, err = changelog(r, name, s.TagPrefix()+v.String(), v, commit, tags); err == nil {
+		if cl, err = changelog(r, name, s.TagPrefix()+v.String(), v, commit, tags, s.spec.Notes); err == nil {
 			return cl.Summary()
 		}
 	}
 	s.logger.Warn("tag summary", "repo", name, "err", err)
 	return name
+}
+
+// releaseSubjectRE is the subject of a commit that cuts a release rather
+// than changes anything: "1.4.0", "release v1.4.0", "bump version to 1.4.0".
+var releaseSubjectRE = regexp.MustCompile(`(?i)^(?:(?:release|releasing|prepare release|bump version to|version)\s+)?v?\d+\.\d+\.\d+\S*(?:\s|$)`)
+
+// releaseCommit reports whether a change is a release commit, such as
+// release-please's "chore(main): release 1.4.0" or standard-version's
+// "chore(release): 1.4.0": release notes never list one. (release itself
+// tags, it makes no commits.)
+func releaseCommit(c Conventional) bool {
+	switch c.Type {
+	case "", "chore", "release", "build", "ci":
+		return releaseSubjectRE.MatchString(c.Subject)
+	}
+	return false
 }
 
 func plural(n int, word string) string {

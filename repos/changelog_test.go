@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+
+	"github.com/sweepboard/release/stages"
 )
 
 func TestChangelogGolden(t *testing.T) {
@@ -58,5 +60,46 @@ func TestChangelogOfTaggedRelease(t *testing.T) {
 	want := "## api v1.0.1\n\nChanges since v1.0.0, 1 commit.\n\n### Bug fixes\n\n- one (<api#2>)\n"
 	if got != want {
 		t.Errorf("Markdown:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestNotesPolicyGolden: which changes the notes list, by the pipeline's
+// notes policy, over one history with every kind of commit.
+func TestNotesPolicyGolden(t *testing.T) {
+	no := false
+	h := history{
+		"api": {
+			"feat: init", "tag v1.0.0",
+			"feat(auth): add login",
+			"chore(deps): bump x",
+			"ci: cache modules",
+			"chore(release): 1.0.1",
+			"Release v1.0.2",
+			"refactor!: drop the v1 routes",
+			"build: static binary",
+			"Merge the search work (#12)\n\n* feat(search): index titles\n* fix(search): empty query\n* chore: lint",
+			"perf: cache lookups (#13)\n\n* perf: cache lookups",
+			"Update README by hand",
+		},
+	}
+	tests := []struct {
+		name   string
+		policy stages.NotesPolicy
+	}{
+		{"default", stages.NotesPolicy{}},
+		{"types-feat-fix-perf", stages.NotesPolicy{Types: []string{"feat", "fix", "perf"}}},
+		{"chores-listed-release-commits-not", stages.NotesPolicy{Types: []string{"feat", "fix", "chore"}}},
+		{"untyped-off", stages.NotesPolicy{Untyped: &no}},
+	}
+	set, pinned, norm := h.build(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set.spec.Notes = tt.policy
+			cls, err := set.Changelogs(context.Background(), "1.1.0", pinned)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, "notes/"+tt.name+".md", []byte(norm.Replace(Notes("v1.1.0", cls))))
+		})
 	}
 }

@@ -2,6 +2,7 @@ package repos
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -81,4 +82,106 @@ func ParseConventional(msg string) Conventional {
 		}
 	}
 	return c
+}
+
+// Header is the change written back as a conventional header,
+// "type(scope)!: subject"; the subject alone for a free-form message.
+func (c Conventional) Header() string {
+	if c.Type == "" {
+		return c.Subject
+	}
+	h := c.Type
+	if c.Scope != "" {
+		h += "(" + c.Scope + ")"
+	}
+	if c.Breaking && c.BreakingMsg == c.Subject {
+		h += "!"
+	}
+	return h + ": " + c.Subject
+}
+
+// bodyHeaderRE is a line of a commit body that lists a change of its own:
+// a conventional header, after an optional "* " or "- " bullet.
+var bodyHeaderRE = regexp.MustCompile(`^(?:[*-] +)?([a-z][a-z0-9-]*(?:\([^()]*\))?!?: +\S.*)$`)
+
+// ParseCommit reads every change a commit message records. The first is
+// the message's own header, as ParseConventional reads it. After it come
+// the lines of the body that are conventional headers themselves, written
+// in lowercase at the start of the line (a "* " or "- " bullet allowed):
+// a squash merge lists the commits it squashed so, and release-please
+// reads each as a change of its own. The indented lines under such a line
+// are its footers; a BREAKING CHANGE footer at the start of a line belongs
+// to the nearest change above it. A body line that repeats a change already
+// read (a squashed commit named like the pull request's title) is read
+// once, and a free-form header over a body that lists changes is the
+// squash's title, not a change.
+func ParseCommit(msg string) []Conventional {
+	msg = strings.ReplaceAll(msg, "\r\n", "\n")
+	header, body, _ := strings.Cut(strings.TrimLeft(msg, "\n"), "\n")
+	header = strings.TrimSpace(header)
+	first := ParseConventional(header)
+	changes := []Conventional{first}
+	last := &changes[0]
+	for _, line := range strings.Split(body, "\n") {
+		indented := line != strings.TrimLeft(line, " \t")
+		trimmed := strings.TrimSpace(line)
+		if msg, ok := breakingFooter(trimmed); ok && (!indented || len(changes) > 1) {
+			last.Breaking, last.BreakingMsg = true, msg
+			continue
+		}
+		if indented {
+			continue
+		}
+		m := bodyHeaderRE.FindStringSubmatch(trimmed)
+		if m == nil {
+			continue
+		}
+		c := ParseConventional(m[1])
+		if slices.ContainsFunc(changes, func(o Conventional) bool { return sameChange(o, c) }) {
+			continue
+		}
+		changes = append(changes, c)
+		last = &changes[len(changes)-1]
+	}
+	if len(changes) > 1 && first.Type == "" && !first.Breaking {
+		changes = changes[1:]
+	}
+	return changes
+}
+
+// breakingFooter reads a BREAKING CHANGE footer.
+func breakingFooter(line string) (string, bool) {
+	for _, key := range []string{"BREAKING CHANGE", "BREAKING-CHANGE"} {
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
+			return strings.TrimSpace(rest), true
+		}
+	}
+	return "", false
+}
+
+// prNumberRE is the pull request number a squash merge adds to its title.
+var prNumberRE = regexp.MustCompile(` \(#\d+\)$`)
+
+// sameChange reports whether two changes say the same, the number of a
+// pull request aside.
+func sameChange(a, b Conventional) bool {
+	return a.Type == b.Type && a.Scope == b.Scope && a.Breaking == b.Breaking &&
+		prNumberRE.ReplaceAllString(a.Subject, "") == prNumberRE.ReplaceAllString(b.Subject, "")
+}
+
+// releaseAsRE is release-please's footer that sets the next version.
+var releaseAsRE = regexp.MustCompile(`(?i)^release-as: *(\S+)$`)
+
+// ReleaseAs is the version a "Release-As: X.Y.Z" footer of the message
+// asks for (the last one, when there are several), or "".
+func ReleaseAs(msg string) string {
+	msg = strings.ReplaceAll(msg, "\r\n", "\n")
+	_, body, _ := strings.Cut(strings.TrimLeft(msg, "\n"), "\n")
+	v := ""
+	for _, line := range strings.Split(body, "\n") {
+		if m := releaseAsRE.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			v = m[1]
+		}
+	}
+	return v
 }

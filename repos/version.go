@@ -208,8 +208,9 @@ func commitsSince(r *git.Repository, head, base plumbing.Hash) ([]*object.Commit
 // repo; a repo missing from it is read at its branch head.
 //
 // auto reads the Conventional Commits in every repo since that repo's last
-// release tag up to the pinned commit: a breaking change ("!" or a BREAKING
-// CHANGE footer) is major, feat minor, fix patch, the largest wins. Before
+// release tag up to the pinned commit, and the changes a squash commit lists
+// in its body (ParseCommit): a breaking change ("!" or a BREAKING CHANGE
+// footer) is major, feat minor, fix patch, the largest wins. Before
 // 1.0.0 everything moves one place down (breaking → minor, feat and fix →
 // patch), as Cargo reads 0.x versions. With nothing to release, auto returns
 // Next with Bump "none" and ErrNothingToRelease.
@@ -218,6 +219,11 @@ func commitsSince(r *git.Repository, head, base plumbing.Hash) ([]*object.Commit
 // patch of 1.3.0-rc.1 is 1.3.0, minor of 1.3.0-rc.1 is 1.3.0, major of
 // 2.0.0-rc.1 is 2.0.0. Without any release tag, the base is 0.0.0 and an
 // auto release is at least 0.1.0.
+//
+// A "Release-As: X.Y.Z" footer in a commit since the last release tag sets
+// the version, as release-please reads it, whatever the bump: the highest
+// of them wins, and the reason names its commit. One that is not above the
+// newest release tag is ignored, and the reason says so.
 func (s *Set) NextVersion(ctx context.Context, bump string, commits map[string]string) (Next, error) {
 	if bump == "" {
 		bump = s.spec.Version.Bump
@@ -263,6 +269,13 @@ func nextVersion(states []*repoState, prefix, bump string, want Level) (Next, er
 		commit *object.Commit
 		conv   Conventional
 	}
+	// releaseAs is the highest version a Release-As footer asks for.
+	var releaseAs struct {
+		v      *semver.Version
+		repo   string
+		commit *object.Commit
+		bad    string // the first Release-As that names no version
+	}
 	for _, st := range states {
 		rc := RepoChanges{Repo: st.name, Commit: st.head.String()}
 		var base plumbing.Hash
@@ -276,13 +289,23 @@ func nextVersion(states []*repoState, prefix, bump string, want Level) (Next, er
 		rc.Commits = len(cs)
 		var lvl Level
 		for _, c := range cs {
-			conv := ParseConventional(c.Message)
-			l := conv.Level()
-			if l > lvl {
-				lvl = l
+			for _, conv := range ParseCommit(c.Message) {
+				l := conv.Level()
+				if l > lvl {
+					lvl = l
+				}
+				if l > driver.level {
+					driver.level, driver.repo, driver.commit, driver.conv = l, st.name, c, conv
+				}
 			}
-			if l > driver.level {
-				driver.level, driver.repo, driver.commit, driver.conv = l, st.name, c, conv
+			if ra := ReleaseAs(c.Message); ra != "" {
+				v, err := ParseVersion(ra, prefix)
+				switch {
+				case err != nil && releaseAs.bad == "":
+					releaseAs.bad = fmt.Sprintf("; Release-As: %s in %s %s is not a version, so it is ignored", ra, st.name, c.Hash.String()[:7])
+				case err == nil && (releaseAs.v == nil || v.GreaterThan(releaseAs.v)):
+					releaseAs.v, releaseAs.repo, releaseAs.commit = v, st.name, c
+				}
 			}
 		}
 		rc.Bump = lvl.String()
@@ -298,16 +321,28 @@ func nextVersion(states []*repoState, prefix, bump string, want Level) (Next, er
 		since = "since " + next.PreviousTag
 	}
 
+	ignored := releaseAs.bad
+	if ra := releaseAs.v; ra != nil {
+		what := fmt.Sprintf("Release-As: %s in %s %s %q", ra, releaseAs.repo, releaseAs.commit.Hash.String()[:7], firstLine(releaseAs.commit.Message))
+		if prev == nil || ra.GreaterThan(prev) {
+			next.Version, next.Tag, next.Bump = ra.String(), prefix+ra.String(), levelBetween(base, ra).String()
+			next.Repo, next.Commit, next.Subject = releaseAs.repo, releaseAs.commit.Hash.String(), firstLine(releaseAs.commit.Message)
+			next.Reason = fmt.Sprintf("%s %s, over the %s bump", what, since, bump)
+			return next, nil
+		}
+		ignored += fmt.Sprintf("; %s is not above %s, so it is ignored", what, next.PreviousTag)
+	}
+
 	if bump != "auto" {
 		v := increment(base, want)
 		next.Version, next.Tag, next.Bump = v.String(), prefix+v.String(), want.String()
-		next.Reason = fmt.Sprintf("%s bump requested, %s", want, since)
+		next.Reason = fmt.Sprintf("%s bump requested, %s%s", want, since, ignored)
 		return next, nil
 	}
 
 	if driver.level == None {
 		next.Bump = None.String()
-		next.Reason = fmt.Sprintf("no feat, fix or breaking change in any repo %s", since)
+		next.Reason = fmt.Sprintf("no feat, fix or breaking change in any repo %s%s", since, ignored)
 		return next, ErrNothingToRelease
 	}
 	apply := driver.level
@@ -328,9 +363,25 @@ func nextVersion(states []*repoState, prefix, bump string, want Level) (Next, er
 	if driver.conv.Breaking {
 		kind = "breaking change"
 	}
-	next.Reason = fmt.Sprintf("%s in %s %s %q %s → %s%s",
-		kind, driver.repo, driver.commit.Hash.String()[:7], next.Subject, since, apply, note)
+	if hc := ParseConventional(next.Subject); hc.Type != driver.conv.Type || hc.Scope != driver.conv.Scope || hc.Subject != driver.conv.Subject {
+		// A change the commit's body lists: say which.
+		kind += fmt.Sprintf(" (%q)", driver.conv.Header())
+	}
+	next.Reason = fmt.Sprintf("%s in %s %s %q %s → %s%s%s",
+		kind, driver.repo, driver.commit.Hash.String()[:7], next.Subject, since, apply, note, ignored)
 	return next, nil
+}
+
+// levelBetween is the place in which v differs from base: the bump that
+// names the step from one to the other.
+func levelBetween(base, v *semver.Version) Level {
+	switch {
+	case v.Major() != base.Major():
+		return Major
+	case v.Minor() != base.Minor():
+		return Minor
+	}
+	return Patch
 }
 
 // increment bumps v by l, finishing a pre-release instead of skipping past
@@ -380,6 +431,7 @@ func (s *Set) GivenVersion(ctx context.Context, version string, commits map[stri
 		return Next{}, err
 	}
 	next.Version, next.Tag, next.Requested, next.Bump = v.String(), prefix+v.String(), "version", None.String()
+	next.Repo, next.Commit, next.Subject = "", "", ""
 	switch prev := next.Previous; {
 	case prev == "":
 		next.Reason = "given by hand, with no release tag yet"

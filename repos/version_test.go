@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -45,7 +46,7 @@ func (h history) build(t *testing.T) (*Set, map[string]string, *strings.Replacer
 			default:
 				n++
 				last = r.commit(line)
-				label := "<" + name + "#" + string(rune('0'+n)) + ">"
+				label := "<" + name + "#" + strconv.Itoa(n) + ">"
 				pairs = append(pairs, last, label, last[:7], label)
 			}
 		}
@@ -111,6 +112,30 @@ func TestNextVersionGolden(t *testing.T) {
 		}},
 		{"minor-no-tags", "minor", history{
 			"api": {"chore: init"},
+		}},
+		// A squash commit's body lists changes of its own.
+		{"auto-squash-body-feat", "auto", history{
+			"api": {"feat: init", "tag v1.2.0", "Merge the login work (#12)\n\n* docs: readme\n* feat(auth): add login\n* fix: typo"},
+		}},
+		// Release-As sets the version, over any bump; the highest wins.
+		{"release-as-over-minor", "minor", history{
+			"api": {"feat: init", "tag v1.2.0", "chore: cut 2.0\n\nRelease-As: 2.0.0", "fix: a"},
+		}},
+		{"release-as-auto-without-feat", "auto", history{
+			"api": {"feat: init", "tag v1.2.0", "chore: ship it\n\nRelease-As: v1.2.1"},
+		}},
+		{"release-as-highest-over-repos", "auto", history{
+			"api": {"feat: init", "tag v1.2.0", "chore: x\n\nRelease-As: 1.5.0", "feat!: big"},
+			"web": {"feat: init", "tag v1.2.0", "chore: y\n\nrelease-as: 3.0.0-rc.1"},
+		}},
+		{"release-as-before-tag-not-read", "auto", history{
+			"api": {"feat: init\n\nRelease-As: 5.0.0", "tag v1.2.0", "fix: a"},
+		}},
+		{"release-as-not-above-ignored", "auto", history{
+			"api": {"feat: init", "tag v1.2.0", "fix: a\n\nRelease-As: 1.1.0"},
+		}},
+		{"release-as-not-a-version-ignored", "minor", history{
+			"api": {"feat: init", "tag v1.2.0", "fix: a\n\nRelease-As: soon"},
 		}},
 	}
 	for _, tt := range tests {

@@ -15,6 +15,7 @@ type Spec struct {
 	// file are relative to it.
 	Dir          string                 `yaml:"-"`
 	Version      VersionPolicy          `yaml:"version"`
+	Notes        NotesPolicy            `yaml:"notes"`
 	Registry     ImageRegistry          `yaml:"registry"`
 	GitHub       GitHub                 `yaml:"github"`
 	Repos        map[string]Repo        `yaml:"repos"`
@@ -26,6 +27,38 @@ type Spec struct {
 type VersionPolicy struct {
 	TagPrefix string `yaml:"tag_prefix"` // default "v"
 	Bump      string `yaml:"bump"`       // major, minor, patch or auto; default minor
+}
+
+// NotesPolicy says which commits the release notes list: `release notes`
+// and the body of each GitHub release. A breaking change is listed whatever
+// its type; a release commit ("chore(release): 1.4.0", "release 1.4.0")
+// never is.
+type NotesPolicy struct {
+	// Types are the conventional commit types listed; nil is
+	// DefaultNoteTypes.
+	Types []string `yaml:"types"`
+	// Untyped lists the commits whose message is not a conventional
+	// commit, under "Other changes"; nil is true.
+	Untyped *bool `yaml:"untyped"`
+}
+
+// DefaultNoteTypes are the commit types release notes list unless
+// notes.types says otherwise: every type of the conventional commits
+// convention but chore and ci.
+var DefaultNoteTypes = []string{"feat", "fix", "perf", "revert", "docs", "refactor", "style", "test", "build"}
+
+// Lists reports whether the notes list a change of type typ ("" for a
+// message that is not a conventional commit).
+func (n NotesPolicy) Lists(typ string, breaking bool) bool {
+	switch {
+	case breaking:
+		return true
+	case typ == "":
+		return n.Untyped == nil || *n.Untyped
+	case n.Types == nil:
+		return slices.Contains(DefaultNoteTypes, typ)
+	}
+	return slices.Contains(n.Types, typ)
 }
 
 // ImageRegistry is the container registry images are pushed to. Credentials come
