@@ -249,14 +249,18 @@ func (s *DB) Fenced(l *pipeline.Lease) pipeline.Store {
 
 // checkGuard is the first statement of a fenced write: the lease row must
 // still name the guard's holder and fence. On PostgreSQL the row is locked
-// for share until the write commits, so a takeover waits for it.
+// until the write commits, so a takeover waits for it. The lock conflicts
+// with itself (FOR NO KEY UPDATE, not FOR SHARE) so that lockers queue: a
+// share lock is granted at once to every newcomer while others hold it, and
+// a stream of overlapping writes starved a takeover, and the owner's own
+// renewals, for minutes. Fenced writes of one lease commit one at a time.
 func (s *DB) checkGuard(ctx context.Context, tx *sql.Tx) error {
 	if s.guard == nil {
 		return nil
 	}
 	q := `SELECT holder, fence FROM leases WHERE name = ?`
 	if s.dialect == postgres {
-		q += ` FOR SHARE`
+		q += ` FOR NO KEY UPDATE`
 	}
 	var holder string
 	var fence int64
