@@ -247,7 +247,8 @@ type Store interface {
 	// rest of each node belongs to the run's owner.
 	Approve(ctx context.Context, id string, nodes []string, a *stages.Approval) ([]string, error)
 	// RequestCancel records a request that the run stop for good; the
-	// owner observes it. ErrAlreadyCancelled when one was made before.
+	// owner observes it. ErrAlreadyCancelled when one was made before,
+	// ErrNotFound when there is no run id.
 	RequestCancel(ctx context.Context, id string, c Cancel) error
 	// Fenced returns a view of the store whose writes of runs, nodes,
 	// releases and deployments commit only while l is still held with its

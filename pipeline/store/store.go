@@ -626,10 +626,18 @@ func (s *DB) RequestCancel(ctx context.Context, id string, c pipeline.Cancel) er
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return pipeline.ErrAlreadyCancelled
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
 		}
-		return nil
+		var one int
+		err = tx.QueryRowContext(ctx, s.rebind(`SELECT 1 FROM runs WHERE id = ?`), id).Scan(&one)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return pipeline.ErrNotFound
+		case err != nil:
+			return err
+		}
+		return pipeline.ErrAlreadyCancelled
 	})
 	if err != nil {
 		return fmt.Errorf("cancel run %s: %w", id, err)
