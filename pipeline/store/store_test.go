@@ -345,6 +345,18 @@ var suite = []struct {
 			t.Errorf("%d log lines, want 20", len(logs))
 		}
 	}},
+	// ownership_test.go
+	{"fenced view writes while its claim is held", fencedWhileHeld(false)},
+	{"fenced view writes after its claim expired unclaimed", fencedWhileHeld(true)},
+	{"fenced view writes nothing after a takeover", fencedAfterTakeover},
+	{"fenced view writes nothing after a release", fencedAfterRelease},
+	{"fenced takeover race", fencedTakeoverRace},
+	{"versions allocated concurrently are distinct", versionsConcurrent},
+	{"versions per pipeline", versionsPerPipeline},
+	{"versions pick error", versionsPickError},
+	{"versions freed only before the run is recorded", versionsFree},
+	{"approve touches only waiting nodes' approval", approveWaitingOnly},
+	{"cancel is requested once", cancelOnce},
 }
 
 func TestSQLiteReopenKeepsData(t *testing.T) {
