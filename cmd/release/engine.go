@@ -65,7 +65,9 @@ func (g gitRepos) Next(ctx context.Context, bump, given string, commits map[stri
 		next, err = set.NextVersion(ctx, bump, commits)
 	}
 	if errors.Is(err, repos.ErrNothingToRelease) {
-		return engine.Version{}, nothingToRelease{err}
+		// The answer still says why (Reason, Detail; no Version), for
+		// version next -o json; the engine's callers pass it on as is.
+		return engine.Version{Reason: next.Reason, Bump: next.Bump, PreviousTag: next.PreviousTag, Detail: &next}, nothingToRelease{err}
 	}
 	if err != nil {
 		return engine.Version{}, err

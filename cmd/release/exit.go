@@ -18,6 +18,7 @@ const (
 	exitWaiting     = 5   // the run waits for an approval or for a freeze to end
 	exitCancelled   = 6   // someone cancelled the run; it is not resumed
 	exitFenced      = 7   // the run lost its lease (expired, taken over); it can be resumed
+	exitNothing     = 8   // version next: no commit asks for a release (its answer is still printed)
 	exitInterrupted = 130 // SIGINT or SIGTERM
 )
 
@@ -31,6 +32,8 @@ const exitCodesHelp = `Exit codes:
   6    the run was cancelled by someone (release cancel); it is not resumed
   7    the run lost its lease (it expired, or another owner took it over);
        its in-flight nodes were stopped and it can be resumed
+  8    nothing to release: version next found no feat, fix or breaking
+       change since the last release tag (its answer is still printed)
   130  interrupted by SIGINT or SIGTERM; the run can be resumed`
 
 // codedError carries an exit code with an error.

@@ -99,6 +99,7 @@ in a state store, and can resume, promote, roll back and report.
 	pf.StringVarP(&f.Output, "output", "o", "text", "output format: text or json")
 	pf.BoolVar(&f.NoColor, "no-color", false, "no colour in output (also NO_COLOR)")
 	pf.BoolVarP(&f.Verbose, "verbose", "v", false, "print stage output as it happens")
+	addVersionFlag(root, f)
 
 	root.AddCommand(
 		NewCmdValidate(f, nil),
@@ -111,7 +112,7 @@ in a state store, and can resume, promote, roll back and report.
 		NewCmdRuns(f),
 		NewCmdLogs(f, nil),
 		NewCmdTag(f, nil),
-		NewCmdVersion(f),
+		NewCmdVersion(f, nil),
 		NewCmdPromote(f, nil),
 		NewCmdRollback(f, nil),
 		NewCmdStatus(f, nil),
