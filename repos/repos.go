@@ -346,7 +346,7 @@ func (s *Set) remote(name string) (*remote, error) {
 	if raw == "" {
 		return nil, fmt.Errorf("repo %s: no url", name)
 	}
-	if isLocalPath(raw) {
+	if IsLocalPath(raw) {
 		p := raw
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(s.spec.Dir, p)
@@ -401,9 +401,9 @@ func (s *Set) remote(name string) (*remote, error) {
 	return rem, nil
 }
 
-// isLocalPath reports whether raw is a plain path rather than a URL or an
+// IsLocalPath reports whether raw is a plain path rather than a URL or an
 // scp-like address (git@host:path).
-func isLocalPath(raw string) bool {
+func IsLocalPath(raw string) bool {
 	if strings.Contains(raw, "://") {
 		return false
 	}
