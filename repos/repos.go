@@ -212,9 +212,18 @@ func hasCommit(r *git.Repository, h plumbing.Hash) bool {
 // Heads returns the commit SHA at the head of every repo's branch, fetched
 // from the remotes, by repo name. The engine pins these when a run starts.
 func (s *Set) Heads(ctx context.Context) (map[string]string, error) {
+	return s.HeadsEach(ctx, nil)
+}
+
+// HeadsEach is Heads that calls fetched, when it is not nil, as each repo's
+// head is known: the repo, its head and how long its fetch took. Repos are
+// fetched side by side, so fetched may be called from several goroutines,
+// one call at a time.
+func (s *Set) HeadsEach(ctx context.Context, fetched func(repo, head string, took time.Duration)) (map[string]string, error) {
 	heads := make(map[string]string)
 	var mu sync.Mutex
 	err := s.each(ctx, s.Names(), func(ctx context.Context, name string) error {
+		start := time.Now()
 		r, err := s.Open(ctx, name)
 		if err != nil {
 			return err
@@ -225,8 +234,11 @@ func (s *Set) Heads(ctx context.Context) (map[string]string, error) {
 			return fmt.Errorf("resolve branch %s of repo %s: %w", branch, name, err)
 		}
 		mu.Lock()
+		defer mu.Unlock()
 		heads[name] = ref.Hash().String()
-		mu.Unlock()
+		if fetched != nil {
+			fetched(name, heads[name], time.Since(start))
+		}
 		return nil
 	})
 	if err != nil {

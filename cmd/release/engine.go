@@ -55,6 +55,10 @@ func (g gitRepos) Heads(ctx context.Context) (map[string]string, error) {
 	return repos.New(g.spec, g.workDir).Heads(ctx)
 }
 
+func (g gitRepos) HeadsEach(ctx context.Context, fetched func(repo, head string, took time.Duration)) (map[string]string, error) {
+	return repos.New(g.spec, g.workDir).HeadsEach(ctx, fetched)
+}
+
 func (g gitRepos) Next(ctx context.Context, bump, given string, commits map[string]string) (engine.Version, error) {
 	set := repos.New(g.spec, g.workDir)
 	var next repos.Next
@@ -114,6 +118,9 @@ type watch struct {
 	f     *Factory
 	prog  *progress
 	start time.Time
+	// shown is the run id printed: a new run's comes as soon as it is
+	// made (Created), any other's once it is owned (Started).
+	shown string
 }
 
 func (f *Factory) watch() *watch {
@@ -123,14 +130,13 @@ func (f *Factory) watch() *watch {
 func (w *watch) observer() engine.Observer {
 	f := w.f
 	o := engine.Observer{
+		Created: w.showID,
+		Fetched: func(repo, head string, took time.Duration) {
+			fmt.Fprintf(f.IO.ErrOut, "%s fetched %s at %.7s in %s\n", time.Now().UTC().Format("15:04:05"), repo, head, took.Round(time.Millisecond))
+		},
 		Started: func(run *pipeline.Run) {
 			w.prog.start(run)
-			// The run id comes first: a script keeps it with head -n1.
-			if f.JSON() {
-				fmt.Fprintf(f.IO.ErrOut, "run %s\n", run.ID)
-			} else {
-				fmt.Fprintln(f.IO.Out, run.ID)
-			}
+			w.showID(run.ID)
 		},
 		Event:  w.prog.event,
 		Notice: func(s string) { fmt.Fprintf(f.IO.ErrOut, "release: %s\n", s) },
@@ -141,10 +147,29 @@ func (w *watch) observer() engine.Observer {
 	return o
 }
 
+// showID prints the run id, once: first on stdout, where a script keeps
+// it with head -n1, or on stderr with -o json.
+func (w *watch) showID(id string) {
+	if w.shown == id {
+		return
+	}
+	w.shown = id
+	if w.f.JSON() {
+		fmt.Fprintf(w.f.IO.ErrOut, "run %s\n", id)
+	} else {
+		fmt.Fprintln(w.f.IO.Out, id)
+	}
+}
+
 // report ends an execution on the command line: the final status line, the
 // run as JSON with -o json, and what to do next.
 func (w *watch) report(run *pipeline.Run, err error) error {
 	f := w.f
+	if err != nil && w.shown != "" && (run == nil || !w.ran()) {
+		// A new run refused before it was recorded (a repo that cannot be
+		// fetched, a held lock): its id, printed already, names no run.
+		return fmt.Errorf("run %s not started: %w", w.shown, err)
+	}
 	if run == nil || !w.ran() {
 		// Refused before this process owned the run: nothing ran.
 		var cancelled *pipeline.CancelledError

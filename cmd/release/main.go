@@ -102,7 +102,9 @@ in a state store, and can resume, promote, roll back and report.
 	addVersionFlag(root, f)
 
 	root.AddCommand(
+		NewCmdInit(f, nil),
 		NewCmdValidate(f, nil),
+		NewCmdSchema(f, nil),
 		NewCmdPlan(f, nil),
 		NewCmdGraph(f, nil),
 		NewCmdRun(f, nil),

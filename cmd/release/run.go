@@ -71,7 +71,7 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 	}, w.observer())
 	if errors.Is(err, engine.ErrNothingToRelease) {
 		// Not a failure: a CI job on a push of chores has nothing to do.
-		fmt.Fprintf(f.IO.ErrOut, "release: %v; no run started\n", err)
+		fmt.Fprintf(f.IO.ErrOut, "release: %v; run %s not started\n", err, w.shown)
 		return nil
 	}
 	return w.report(run, err)

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/sweepboard/release/pipeline"
@@ -40,11 +41,14 @@ func (e *Engine) Run(ctx context.Context, req RunRequest, obs Observer) (*pipeli
 	if err != nil {
 		return nil, err
 	}
-	commits, err := e.heads(ctx)
+	run := pipeline.NewRun("run", p, plan, e.now())
+	if obs.Created != nil {
+		obs.Created(run.ID)
+	}
+	commits, err := e.fetchHeads(ctx, obs)
 	if err != nil {
 		return nil, err
 	}
-	run := pipeline.NewRun("run", p, plan, e.now())
 	v, err := e.allocate(ctx, run.ID, req.Bump, req.Version, commits)
 	if err != nil {
 		return nil, err
@@ -66,6 +70,21 @@ func (e *Engine) heads(ctx context.Context) (map[string]string, error) {
 		return nil, nil
 	}
 	return e.Repos.Heads(ctx)
+}
+
+// HeadsReporter is Repos that can report each repo's head as it is
+// fetched; the engine uses it when the Observer asks (Fetched).
+type HeadsReporter interface {
+	HeadsEach(ctx context.Context, fetched func(repo, head string, took time.Duration)) (map[string]string, error)
+}
+
+// fetchHeads is heads, with each repo's fetch reported to obs.Fetched.
+func (e *Engine) fetchHeads(ctx context.Context, obs Observer) (map[string]string, error) {
+	hr, ok := e.Repos.(HeadsReporter)
+	if !ok || obs.Fetched == nil || len(e.Pipeline.Spec.Repos) == 0 {
+		return e.heads(ctx)
+	}
+	return hr.HeadsEach(ctx, obs.Fetched)
 }
 
 // approveUpFront records a --yes approval on every approval node.
