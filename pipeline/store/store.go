@@ -46,7 +46,7 @@ func IsPostgres(dsn string) bool {
 // advisory lock so that two processes starting at once do not race.
 func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	shown := Redact(dsn)
-	db, err := sql.Open("pgx", dsn)
+	db, err := sql.Open("pgx", withSessionLimits(dsn))
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", shown, err)
 	}
@@ -61,6 +61,30 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("open state store %s: %w", shown, err)
 	}
 	return s, nil
+}
+
+// idleInTransaction is how long the server lets a session of the store sit
+// in a transaction without a statement before it ends the session. The
+// store's transactions send their statements back to back: one that sits
+// is a process stopped (SIGSTOP) or cut off from the server in the middle
+// of it, and the rows it locked, a lease's, would otherwise stay locked
+// until the server finds the connection dead (TCP keepalive: hours),
+// holding every takeover of the lease past its expiry.
+const idleInTransaction = 5 * time.Second
+
+// withSessionLimits is dsn with the session settings the store relies on,
+// unless dsn sets them itself.
+func withSessionLimits(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return dsn // sql.Open says what is wrong
+	}
+	q := u.Query()
+	if q.Get("idle_in_transaction_session_timeout") == "" {
+		q.Set("idle_in_transaction_session_timeout", strconv.FormatInt(idleInTransaction.Milliseconds(), 10))
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
 
 // Redact names a store for messages: a connection URL loses its password.
@@ -539,7 +563,9 @@ func (s *DB) tx1(ctx context.Context, f func(*sql.Tx) error) error {
 func brokenConn(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		return strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
+		// 25P03: the server ended a session that sat in a transaction
+		// (idleInTransaction), a process that was stopped in the middle.
+		return strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "25P03"
 	}
 	return errors.Is(err, driver.ErrBadConn) || pgconn.SafeToRetry(err) || errors.Is(err, io.ErrUnexpectedEOF)
 }
