@@ -104,6 +104,15 @@ type Live struct {
 
 // Observer sees an execution as it happens. Every field may be nil.
 type Observer struct {
+	// Created is called with the id of a new run (Run) as soon as it is
+	// made, before the repos are fetched, its version allocated and it is
+	// recorded: a caller can show it from the first second. A run refused
+	// after that (a repo that cannot be fetched, a held lock) is never
+	// recorded under it.
+	Created func(runID string)
+	// Fetched is called as each repo's head is fetched for a new run, when
+	// the Repos can tell (HeadsReporter).
+	Fetched func(repo, head string, took time.Duration)
 	// Started is called once the run is owned by this process and
 	// recorded, before any node starts.
 	Started func(*pipeline.Run)
@@ -127,15 +136,6 @@ type UsageError struct{ Err error }
 
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
-	// Created is called with the id of a new run (Run) as soon as it is
-	// made, before the repos are fetched, its version allocated and it is
-	// recorded: a caller can show it from the first second. A run refused
-	// after that (a repo that cannot be fetched, a held lock) is never
-	// recorded under it.
-	Created func(runID string)
-	// Fetched is called as each repo's head is fetched for a new run, when
-	// the Repos can tell (HeadsReporter).
-	Fetched func(repo, head string, took time.Duration)
 
 func usagef(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
