@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -137,9 +139,42 @@ type serveRunView struct {
 	SkipReason string `json:"skipReason,omitempty"`
 }
 
+func runSummaryOf(x *pipeline.Run) serveRunSummary {
+	return serveRunSummary{
+		runSummary: runSummary{ID: x.ID, Kind: x.Kind, Status: string(x.Status), Version: x.Version, Environment: x.Environment, StartedAt: x.StartedAt, FinishedAt: x.FinishedAt},
+		Schedule:   x.Schedule, SkipReason: x.SkipReason,
+	}
+}
+
+// runStatuses are the statuses a run can be listed by.
+var runStatuses = []pipeline.Status{
+	pipeline.Pending, pipeline.Running, pipeline.Waiting, pipeline.Succeeded, pipeline.Failed,
+	pipeline.Skipped, pipeline.Cancelled, pipeline.Interrupted, pipeline.Fenced,
+}
+
+// runFilterOf reads which runs to list from a query, as GET /api/runs and
+// the dashboard take it: status (one, or several separated by commas),
+// environment, kind, and a cursor: before or after a run id.
+func runFilterOf(q url.Values) (pipeline.RunFilter, error) {
+	f := pipeline.RunFilter{Environment: q.Get("environment"), Kind: q.Get("kind"), Before: q.Get("before"), After: q.Get("after")}
+	if v := q.Get("status"); v != "" {
+		for _, st := range strings.Split(v, ",") {
+			if !slices.Contains(runStatuses, pipeline.Status(st)) {
+				return f, &engine.UsageError{Err: fmt.Errorf("status %q: want one of %v", st, runStatuses)}
+			}
+			f.Status = append(f.Status, pipeline.Status(st))
+		}
+	}
+	if f.Before != "" && f.After != "" {
+		return f, &engine.UsageError{Err: errors.New("before and after: give one cursor")}
+	}
+	return f, nil
+}
+
 func (s *server) apiRuns(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
 	limit := 50
-	if v := r.URL.Query().Get("limit"); v != "" {
+	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
 			apiError(w, http.StatusBadRequest, fmt.Errorf("limit %q: want a number, 0 for all", v))
@@ -147,17 +182,20 @@ func (s *server) apiRuns(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	runs, err := s.st.Runs(r.Context(), pipeline.RunFilter{Limit: limit})
+	f, err := runFilterOf(q)
 	if err != nil {
-		apiError(w, http.StatusInternalServerError, err)
+		apiError(w, apiStatus(err), err)
+		return
+	}
+	f.Limit = limit
+	runs, err := s.st.Runs(r.Context(), f)
+	if err != nil {
+		apiError(w, apiStatus(err), err)
 		return
 	}
 	out := []serveRunSummary{}
 	for _, x := range runs {
-		out = append(out, serveRunSummary{
-			runSummary: runSummary{ID: x.ID, Kind: x.Kind, Status: string(x.Status), Version: x.Version, Environment: x.Environment, StartedAt: x.StartedAt, FinishedAt: x.FinishedAt},
-			Schedule:   x.Schedule, SkipReason: x.SkipReason,
-		})
+		out = append(out, runSummaryOf(x))
 	}
 	apiJSON(w, http.StatusOK, out)
 }
@@ -171,21 +209,66 @@ func (s *server) apiRun(w http.ResponseWriter, r *http.Request) {
 	apiJSON(w, http.StatusOK, serveRunView{runView: newRunView(run), Schedule: run.Schedule, SkipReason: run.SkipReason})
 }
 
+// Pages of GET /api/runs/{id}/logs: a run's log can hold hundreds of
+// thousands of lines, so no answer carries all of them.
+const (
+	logPageDefault = 1000
+	logPageMax     = 10000
+)
+
+// logPageView is GET /api/runs/{id}/logs: a page of lines, and the cursor
+// of the next one.
+type logPageView struct {
+	Lines []pipeline.LogLine `json:"lines"`
+	// Next is the after of the next page: the seq of the last line, or the
+	// after asked for when there was none (a client following the log asks
+	// again with it).
+	Next int64 `json:"next"`
+	// More says the page is full: more lines follow right now.
+	More bool `json:"more"`
+}
+
 func (s *server) apiLogs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var after int64
+	limit := logPageDefault
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			apiError(w, http.StatusBadRequest, fmt.Errorf("after %q: want the seq of a line, or the next of a page", v))
+			return
+		}
+		after = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			apiError(w, http.StatusBadRequest, fmt.Errorf("limit %q: want a number of lines from 1 to %d", v, logPageMax))
+			return
+		}
+		limit = min(n, logPageMax)
+	}
 	run, err := s.st.Run(r.Context(), r.PathValue("id"))
 	if err != nil {
 		apiError(w, apiStatus(err), err)
 		return
 	}
-	lines, err := s.st.Logs(r.Context(), run.ID, r.URL.Query().Get("stage"))
+	lines, _, err := s.st.LogPage(r.Context(), run.ID, q.Get("stage"), after, limit+1)
 	if err != nil {
 		apiError(w, http.StatusInternalServerError, err)
 		return
 	}
-	if lines == nil {
-		lines = []pipeline.LogLine{}
+	page := logPageView{Lines: lines, Next: after, More: len(lines) > limit}
+	if page.More {
+		page.Lines = lines[:limit]
 	}
-	apiJSON(w, http.StatusOK, lines)
+	if n := len(page.Lines); n > 0 {
+		page.Next = page.Lines[n-1].Seq
+	}
+	if page.Lines == nil {
+		page.Lines = []pipeline.LogLine{}
+	}
+	apiJSON(w, http.StatusOK, page)
 }
 
 // scheduleView is one schedule in GET /api/schedules.

@@ -488,10 +488,10 @@ func TestServeAPI(t *testing.T) {
 	})
 
 	t.Run("logs", func(t *testing.T) {
-		var lines []pipeline.LogLine
-		c.getJSON("/api/runs/"+waiting+"/logs?stage=build", &lines)
-		if !slices.ContainsFunc(lines, func(l pipeline.LogLine) bool { return l.Text == "compiled shop" }) {
-			t.Errorf("logs of build: %+v", lines)
+		var page logPageView
+		c.getJSON("/api/runs/"+waiting+"/logs?stage=build", &page)
+		if !slices.ContainsFunc(page.Lines, func(l pipeline.LogLine) bool { return l.Text == "compiled shop" }) || page.More {
+			t.Errorf("logs of build: %+v", page)
 		}
 	})
 
@@ -716,7 +716,7 @@ func TestLayoutDAG(t *testing.T) {
 		{ID: "deploy", Needs: []string{"push[api]", "push[web]"}, Status: pipeline.Skipped},
 		{ID: "gate-with-a-rather-long-name", Needs: []string{"deploy"}, Status: pipeline.Pending},
 	}}
-	l := layoutDAG(run)
+	l := layoutDAG(run, time.Now())
 	type cell struct {
 		ID, Label, Status string
 		Col, Row          int
