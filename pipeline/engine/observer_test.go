@@ -48,7 +48,9 @@ func TestObserverSeesTheRunFirst(t *testing.T) {
 	run, err := e.Run(ctx, engine.RunRequest{}, engine.Observer{
 		Created: func(id string) { created = id; log = append(log, "created") },
 		Fetched: func(repo, head string, _ time.Duration) { log = append(log, "fetched "+repo+" "+head) },
-		Started: func(r *pipeline.Run) { log = append(log, "started "+map[bool]string{true: "same id", false: r.ID}[r.ID == created]) },
+		Started: func(r *pipeline.Run) {
+			log = append(log, "started "+map[bool]string{true: "same id", false: r.ID}[r.ID == created])
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
