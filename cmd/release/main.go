@@ -122,6 +122,7 @@ in a state store, and can resume, promote, roll back and report.
 		NewCmdDoctor(f, nil),
 		NewCmdServe(f, nil),
 	)
+	addCompletions(root, f)
 	return root
 }
 
