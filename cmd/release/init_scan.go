@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -74,7 +75,11 @@ func scanClone(dir, base string, note func(format string, args ...any)) (*foundR
 	origin, err := r.Remote("origin")
 	switch {
 	case err == nil && len(origin.Config().URLs) > 0:
-		found.URL = origin.Config().URLs[0]
+		var hadCredentials bool
+		found.URL, hadCredentials = withoutCredentials(origin.Config().URLs[0])
+		if hadCredentials {
+			note("%s: its origin URL carries credentials; they are left out of the file (name the token's variable in token_env)", name)
+		}
 		if u := found.URL; repos.IsLocalPath(u) {
 			// A remote on disk: named from the pipeline file, as the
 			// loader reads it.
@@ -257,6 +262,18 @@ func joinInts(ns []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ", ")
+}
+
+// withoutCredentials drops the user and password of an http(s) URL, as a
+// CI clone's origin (https://x-access-token:TOKEN@github.com/…) has them:
+// a pipeline file never holds a secret. It reports whether there were any.
+func withoutCredentials(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User == nil {
+		return raw, false
+	}
+	u.User = nil
+	return u.String(), true
 }
 
 // urlRepoName is the repo name a URL suggests: its last path element

@@ -85,6 +85,26 @@ func TestURLRepoName(t *testing.T) {
 	}
 }
 
+func TestWithoutCredentials(t *testing.T) {
+	tests := []struct {
+		in, want string
+		had      bool
+	}{
+		{"https://x-access-token:ghp_secret@github.com/o/api.git", "https://github.com/o/api.git", true},
+		{"https://user@example.com/o/api.git", "https://example.com/o/api.git", true},
+		{"https://github.com/o/api.git", "https://github.com/o/api.git", false},
+		{"ssh://git@github.com/o/api.git", "ssh://git@github.com/o/api.git", false},
+		{"git@github.com:o/api.git", "git@github.com:o/api.git", false},
+		{"../remotes/api.git", "../remotes/api.git", false},
+	}
+	for _, tt := range tests {
+		got, had := withoutCredentials(tt.in)
+		if got != tt.want || had != tt.had {
+			t.Errorf("withoutCredentials(%q) = %q, %v; want %q, %v", tt.in, got, had, tt.want, tt.had)
+		}
+	}
+}
+
 // TestNewCmdInit checks the flags and arguments, without doing the work.
 func TestNewCmdInit(t *testing.T) {
 	f := &Factory{IO: &IOStreams{Out: &strings.Builder{}, ErrOut: &strings.Builder{}}, Registry: builtin.Registry, Getenv: func(string) string { return "" }}
