@@ -140,13 +140,20 @@ func (c Changelog) Markdown() string {
 		b.WriteString("No commits.\n")
 		return b.String()
 	case c.Previous == "":
-		fmt.Fprintf(&b, "First release, %s.\n", plural(c.Commits, "commit"))
+		fmt.Fprintf(&b, "First release, %s", plural(c.Commits, "commit"))
 	case c.Commits == 0:
 		fmt.Fprintf(&b, "No changes since %s.\n", c.Previous)
 		return b.String()
 	default:
-		fmt.Fprintf(&b, "Changes since %s, %s.\n", c.Previous, plural(c.Commits, "commit"))
+		fmt.Fprintf(&b, "Changes since %s, %s", c.Previous, plural(c.Commits, "commit"))
 	}
+	if len(c.Groups) == 0 {
+		// The notes policy left every commit out: say so, rather than
+		// promise changes and list none.
+		b.WriteString(", none of a kind these notes list.\n")
+		return b.String()
+	}
+	b.WriteString(".\n")
 	for _, g := range c.Groups {
 		fmt.Fprintf(&b, "\n### %s\n\n", g.Title)
 		for _, e := range g.Entries {
