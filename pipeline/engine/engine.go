@@ -58,6 +58,29 @@ type Repos interface {
 	// not "", else the newest release tag bumped by bump. It wraps
 	// ErrNothingToRelease when an auto bump finds nothing to release.
 	Next(ctx context.Context, bump, given string, commits map[string]string) (Version, error)
+	// Tagged are the commits version's release tag points at, by repo,
+	// for the repos that have the tag.
+	Tagged(ctx context.Context, version string) (map[string]string, error)
+	// Notes are the release notes of version: each repo's changes from its
+	// release tag before version up to commits[repo] (the version's tag,
+	// else the branch head, when missing), as the notes policy lists them.
+	Notes(ctx context.Context, version string, commits map[string]string) (RepoNotes, error)
+	// Log lists the commits of a repo reachable from to and not from from
+	// (every commit up to to when from is ""), newest first.
+	Log(ctx context.Context, repo, from, to string) ([]Commit, error)
+}
+
+// RepoNotes are the repos' release notes of one version.
+type RepoNotes struct {
+	Markdown string
+	// Detail is each repo's changelog, for -o json.
+	Detail any
+}
+
+// Commit is one commit of a repo's log.
+type Commit struct {
+	SHA     string `json:"sha"`
+	Subject string `json:"subject"`
 }
 
 // Version is the version of a new release and why.

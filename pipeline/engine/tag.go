@@ -50,21 +50,40 @@ func (e *Engine) Tag(ctx context.Context, req TagRequest, obs Observer) (*pipeli
 // images are pushed), never the branches' heads of today; the heads only
 // for a version no run of this pipeline ever had.
 func (e *Engine) releaseCommits(ctx context.Context, version string) (map[string]string, error) {
+	rel, err := e.recordedRelease(ctx, version)
+	if err != nil {
+		return nil, err
+	}
+	if rel != nil && len(rel.Commits) > 0 {
+		return rel.Commits, nil
+	}
+	return e.heads(ctx)
+}
+
+// recordedRelease is what the store knows of a version of this pipeline:
+// its release record, else the commits and images of the newest run that
+// took the version (a pipeline without services records no release, and a
+// run may stop before its images are pushed); nil when it knows nothing,
+// or the engine has no store.
+func (e *Engine) recordedRelease(ctx context.Context, version string) (*pipeline.Release, error) {
+	if e.Store == nil {
+		return nil, nil
+	}
 	rel, err := e.Store.Release(ctx, version)
 	switch {
 	case err == nil && len(rel.Commits) > 0 && rel.Pipeline == e.Pipeline.Spec.Name:
-		return rel.Commits, nil
+		return rel, nil
 	case err != nil && !errors.Is(err, pipeline.ErrNotFound):
 		return nil, err
 	}
-	runs, err := e.Store.Runs(ctx, pipeline.RunFilter{})
+	runs, err := e.Store.Runs(ctx, pipeline.RunFilter{Kind: "run"})
 	if err != nil {
 		return nil, err
 	}
 	for _, r := range runs { // newest first
 		if r.Kind == "run" && r.Pipeline == e.Pipeline.Spec.Name && r.Version == version && len(r.Commits) > 0 {
-			return r.Commits, nil
+			return &pipeline.Release{Version: version, Pipeline: r.Pipeline, RunID: r.ID, Commits: r.Commits, Images: r.Images, CreatedAt: r.StartedAt}, nil
 		}
 	}
-	return e.heads(ctx)
+	return nil, nil
 }
