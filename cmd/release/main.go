@@ -14,18 +14,23 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/builtin"
 	execstage "github.com/sweepboard/release/stages/exec"
 )
 
 func main() { os.Exit(run()) }
 
-// run is the whole program; testscript calls it as the "release" command.
-func run() int {
+// run is the whole program.
+func run() int { return runWith(builtin.Registry) }
+
+// runWith is the program with the stage kinds of reg; testscript calls it
+// as the "release" command.
+func runWith(reg func() *stages.Registry) int {
 	// An exec stage's command runs under a supervisor that is this
 	// program re-executed: in that process, Supervise runs it and exits.
 	execstage.Supervise()
-	f := &Factory{IO: SystemIO(), Registry: builtin.Registry, Getenv: os.Getenv}
+	f := &Factory{IO: SystemIO(), Registry: reg, Getenv: os.Getenv}
 	defer f.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -118,7 +123,10 @@ in a state store, and can resume, promote, roll back and report.
 		NewCmdPromote(f, nil),
 		NewCmdRollback(f, nil),
 		NewCmdStatus(f, nil),
+		NewCmdHistory(f, nil),
+		NewCmdDiff(f, nil),
 		NewCmdShow(f, nil),
+		NewCmdNotes(f, nil),
 		NewCmdDoctor(f, nil),
 		NewCmdServe(f, nil),
 	)

@@ -17,7 +17,7 @@ var update = flag.Bool("update", false, "rewrite the expected output in testdata
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"release": func() { os.Exit(run()) },
+		"release": func() { os.Exit(runWith(scriptKinds)) },
 	})
 }
 
@@ -65,6 +65,7 @@ func TestScript(t *testing.T) {
 				ts.Defer(srv.Close)
 				ts.Setenv(args[0], srv.URL)
 			},
+			"registry": registryCmd,
 			// lines FILE N: FILE has exactly N lines.
 			"lines": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 2 {
