@@ -54,7 +54,6 @@ type JSONSchema struct {
 func FileSchema(reg *stages.Registry) *JSONSchema {
 	s := schemaOf(reflect.TypeFor[file](), "")
 	s.Schema = SchemaDialect
-	s.ID = "https://github.com/sweepboard/release/pipeline.schema.json"
 	s.Title = "release pipeline file"
 	s.Description = "A release pipeline: the repos, the services built from them, the environments they are deployed to (dev → staging → prod), and the stages that build, push, deploy, tag and publish. Run `release validate` for the checks a schema cannot make."
 

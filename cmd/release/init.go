@@ -34,14 +34,16 @@ Each argument is a directory or a Git URL; none is the current directory.
 A directory is one clone, or a directory of clones: each subdirectory that is a
 Git repository is a repo. A clone's url is its origin remote (its own path
 when it has none) and its branch the one checked out (origin/HEAD on a detached
-HEAD). A Dockerfile at the root or in docker/, build/, build/package/, deploy/
-or .docker/ makes a service, with the port its EXPOSE names. A URL is not
-cloned: its repo is written with the URL, and its service as a commented stub.
+HEAD). A Dockerfile (or Containerfile) at the root, or a Dockerfile in docker/,
+build/, build/package/, deploy/ or .docker/, makes a service with the port its
+final stage EXPOSEs. A URL is not cloned: its repo is written with the URL,
+and its service as a commented stub. Credentials in an https origin are left
+out.
 
 The file has the environments dev → staging → prod (prod behind an approval),
 the registry 127.0.0.1:5000 and the stages build, push, deploy-dev,
-promote-staging, tag, release-prod and notes, each block explained. release
-validate accepts it as written. What was found goes to stderr, the file's name
+promote-staging, tag, release-prod and notes (commented out when no repo is on
+GitHub), each block explained. release validate accepts it as written. What was found goes to stderr, the file's name
 to stdout.
 
 Exits 1 when the file exists, 2 when an argument is neither a directory with a
