@@ -545,6 +545,18 @@ func (s *DB) txGuard(ctx context.Context, guarded bool, f func(*sql.Tx) error) e
 	return err
 }
 
+// read runs a read again on a fresh connection when the one it ran on
+// broke, as tx does for a write: a pooled connection that PostgreSQL ended
+// (a restart, pg_terminate_backend) fails its next statement once.
+func read[T any](ctx context.Context, s *DB, f func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := f()
+		if err == nil || s.dialect != postgres || !brokenConn(err) || ctx.Err() != nil || attempt == 3 {
+			return v, err
+		}
+	}
+}
+
 func (s *DB) tx1(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -756,6 +768,10 @@ func scanRun(row interface{ Scan(...any) error }) (*pipeline.Run, error) {
 
 // Run returns a run with its nodes; a unique prefix of its id will do.
 func (s *DB) Run(ctx context.Context, id string) (*pipeline.Run, error) {
+	return read(ctx, s, func() (*pipeline.Run, error) { return s.run(ctx, id) })
+}
+
+func (s *DB) run(ctx context.Context, id string) (*pipeline.Run, error) {
 	if id == "" {
 		return nil, fmt.Errorf("run %q: %w", id, pipeline.ErrNotFound)
 	}
@@ -828,6 +844,10 @@ func likePrefix(s string) string {
 
 // Runs lists runs, newest first, without nodes.
 func (s *DB) Runs(ctx context.Context, f pipeline.RunFilter) ([]*pipeline.Run, error) {
+	return read(ctx, s, func() ([]*pipeline.Run, error) { return s.runs(ctx, f) })
+}
+
+func (s *DB) runs(ctx context.Context, f pipeline.RunFilter) ([]*pipeline.Run, error) {
 	var where []string
 	var args []any
 	if len(f.Status) > 0 {
@@ -944,6 +964,10 @@ func (s *DB) LogTail(ctx context.Context, runID, node string, before int64, limi
 // logs reads the lines of a run's log that match cond (with its args), in
 // order or from the last one back (desc); at most limit when limit > 0.
 func (s *DB) logs(ctx context.Context, runID, node, cond string, condArgs []any, desc bool, limit int) ([]pipeline.LogLine, error) {
+	return read(ctx, s, func() ([]pipeline.LogLine, error) { return s.queryLogs(ctx, runID, node, cond, condArgs, desc, limit) })
+}
+
+func (s *DB) queryLogs(ctx context.Context, runID, node, cond string, condArgs []any, desc bool, limit int) ([]pipeline.LogLine, error) {
 	q := `SELECT seq, node, at, text FROM logs WHERE run_id = ?`
 	args := []any{runID}
 	if node != "" {
@@ -1011,6 +1035,10 @@ func orEmpty(m map[string]string) map[string]string {
 
 // Release returns the release of a version.
 func (s *DB) Release(ctx context.Context, version string) (*pipeline.Release, error) {
+	return read(ctx, s, func() (*pipeline.Release, error) { return s.release(ctx, version) })
+}
+
+func (s *DB) release(ctx context.Context, version string) (*pipeline.Release, error) {
 	var r pipeline.Release
 	var commits, images, created string
 	err := s.db.QueryRowContext(ctx, s.rebind(`SELECT version, pipeline, run_id, commits, images, created_at FROM releases WHERE version = ?`), version).
@@ -1042,6 +1070,10 @@ func (s *DB) RecordDeployment(ctx context.Context, d *pipeline.Deployment) error
 
 // Deployments returns history, newest first.
 func (s *DB) Deployments(ctx context.Context, env string, limit int) ([]*pipeline.Deployment, error) {
+	return read(ctx, s, func() ([]*pipeline.Deployment, error) { return s.deployments(ctx, env, limit) })
+}
+
+func (s *DB) deployments(ctx context.Context, env string, limit int) ([]*pipeline.Deployment, error) {
 	q := `SELECT seq, environment, version, run_id, kind, images, at FROM deployments`
 	var args []any
 	if env != "" {
