@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,12 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/pipeline/store"
 )
@@ -62,32 +63,31 @@ func startServe(t *testing.T, bin, dir string, env ...string) (*exec.Cmd, string
 }
 
 // chromium finds Debian's chromium, installing it with fixtures/chromium.sh
-// when missing. Without it the test fails under CI and is skipped outside.
+// when missing (fixtures/up.sh installs it too). Without it the test fails
+// under CI and is skipped outside.
 func chromium(t *testing.T) string {
 	t.Helper()
 	if bin, err := exec.LookPath("chromium"); err == nil {
 		return bin
 	}
-	script, _ := filepath.Abs(filepath.Join("..", "..", "fixtures", "chromium.sh"))
-	out, err := exec.Command(script).Output()
+	out, err := exec.Command(filepath.Join(parts.Root(), "fixtures", "chromium.sh")).Output()
 	if err == nil {
 		return strings.TrimSpace(string(out))
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("chromium: %v (fixtures/chromium.sh installs it)", err)
-	}
-	t.Skipf("no chromium: %v", err)
+	parts.Missing(t, "chromium", err)
 	return ""
 }
 
 var chromiumFlags = []string{
 	"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 	"--disable-background-networking", "--disable-component-update", "--disable-sync",
-	"--no-first-run", "--hide-scrollbars", "--window-size=1400,1100",
+	"--no-first-run", "--hide-scrollbars", "--window-size=1400,1000",
 }
 
-// dashboardShot is where TestDashboardChromium saves its screenshot;
-// RELEASE_DASHBOARD_SCREENSHOT overrides it.
+// dashboardShot is where TestDashboardChromium saves its screenshot of the
+// page's top, and beside it (NAME-run.png) one of the selected run;
+// RELEASE_DASHBOARD_SCREENSHOT overrides it (the README's pictures are
+// cmd/release/dashboard/dashboard.png and dashboard-run.png).
 func dashboardShot() string {
 	if p := os.Getenv("RELEASE_DASHBOARD_SCREENSHOT"); p != "" {
 		return p
@@ -96,38 +96,83 @@ func dashboardShot() string {
 }
 
 // TestDashboardChromium loads the dashboard of a real release serve in
-// headless Chromium, with runs and releases in the store: every
-// environment with its version and service digests, and the DAG of the
-// waiting run with each node coloured by its status, are in the DOM the
-// browser built; the page refreshed itself; a screenshot is saved.
+// headless Chromium, driven over the DevTools protocol, with a run waiting
+// at the prod gate and 30 runs after it: the waiting run is on top of the
+// page with an Approve button though the runs list no longer shows it;
+// every environment shows its version, digests and history; the DAG has
+// each node coloured by its status; the page refreshes itself. Then, as a
+// person would: the token is entered once and kept for the tab, Approve
+// is clicked, the page says the run goes on, and the run finishes. A
+// screenshot is saved before the click.
 func TestDashboardChromium(t *testing.T) {
 	browser := chromium(t)
 	bin := buildRelease(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "pipeline.yaml"), apiPipeline)
-	if out, err := runIn(dir, bin, "run", "--force", "--reason", "seeding the dashboard"); !strings.Contains(out, "waiting for approval") {
+	out, err := runIn(dir, bin, "run", "--force", "--reason", "seeding the dashboard")
+	if !strings.Contains(out, "waiting for approval") {
 		t.Fatalf("seed run: %v\n%s", err, out)
 	}
-	st, err := store.Open(context.Background(), filepath.Join(dir, ".release", "state.db"))
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(dir, ".release", "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, env := range []string{"dev", "staging"} {
-		d := &pipeline.Deployment{Environment: env, Version: "1.0.0", RunID: "seed", Kind: "run", Images: map[string]string{"api": apiDigest, "web": strings.Replace(apiDigest, "api", "web", 1)}, At: time.Now()}
-		if err := st.RecordDeployment(context.Background(), d); err != nil {
+	runs, err := st.Runs(ctx, pipeline.RunFilter{})
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("seeded runs %v, %v; want the one waiting", runs, err)
+	}
+	w := runs[0]
+	waiting := w.ID
+	newer := seedRuns(t, st, w.StartedAt, 30)
+	images := map[string]string{"api": apiDigest, "web": strings.Replace(apiDigest, "api", "web", 1)}
+	for i, d := range []pipeline.Deployment{
+		{Environment: "dev", Version: "0.9.0", RunID: newer[0]},
+		{Environment: "staging", Version: "0.9.0", RunID: newer[1]},
+		{Environment: "dev", Version: "1.0.0", RunID: newer[3], Kind: "run"},
+		{Environment: "staging", Version: "1.0.0", RunID: newer[4]},
+	} {
+		d.Kind, d.Images, d.At = cmp.Or(d.Kind, "promote"), images, time.Now().Add(time.Duration(i-10)*time.Minute)
+		if err := st.RecordDeployment(ctx, &d); err != nil {
 			t.Fatal(err)
 		}
 	}
 	st.Close()
 
-	_, url, _ := startServe(t, bin, dir, "RELEASE_SERVE_TOKEN=dashboard-test")
-	// The page's script refreshes it every 3s; Chromium's virtual time runs
-	// those timers without the test waiting for them.
-	dom, err := exec.Command(browser, append(chromiumFlags, "--virtual-time-budget=10000", "--dump-dom", url+"/")...).Output()
-	if err != nil {
-		t.Fatalf("chromium --dump-dom: %v", err)
+	const token = "dashboard-test-token"
+	_, url, _ := startServe(t, bin, dir, "RELEASE_SERVE_TOKEN="+token)
+	page := startDevtools(t, browser, chromiumFlags...).newTab(t, 1400, 1250)
+
+	// The newest runs fill the runs list; the waiting run is on top anyway.
+	page.open(url + "/")
+	var top struct {
+		First   string
+		Gates   int
+		Listed  bool
+		Approve string
+		Order   bool
 	}
-	page := string(dom)
+	page.eval(`(function(){
+		var w = document.querySelector("#waiting"), g = w.querySelectorAll(".gate");
+		return {
+			First: g.length ? g[0].getAttribute("data-run") : "",
+			Gates: g.length,
+			Listed: !!document.querySelector('#runs tr[data-run="`+waiting+`"]'),
+			Approve: g.length ? g[0].querySelector("button[data-approve]").textContent : "",
+			Order: !!(w.compareDocumentPosition(document.querySelector("#environments")) & Node.DOCUMENT_POSITION_FOLLOWING),
+		};
+	})()`, &top)
+	if top.First != waiting || top.Gates != 1 || top.Approve != "Approve" || !top.Order {
+		t.Errorf("waiting panel: %+v; want run %s alone in it, with an Approve button, above the environments", top, waiting)
+	}
+	if top.Listed {
+		t.Error("the waiting run is in the first page of runs: the test needs more runs after it")
+	}
+
+	// What the browser built, for the waiting run.
+	page.open(url + "/?run=" + waiting)
+	var dom string
+	page.eval(`document.documentElement.outerHTML`, &dom)
 	for _, want := range []string{
 		`data-env="dev" data-version="1.0.0"`,
 		`data-env="staging" data-version="1.0.0"`,
@@ -136,6 +181,7 @@ func TestDashboardChromium(t *testing.T) {
 		`<tr data-service="api">`,
 		`<tr data-service="web">`,
 		`title="` + apiDigest + `"`,
+		`<tr data-deployment="0.9.0">`,
 		`data-node="build" data-status="succeeded"`,
 		`data-node="deploy-staging" data-status="succeeded"`,
 		`data-node="approve-prod" data-status="waiting"`,
@@ -144,27 +190,64 @@ func TestDashboardChromium(t *testing.T) {
 		`data-from="deploy-staging" data-to="approve-prod"`,
 		`compiled shop`, // the logs
 	} {
-		if !strings.Contains(page, want) {
+		if !strings.Contains(dom, want) {
 			t.Errorf("the page has no %s", want)
 		}
 	}
-	if m := regexp.MustCompile(`data-refreshes="(\d+)"`).FindStringSubmatch(page); m == nil {
-		t.Error("the page never refreshed itself")
-	}
-	if strings.Contains(page, "dashboard-test") {
-		t.Error("the token reached the page")
-	}
+	page.waitFor("the page refreshing itself", `document.getElementById("updated").getAttribute("data-refreshes") >= 1`, 20*time.Second)
 
+	// The token, entered once.
+	page.eval(`(function(){
+		document.getElementById("token").value = `+jsString(token)+`;
+		document.getElementById("by").value = "carol";
+		document.getElementById("tokenform").requestSubmit();
+	})()`, nil)
+	if got := page.text("#tokenkept"); !strings.Contains(got, "token kept for this tab (approving as carol)") {
+		t.Errorf("after entering the token: %q", got)
+	}
+	page.eval(`document.documentElement.outerHTML`, &dom)
+	if strings.Contains(dom, token) {
+		t.Error("the token is in the page")
+	}
 	shot := dashboardShot()
-	os.Remove(shot)
-	if out, err := exec.Command(browser, append(chromiumFlags, "--screenshot="+shot, url+"/")...).CombinedOutput(); err != nil {
-		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
+	runShot := strings.TrimSuffix(shot, ".png") + "-run.png"
+	if err := os.WriteFile(shot, page.screenshot(), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	b, err := os.ReadFile(shot)
-	if err != nil || len(b) < 10000 || string(b[1:4]) != "PNG" {
-		t.Fatalf("screenshot %s: %v, %d bytes", shot, err, len(b))
+	if err := os.WriteFile(runShot, page.screenshotOf("#run"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("screenshot: %s", shot)
+	t.Logf("screenshots: %s, %s", shot, runShot)
+
+	// Approve, from the page.
+	page.eval(`document.querySelector('#waiting button[data-approve="`+waiting+`"]').click()`, nil)
+	page.waitFor("an answer to the approval", `/goes on|not/.test(document.getElementById("answer").textContent)`, 30*time.Second)
+	if got := page.text("#answer"); got != "approved approve-prod of run "+waiting+" as carol; the run goes on" {
+		t.Errorf("the page's answer: %q", got)
+	}
+	api := apiClient{t: t, url: url}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var v serveRunView
+		api.getJSON("/api/runs/"+waiting, &v)
+		if v.Status == "succeeded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s is %s 30 s after the approval: %+v", waiting, v.Status, v.Stages)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	page.waitFor("the page showing the run done", `document.querySelector('#dag [data-node="deploy-prod"]').getAttribute("data-status") === "succeeded" && !document.querySelector("#waiting .gate")`, 20*time.Second)
+
+	// The token is kept for the tab: a reload still has it.
+	page.open(url + "/")
+	if got := page.text("#tokenkept"); !strings.Contains(got, "token kept for this tab") {
+		t.Errorf("after a reload: %q, want the token still kept", got)
+	}
+	if got := page.text("#waiting"); !strings.Contains(got, "nothing waits for an approval") {
+		t.Errorf("waiting panel after the approval: %q", got)
+	}
 }
 
 // TestServeSIGTERM stops a real release serve while a promotion it
