@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
 	"strings"
 )
@@ -46,8 +48,11 @@ func (e *Engine) Notes(ctx context.Context, req NotesRequest) (*Notes, error) {
 			return nil, err
 		}
 		v, err := e.NextVersion(ctx, req.Bump, "", heads)
+		if errors.Is(err, ErrNothingToRelease) && v.Reason != "" {
+			return nil, &RefusedError{Err: fmt.Errorf("%w: %s", err, v.Reason)}
+		}
 		if err != nil {
-			return nil, &RefusedError{Err: err}
+			return nil, err
 		}
 		rn, err := e.Repos.Notes(ctx, v.Version, heads)
 		if err != nil {
