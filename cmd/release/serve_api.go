@@ -146,12 +146,6 @@ func runSummaryOf(x *pipeline.Run) serveRunSummary {
 	}
 }
 
-// runStatuses are the statuses a run can be listed by.
-var runStatuses = []pipeline.Status{
-	pipeline.Pending, pipeline.Running, pipeline.Waiting, pipeline.Succeeded, pipeline.Failed,
-	pipeline.Skipped, pipeline.Cancelled, pipeline.Interrupted, pipeline.Fenced,
-}
-
 // runFilterOf reads which runs to list from a query, as GET /api/runs and
 // the dashboard take it: status (one, or several separated by commas),
 // environment, kind, and a cursor: before or after a run id.
@@ -159,8 +153,8 @@ func runFilterOf(q url.Values) (pipeline.RunFilter, error) {
 	f := pipeline.RunFilter{Environment: q.Get("environment"), Kind: q.Get("kind"), Before: q.Get("before"), After: q.Get("after")}
 	if v := q.Get("status"); v != "" {
 		for _, st := range strings.Split(v, ",") {
-			if !slices.Contains(runStatuses, pipeline.Status(st)) {
-				return f, &engine.UsageError{Err: fmt.Errorf("status %q: want one of %v", st, runStatuses)}
+			if !slices.Contains(pipeline.Statuses, pipeline.Status(st)) {
+				return f, &engine.UsageError{Err: fmt.Errorf("status %q: want one of %s", st, joinStatuses(pipeline.Statuses))}
 			}
 			f.Status = append(f.Status, pipeline.Status(st))
 		}
