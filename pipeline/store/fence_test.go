@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -75,7 +77,8 @@ func TestHolderConnectionKilled(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- x.Start(context.Background(), p, plan, run) }()
 
-	// Once a runs, cut every connection of the test database but ours.
+	// Once a runs, cut every connection of this test process's stores
+	// (named by openPostgres), and no one else's.
 	admin, err := sql.Open("pgx", postgresDSN())
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +92,7 @@ func TestHolderConnectionKilled(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	killAt := time.Now()
-	res, err := admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+	res, err := admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE $1 ESCAPE '!'`, fmt.Sprintf("t!_%d!_%%", os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}

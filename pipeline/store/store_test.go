@@ -78,7 +78,9 @@ func openPostgres(t testing.TB) *store.DB {
 			a.Close()
 		}
 	})
-	dsn := postgresDSN() + "&search_path=" + schema
+	// application_name lets a test cut this process's connections only:
+	// other packages' tests share the server.
+	dsn := postgresDSN() + "&search_path=" + schema + "&application_name=" + schema
 	s, err := store.OpenPostgres(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
