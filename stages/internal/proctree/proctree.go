@@ -114,6 +114,9 @@ type request struct {
 	Command  *Command      `json:"command,omitempty"`
 	Grace    time.Duration `json:"grace,omitempty"`
 	Deadline int64         `json:"deadline"` // Unix ns; 0: none
+	// Caller is the pid of the process that asks for the start: the
+	// supervisor starts nothing once it is not its parent any more.
+	Caller int `json:"caller,omitempty"`
 }
 
 type report struct {
@@ -187,7 +190,7 @@ func Run(ctx context.Context, c Command, o Options) error {
 	}
 	enc := json.NewEncoder(ctl)
 	last := deadline()
-	if err := enc.Encode(request{Op: opStart, Command: &c, Grace: grace, Deadline: last}); err != nil {
+	if err := enc.Encode(request{Op: opStart, Command: &c, Grace: grace, Deadline: last, Caller: os.Getpid()}); err != nil {
 		_ = sup.Process.Kill()
 		_ = sup.Wait()
 		return fmt.Errorf("send the command to its supervisor: %w", err)

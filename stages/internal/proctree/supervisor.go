@@ -58,6 +58,12 @@ func supervise(ctl *os.File) int {
 		_ = enc.Encode(report{Op: opEnd, End: &end{Reason: endDeadline}})
 		return 1
 	}
+	if req.Caller != 0 && os.Getppid() != req.Caller {
+		// The caller died between its request and this start (its
+		// orphan was handed to another parent): nobody owns the run, so
+		// nothing may start for it.
+		return 137
+	}
 	c := req.Command
 	cmd := osexec.Command(c.Argv[0], c.Argv[1:]...)
 	cmd.Env, cmd.Dir = c.Env, c.Dir
