@@ -348,7 +348,7 @@ func TestServeTwoProcesses(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "pipeline.yaml"), `
 name: twice
 stages:
-  build: {uses: exec, with: {command: [sh, -c, 'echo ran >> fires']}}
+  build: {uses: exec, with: {command: [sh, -c, 'echo "$RELEASE_RUN_ID" >> fires']}}
 schedules:
   often: {cron: "@every 3s", bump: patch}
 `)
@@ -387,21 +387,30 @@ schedules:
 		t.Fatal(err)
 	}
 	perFire := map[string]int{}
-	succeeded := 0
 	for _, r := range runs {
 		perFire[r.Params["fire"]]++
-		if r.Status == pipeline.Succeeded {
-			succeeded++
-		}
 	}
 	for fire, n := range perFire {
 		if n != 1 {
 			t.Errorf("fire %s started %d runs", fire, n)
 		}
 	}
+	// Each run's stage ran once: a succeeded run's exactly once, and a run
+	// the SIGTERM interrupted at most once (its command may have run before
+	// the run was recorded interrupted).
 	b2, _ := os.ReadFile(filepath.Join(dir, "fires"))
-	if got := strings.Count(string(b2), "\n"); got != succeeded {
-		t.Errorf("the stage ran %d times for %d succeeded runs", got, succeeded)
+	ran := map[string]int{}
+	for _, id := range strings.Fields(string(b2)) {
+		ran[id]++
+	}
+	for _, r := range runs {
+		if n := ran[r.ID]; n > 1 || (r.Status == pipeline.Succeeded && n != 1) {
+			t.Errorf("run %s (%s): its stage ran %d times", r.ID, r.Status, n)
+		}
+		delete(ran, r.ID)
+	}
+	if len(ran) > 0 {
+		t.Errorf("the stage ran for runs the store does not have: %v", ran)
 	}
 	if !strings.Contains(logA.String()+logB.String(), "fire claimed by another server") {
 		t.Error("neither server saw the other's claim: they did not compete for the fires")
