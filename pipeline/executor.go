@@ -451,7 +451,7 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		for _, n := range started {
 			env := x.env(p, run, n, nodes, logger)
 			env.Fence = locks.fence
-			env.LeaseExpiry = locks.expiry
+			env.LeaseExpiry = locks.safeUntil
 			env.Checkpoint = checkpointer(n.ID, results)
 			pn, _ := plan.Node(n.ID)
 			go x.runNode(nodeCtx, p.Stages[pn.Stage], env, n.Attempts, results)

@@ -60,9 +60,10 @@ func (x *Executor) acquire(ctx context.Context, holder, runID string) (*heldLock
 		for {
 			l, err := x.Store.AcquireLease(ctx, name, holder, ttl)
 			var held *HeldError
-			if errors.As(err, &held) && ownerDead(held.Holder) {
-				// Its owner died on this host (kill -9, a crash): its
-				// leases need not run out before a resume goes on.
+			if errors.As(err, &held) && ParseHolder(held.Holder).RunID == runID && ownerDead(held.Holder) {
+				// An earlier owner of this same run died on this host
+				// (kill -9, a crash): its leases need not run out before
+				// the resume goes on. Another run waits for them to lapse.
 				l, err = x.Store.TakeOverLease(ctx, name, held.Holder, holder, ttl)
 			}
 			if err == nil {
@@ -205,6 +206,17 @@ func (h *heldLocks) expiry() time.Time {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.expires
+}
+
+// safeUntil is when work that outlives this process must have stopped: a
+// margin before the leases' expiry, so that clocks a little apart on the
+// holder and the next owner still give no overlap. Zero without leases.
+func (h *heldLocks) safeUntil() time.Time {
+	e := h.expiry()
+	if e.IsZero() {
+		return e
+	}
+	return e.Add(-h.margin())
 }
 
 // valid reports whether every lease is held and confirmed: not lost, not
