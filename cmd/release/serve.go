@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -188,27 +186,4 @@ func (s *server) goRun(work func()) {
 		defer s.runs.Done()
 		work()
 	}()
-}
-
-// logWriter turns output lines into log records.
-type logWriter struct {
-	log *slog.Logger
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *logWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(b)
-	for {
-		line, err := w.buf.ReadString('\n')
-		if err != nil {
-			w.buf.WriteString(line)
-			return len(b), nil
-		}
-		if line = strings.TrimRight(line, "\n"); line != "" {
-			w.log.Info(line)
-		}
-	}
 }
