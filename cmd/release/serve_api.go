@@ -17,7 +17,6 @@ import (
 
 	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/pipeline/engine"
-	"github.com/sweepboard/release/stages/deploy"
 )
 
 // maxBody bounds the body of a request that changes state.
@@ -296,7 +295,7 @@ func (s *server) apiSchedules(w http.ResponseWriter, r *http.Request) {
 // liveEnv is the last inspection of an environment's containers.
 type liveEnv struct {
 	At   time.Time
-	Live []deploy.Live
+	Live []engine.Live
 	Err  string
 }
 
@@ -357,16 +356,8 @@ func (s *server) environments(ctx context.Context) (serveStatusView, error) {
 				ev.Services = append(ev.Services, serveServiceView{serviceStatusView: serviceStatusView{Name: svc, Digest: recorded[svc]}, Health: "not inspected"})
 			}
 		}
-		for _, l := range live.Live {
-			sv := serviceStatusView{Name: l.Service, Host: l.Host, Digest: l.Digest, Healthy: l.Healthy}
-			switch want := recorded[l.Service]; {
-			case l.State == "missing" && want != "":
-				sv.Drift = "no container runs; recorded " + want
-			case want == "" && l.Digest != "":
-				sv.Drift = "runs " + l.Digest + ", which no recorded release put here"
-			case want != "" && l.Digest != want:
-				sv.Drift = "runs " + l.Digest + ", recorded " + want
-			}
+		for _, l := range engine.Compare(recorded, live.Live) {
+			sv := serviceStatusView{Name: l.Name, Host: l.Host, Digest: l.Digest, Healthy: l.Healthy, Drift: l.Drift}
 			health := "healthy"
 			if !l.Healthy {
 				health = l.Health
@@ -400,7 +391,7 @@ func (s *server) inspect(ctx context.Context, timeout time.Duration) {
 			continue
 		}
 		ictx, cancel := context.WithTimeout(ctx, timeout)
-		live, err := deploy.Inspect(ictx, s.p.Spec, name)
+		live, err := s.e.Inspector.Inspect(ictx, name)
 		cancel()
 		le := liveEnv{At: time.Now().UTC(), Live: live}
 		if err != nil {
