@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/sweepboard/release/pipeline"
@@ -122,7 +121,8 @@ func (f *Factory) Run(ctx context.Context, id string) (pipeline.Store, *pipeline
 }
 
 // StateDSN is the state store: --state, RELEASE_STATE, or the pipeline
-// file's state (default .release/state.db beside it).
+// file's state (default .release/state.db beside it). It may hold a
+// password: name it in messages with store.Redact.
 func (f *Factory) StateDSN() (string, error) {
 	if f.State != "" {
 		return f.State, nil
@@ -141,7 +141,7 @@ func (f *Factory) StateDSN() (string, error) {
 // .release beside the pipeline file for a remote store.
 func (f *Factory) WorkDir() string {
 	dsn, err := f.StateDSN()
-	if err == nil && !strings.Contains(dsn, "://") {
+	if loc, perr := store.Parse(dsn); err == nil && perr == nil && loc.Kind == store.SQLite {
 		return filepath.Dir(dsn)
 	}
 	if p, err := f.Pipeline(); err == nil {
@@ -160,6 +160,9 @@ func (f *Factory) Store(ctx context.Context) (pipeline.Store, error) {
 		return nil, err
 	}
 	db, err := store.Open(ctx, dsn)
+	if errors.Is(err, store.ErrRefused) {
+		return nil, &codedError{code: exitUsage, err: err}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +182,11 @@ func (f *Factory) StoreIfExists(ctx context.Context) (pipeline.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !strings.Contains(dsn, "://") {
+	loc, err := store.Parse(dsn)
+	if err != nil {
+		return nil, &codedError{code: exitUsage, err: err}
+	}
+	if loc.Kind == store.SQLite {
 		if _, err := os.Stat(dsn); err != nil {
 			return nil, nil
 		}

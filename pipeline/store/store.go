@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,38 +26,56 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// Open opens the store named by dsn: a postgres:// URL, or a file path for
-// SQLite, created with its directory when missing. Migrations run first.
+// Open opens the store named by dsn (see Parse): a PostgreSQL URL or
+// key=value connection string, or a file path for SQLite, created with its
+// directory when missing. Migrations run first. A dsn Parse refuses is
+// refused here before anything is created or dialled.
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	if IsPostgres(dsn) {
-		return OpenPostgres(ctx, dsn)
+	loc, err := Parse(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if loc.Kind == Postgres {
+		return openPostgres(ctx, loc)
 	}
 	return OpenSQLite(ctx, dsn)
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL store.
 func IsPostgres(dsn string) bool {
-	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+	loc, err := Parse(dsn)
+	return err == nil && loc.Kind == Postgres
 }
 
 // OpenPostgres opens a PostgreSQL state store (a team's, shared by CI
 // runners and laptops) and runs the migrations in one transaction, under an
-// advisory lock so that two processes starting at once do not race.
+// advisory lock so that two processes starting at once do not race. A dsn
+// that Parse does not take for PostgreSQL is refused without dialling.
 func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
-	shown := Redact(dsn)
-	db, err := sql.Open("pgx", withSessionLimits(dsn))
+	loc, err := Parse(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open state store %s: %w", shown, err)
+		return nil, err
+	}
+	if loc.Kind != Postgres {
+		return nil, refuse(loc.Shown, "not a PostgreSQL URL or connection string")
+	}
+	return openPostgres(ctx, loc)
+}
+
+func openPostgres(ctx context.Context, loc Location) (*DB, error) {
+	db, err := sql.Open("pgx", loc.conn)
+	if err != nil {
+		return nil, fmt.Errorf("open state store %s: %w", loc.Shown, loc.Scrub(err))
 	}
 	db.SetMaxOpenConns(4)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open state store %s: %s", shown, redactErr(err, dsn))
+		return nil, fmt.Errorf("open state store %s: %w", loc.Shown, loc.Scrub(err))
 	}
-	s := &DB{db: db, dialect: postgres, name: shown}
+	s := &DB{db: db, dialect: postgres, name: loc.Shown}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open state store %s: %w", shown, err)
+		return nil, fmt.Errorf("open state store %s: %w", loc.Shown, loc.Scrub(err))
 	}
 	return s, nil
 }
@@ -69,47 +86,26 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 // is a process stopped (SIGSTOP) or cut off from the server in the middle
 // of it, and the rows it locked, a lease's, would otherwise stay locked
 // until the server finds the connection dead (TCP keepalive: hours),
-// holding every takeover of the lease past its expiry.
+// holding every takeover of the lease past its expiry. Parse adds it to
+// the connection unless the URL sets it.
 const idleInTransaction = 5 * time.Second
 
-// withSessionLimits is dsn with the session settings the store relies on,
-// unless dsn sets them itself.
-func withSessionLimits(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return dsn // sql.Open says what is wrong
-	}
-	q := u.Query()
-	if q.Get("idle_in_transaction_session_timeout") == "" {
-		q.Set("idle_in_transaction_session_timeout", strconv.FormatInt(idleInTransaction.Milliseconds(), 10))
-		u.RawQuery = q.Encode()
-	}
-	return u.String()
+func idleInTransactionMillis() string {
+	return strconv.FormatInt(idleInTransaction.Milliseconds(), 10)
 }
 
-// Redact names a store for messages: a connection URL loses its password.
+// Redact names a store for messages: never a password, in any form. A
+// dsn that Parse refuses is named only as far as it is safe.
 func Redact(dsn string) string {
-	if !IsPostgres(dsn) {
-		return dsn
+	loc, err := Parse(dsn)
+	var re *refusedError
+	switch {
+	case errors.As(err, &re) && re.shown != "":
+		return re.shown
+	case err != nil:
+		return "(not shown: it may hold a password)"
 	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "postgres://…"
-	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
-
-func redactErr(err error, dsn string) string {
-	msg := err.Error()
-	if u, perr := url.Parse(dsn); perr == nil {
-		if pw, has := u.User.Password(); has && pw != "" {
-			msg = strings.ReplaceAll(msg, pw, "xxxxx")
-		}
-	}
-	return msg
+	return loc.Shown
 }
 
 // ErrCorrupt is wrapped by the error of opening a SQLite store whose file is
