@@ -286,7 +286,8 @@ var schemaKeys = map[string]schemaKey{
 	"with.docker-push.host":     {desc: "The Docker engine holding the built image (the one docker-build used); DOCKER_HOST or the local socket when empty."},
 	"with.exec":                 {required: []string{"command"}},
 	"with.exec.command":         {desc: "The command as a list: [program, arg, …]; the program is looked up in PATH. No shell.", min: atLeast(1)},
-	"with.exec.env":             {desc: "Variables added to the command's environment."},
+	"with.exec.env":             {desc: "Variables added to the command's environment, which is otherwise PATH, HOME, USER, LOGNAME, LANG, LC_*, TZ, TMPDIR and the RELEASE_* variables of the node."},
+	"with.exec.env_from":        {desc: "Variables of release's own environment the command gets, by name (letters, digits and _): nothing else of it passes, secrets included. Each must be set when the stage runs; what the command prints of a secret release knows shows as ***.", examples: []any{[]any{"NPM_TOKEN"}}},
 	"with.exec.dir":             {desc: "The working directory, relative to this file; default this file's directory."},
 	"with.git-tag.parallel":     {desc: "How many repos are pushed to at once.", minimum: atLeast(0)},
 }

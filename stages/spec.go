@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -194,23 +195,52 @@ func joinQuoted(names []string) string {
 // the Docker config does not hold it.
 const EnvRegistryPassword = "RELEASE_REGISTRY_PASSWORD"
 
-// Secrets returns the values of the variables the pipeline reads secrets
-// from and that are set: the registry password, the GitHub token
-// (github.token_env, default GITHUB_TOKEN) and each repo's token_env.
+// EnvServeToken is the variable holding the token `release serve` asks
+// for before anything that changes state, production approvals included.
+const EnvServeToken = "RELEASE_SERVE_TOKEN"
+
+// Secrets returns the values of the variables that hold secrets and are
+// set: those the pipeline reads (the registry password, the GitHub token,
+// github.token_env or GITHUB_TOKEN, and each repo's token_env) and those
+// release itself reads (the serve token, PGPASSWORD, and the password in
+// RELEASE_STATE when it is a URL or a key=value connection string).
 // Whatever shows a stage's output hides them.
 func (s *Spec) Secrets(getenv func(string) string) []string {
-	names := []string{EnvRegistryPassword, s.GitHub.TokenEnv}
+	names := []string{EnvRegistryPassword, s.GitHub.TokenEnv, EnvServeToken, "PGPASSWORD"}
 	if s.GitHub.TokenEnv == "" {
 		names[1] = "GITHUB_TOKEN"
 	}
 	for _, r := range s.Repos {
 		names = append(names, r.TokenEnv)
 	}
-	var out []string
+	values := []string{statePassword(getenv("RELEASE_STATE"))}
 	for _, n := range names {
-		if v := getenv(n); n != "" && v != "" && !slices.Contains(out, v) {
+		if n != "" {
+			values = append(values, getenv(n))
+		}
+	}
+	var out []string
+	for _, v := range values {
+		if v != "" && !slices.Contains(out, v) {
 			out = append(out, v)
 		}
 	}
 	return out
+}
+
+// statePassword is the password in a state store's address, "" when it
+// holds none or cannot be read: a URL's (postgres://user:password@host/db),
+// or a key=value connection string's password=. The store parses the
+// address; this only finds what to hide.
+func statePassword(state string) string {
+	if u, err := url.Parse(state); err == nil && u.User != nil {
+		p, _ := u.User.Password()
+		return p
+	}
+	for _, f := range strings.Fields(state) {
+		if v, ok := strings.CutPrefix(f, "password="); ok {
+			return strings.Trim(v, "'")
+		}
+	}
+	return ""
 }

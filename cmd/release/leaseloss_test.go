@@ -32,7 +32,7 @@ import (
 // the lease expires whatever the engine does, and prove nothing. The new
 // owner's acts for 1.5 s.
 //
-// With LEASELOSS_PRINT set the command prints each line too, so that its
+// With LEASELOSS_PRINT non-empty the command prints each line too, so that its
 // run log is written while it acts (the store-cut test). The SIGSTOP test
 // leaves it quiet, or most stops would come while the owner writes its
 // log and holds the SQLite store's lock (see sigstopTrial).
@@ -63,6 +63,7 @@ stages:
     uses: exec
     environment: staging
     with:
+      env_from: [LEASELOSS_ACTOR, LEASELOSS_EFFECTS, LEASELOSS_TICKS, LEASELOSS_PRINT]
       command:
         - sh
         - -c
@@ -209,7 +210,7 @@ func startActor(t *testing.T, bin, dir, name, effects string, ticks int, env []s
 	a.cmd.Dir = dir
 	a.cmd.Env = append(os.Environ(),
 		"RELEASE_LEASE_TTL="+leaseTTL.String(), "RELEASE_USER=tester", "NO_COLOR=1",
-		"LEASELOSS_ACTOR="+name, "LEASELOSS_EFFECTS="+effects, "LEASELOSS_TICKS="+strconv.Itoa(ticks))
+		"LEASELOSS_ACTOR="+name, "LEASELOSS_EFFECTS="+effects, "LEASELOSS_TICKS="+strconv.Itoa(ticks), "LEASELOSS_PRINT=")
 	a.cmd.Env = append(a.cmd.Env, env...)
 	a.cmd.Stdout, a.cmd.Stderr = &a.stdout, &a.stderr
 	if err := a.cmd.Start(); err != nil {

@@ -1,7 +1,7 @@
 package main
 
 // TestSecrets runs the real binary with canary secrets, a registry password
-// (and a wrong one) and a GitHub token, through failing and succeeding
+// (and a wrong one), a GitHub token and a serve token, through failing and succeeding
 // stages, and looks for them everywhere they must never be. The pieces:
 //
 //	a private registry   docker-registry with its own htpasswd (bcrypt of the canary password)
@@ -387,6 +387,7 @@ type secrets struct {
 	password string // the registry's password
 	wrong    string // a wrong registry password, a secret all the same
 	token    string // the GitHub token, also the git remotes' token
+	serve    string // the serve token, which approves production gates
 	useWrong bool
 	gh       *fakegithub.Server
 	regEcho  *echoProxy
@@ -497,7 +498,9 @@ stages:
     needs: [push]
     with:
       # Waits until the test has seen it in the process table, then fails
-      # the first time and passes after.
+      # the first time and passes after. It prints the two tokens it is
+      # given, which the log shows as ***.
+      env_from: [RELEASE_SERVE_TOKEN, GITHUB_TOKEN]
       command:
         - sh
         - -c
@@ -506,6 +509,7 @@ stages:
           until [ -e seen ]; do i=$((i+1)); [ $i -lt 1200 ] || exit 4; sleep 0.05; done
           if [ -e failed-once ]; then echo "check: smoke test passed"; exit 0; fi
           touch failed-once
+          echo "check: serve token $RELEASE_SERVE_TOKEN, GitHub token $GITHUB_TOKEN" >&2
           echo "check: smoke test failed" >&2
           exit 3
         - secrets-check
@@ -526,11 +530,13 @@ func newSecrets(t *testing.T) *secrets {
 		password: canary("RegCanary"),
 		wrong:    canary("WrongCanary"),
 		token:    canary("ghp_Canary"),
+		serve:    canary("ServeCanary"),
 	}
 	var needles []needle
 	needles = append(needles, canaryForms("registry password", s.password, s.user)...)
 	needles = append(needles, canaryForms("wrong registry password", s.wrong, s.user)...)
 	needles = append(needles, canaryForms("GitHub token", s.token, "x-access-token")...)
+	needles = append(needles, canaryForms("serve token", s.serve, "")...)
 	s.sc = &scanner{needles: needles, places: map[string]bool{}}
 
 	backend, err := url.Parse("http://" + startRegistry(t, s.user, s.password))
@@ -632,6 +638,7 @@ func (s *secrets) env() []string {
 	}
 	return append(env,
 		"GITHUB_TOKEN="+s.token,
+		"RELEASE_SERVE_TOKEN="+s.serve,
 		"RELEASE_REGISTRY_USER="+s.user,
 		"RELEASE_REGISTRY_PASSWORD="+password,
 		"DOCKER_CONFIG="+filepath.Join(s.dir, ".docker-config-none"),
@@ -760,6 +767,9 @@ func TestSecrets(t *testing.T) {
 	r, _ = s.resume(id, exitFailed, "check")
 	if !strings.Contains(r.stderr, "check: smoke test failed") {
 		t.Errorf("-v does not show the exec stage's output:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "check: serve token ***, GitHub token ***") {
+		t.Errorf("-v does not show the tokens the exec stage printed as ***:\n%s", r.stderr)
 	}
 
 	// The engine pulls the image for the deploy (it has no name in the

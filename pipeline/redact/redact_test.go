@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -63,5 +64,31 @@ func TestWriter(t *testing.T) {
 	}
 	if !strings.HasPrefix(out.String(), "token=*** here\nsecond line ") || !strings.HasSuffix(out.String(), "no newline ***") {
 		t.Errorf("output %q", out.String())
+	}
+}
+
+// countingWriter counts the writes it gets.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// The complete lines of one write reach w in one write: w may be a store
+// that waits on each, when it does not answer.
+func TestWriterOneWritePerWrite(t *testing.T) {
+	var w countingWriter
+	rw := Writer(&w, "s3cret")
+	rw.Write([]byte("a s3cret\nb\nc s3cret\npart"))
+	if got, want := w.String(), "a ***\nb\nc ***\n"; got != want || w.writes != 1 {
+		t.Errorf("got %q in %d writes, want %q in 1", got, w.writes, want)
+	}
+	rw.Close()
+	if got, want := w.String(), "a ***\nb\nc ***\npart"; got != want {
+		t.Errorf("after Close: %q, want %q", got, want)
 	}
 }

@@ -36,15 +36,18 @@ func (r *writer) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.buf = append(r.buf, p...)
-	for {
-		i := bytes.IndexByte(r.buf, '\n')
-		if i < 0 {
-			break
-		}
-		if err := r.emit(r.buf[:i+1]); err != nil {
-			return len(p), err
+	// The complete lines go out in one write, as they came: each write
+	// to w may be a store write, and one per line would multiply its
+	// wait when the store does not answer.
+	if i := bytes.LastIndexByte(r.buf, '\n'); i >= 0 {
+		var out []byte
+		for _, line := range bytes.SplitAfter(r.buf[:i+1], []byte("\n")) {
+			out = append(out, String(string(line), r.secrets...)...)
 		}
 		r.buf = r.buf[i+1:]
+		if _, err := r.w.Write(out); err != nil {
+			return len(p), err
+		}
 	}
 	if len(r.buf) > maxLine {
 		if err := r.emit(r.buf); err != nil {

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -22,16 +24,31 @@ import (
 // Kind registers the stage.
 var Kind = stages.Kind{Name: "exec", New: func() stages.Stage { return &Stage{} }}
 
-// Stage runs Command. Its environment is the process's own plus Env and a
-// few RELEASE_* variables that describe the node. The secrets the pipeline
-// reads (registry password, tokens) are in that environment, for commands
-// that need them; what the command prints reaches the run log with them
-// hidden.
+// Stage runs Command. Its environment is not the process's own, which holds
+// release's secrets (the serve token, registry and store passwords, tokens):
+// it is the variables of Allowed that are set, the RELEASE_* variables that
+// describe the node, the variables EnvFrom names, with this process's
+// values, and Env. What the command prints reaches the run log with every
+// secret release knows hidden, including one it was given through EnvFrom.
 type Stage struct {
 	Command []string          `yaml:"command"` // argv; the first element is looked up in PATH
 	Env     map[string]string `yaml:"env"`
-	Dir     string            `yaml:"dir"` // relative to the pipeline file
+	// EnvFrom names variables of this process the command gets, a secret
+	// included; each must be set when the stage runs.
+	EnvFrom []string `yaml:"env_from"`
+	Dir     string   `yaml:"dir"` // relative to the pipeline file
 }
+
+// Allowed are the variables of this process every command gets, when set,
+// besides the LC_* ones: where programs are, whose they are, the language,
+// the time zone and where temporary files go. Nothing else passes unless a
+// stage names it in env_from; not SHELL, since commands never run through a
+// shell, nor TERM, since their output goes to a log.
+var Allowed = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"}
+
+// validName is what env and env_from accept as a variable name: what a
+// POSIX shell accepts, so that a command's script can read it.
+var validName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Validate checks the command before anything runs.
 func (s *Stage) Validate(*stages.Spec) error {
@@ -43,7 +60,59 @@ func (s *Stage) Validate(*stages.Spec) error {
 			return fmt.Errorf("with.env: %q is not a variable name", k)
 		}
 	}
+	for i, k := range s.EnvFrom {
+		switch {
+		case !validName.MatchString(k):
+			return fmt.Errorf("with.env_from[%d]: %q is not a variable name (letters, digits and _, not first a digit)", i, k)
+		case slices.Contains(s.EnvFrom[:i], k):
+			return fmt.Errorf("with.env_from[%d]: %s is named twice", i, k)
+		}
+		if _, ok := s.Env[k]; ok {
+			return fmt.Errorf("with.env_from[%d]: %s is also set in with.env; keep one", i, k)
+		}
+	}
 	return nil
+}
+
+// environ is the command's environment, from this process's (os.Environ):
+// see Stage. A variable EnvFrom names that is unset is an error that names
+// it, never a value.
+func (s *Stage) environ(env *stages.Env, own []string) ([]string, error) {
+	vars := map[string]string{}
+	for _, kv := range own {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		if strings.HasPrefix(k, "LC_") {
+			out = append(out, k+"="+vars[k])
+		}
+	}
+	for _, k := range Allowed {
+		if v, ok := vars[k]; ok {
+			out = append(out, k+"="+v)
+		}
+	}
+	out = append(out,
+		"RELEASE_RUN_ID="+env.RunID,
+		"RELEASE_VERSION="+env.Version,
+		"RELEASE_NODE="+env.Node,
+		"RELEASE_ITEM="+env.Item,
+		"RELEASE_ENVIRONMENT="+env.Environment,
+	)
+	for _, k := range s.EnvFrom {
+		v, ok := vars[k]
+		if !ok {
+			return nil, fmt.Errorf("with.env_from: %s is not set in the environment of release", k)
+		}
+		out = append(out, k+"="+v)
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
+		out = append(out, k+"="+s.Env[k])
+	}
+	return out, nil
 }
 
 // Run runs the command and waits for it and for every process it started:
@@ -61,20 +130,9 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 			dir = filepath.Join(env.Spec.Dir, s.Dir)
 		}
 	}
-	cmdEnv := append(os.Environ(),
-		"RELEASE_RUN_ID="+env.RunID,
-		"RELEASE_VERSION="+env.Version,
-		"RELEASE_NODE="+env.Node,
-		"RELEASE_ITEM="+env.Item,
-		"RELEASE_ENVIRONMENT="+env.Environment,
-	)
-	keys := make([]string, 0, len(s.Env))
-	for k := range s.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		cmdEnv = append(cmdEnv, k+"="+s.Env[k])
+	cmdEnv, err := s.environ(env, os.Environ())
+	if err != nil {
+		return nil, stages.Permanent(err)
 	}
 	var out io.Writer = io.Discard
 	if env.Log != nil {
@@ -94,7 +152,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	if err := fence(ctx, env); err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.Command[0], err)
 	}
-	err := proctree.Run(ctx, proctree.Command{Argv: s.Command, Env: cmdEnv, Dir: dir}, proctree.Options{
+	err = proctree.Run(ctx, proctree.Command{Argv: s.Command, Env: cmdEnv, Dir: dir}, proctree.Options{
 		Output:   logw,
 		Deadline: env.LeaseExpiry,
 		Started: func(g proctree.Group) error {

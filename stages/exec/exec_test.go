@@ -149,7 +149,13 @@ func TestValidate(t *testing.T) {
 		{"empty program", exec.Stage{Command: []string{"", "x"}}, "with.command: required, as a list: [program, arg, …]"},
 		{"env name with =", exec.Stage{Command: []string{"true"}, Env: map[string]string{"A=B": "x"}}, `with.env: "A=B" is not a variable name`},
 		{"env name with NUL", exec.Stage{Command: []string{"true"}, Env: map[string]string{"A\x00": "x"}}, `with.env: "A\x00" is not a variable name`},
-		{"fine", exec.Stage{Command: []string{"true", "$(id)"}, Env: map[string]string{"A": "$(id)"}}, ""},
+		{"env_from value", exec.Stage{Command: []string{"true"}, EnvFrom: []string{"TOKEN=x"}}, `with.env_from[0]: "TOKEN=x" is not a variable name (letters, digits and _, not first a digit)`},
+		{"env_from empty", exec.Stage{Command: []string{"true"}, EnvFrom: []string{"A", ""}}, `with.env_from[1]: "" is not a variable name (letters, digits and _, not first a digit)`},
+		{"env_from digit first", exec.Stage{Command: []string{"true"}, EnvFrom: []string{"1A"}}, `with.env_from[0]: "1A" is not a variable name (letters, digits and _, not first a digit)`},
+		{"env_from expansion", exec.Stage{Command: []string{"true"}, EnvFrom: []string{"$HOME"}}, `with.env_from[0]: "$HOME" is not a variable name (letters, digits and _, not first a digit)`},
+		{"env_from twice", exec.Stage{Command: []string{"true"}, EnvFrom: []string{"A", "B", "A"}}, `with.env_from[2]: A is named twice`},
+		{"env_from and env", exec.Stage{Command: []string{"true"}, Env: map[string]string{"A": "x"}, EnvFrom: []string{"A"}}, `with.env_from[0]: A is also set in with.env; keep one`},
+		{"fine", exec.Stage{Command: []string{"true", "$(id)"}, Env: map[string]string{"A": "$(id)"}, EnvFrom: []string{"GITHUB_TOKEN", "_x1"}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -31,6 +31,7 @@ import (
 	"io"
 	"os"
 	osexec "os/exec"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -57,6 +58,20 @@ type Command struct {
 	Argv []string `json:"argv"`
 	Env  []string `json:"env"`
 	Dir  string   `json:"dir"`
+}
+
+// supervisorEnv is the environment of the supervisor of a command that
+// runs with env: env, not this process's, which the command could read from
+// /proc/$PPID/environ; plus the Go runtime's settings of this process for
+// race and coverage builds, which the supervisor does not hand on.
+func supervisorEnv(env []string) []string {
+	out := slices.Clip(env)
+	for _, k := range []string{"GORACE", "GOCOVERDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
 }
 
 // Options are what Run needs besides the command.
@@ -167,6 +182,9 @@ func Run(ctx context.Context, c Command, o Options) error {
 	sup.Stdout, sup.Stderr = o.Output, o.Output
 	sup.ExtraFiles = []*os.File{theirs}
 	sup.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if c.Env != nil {
+		sup.Env = supervisorEnv(c.Env)
+	}
 	// The tree is gone when the supervisor exits; whatever still holds
 	// the output pipe is none of the run's business.
 	sup.WaitDelay = time.Second
