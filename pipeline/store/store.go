@@ -442,6 +442,14 @@ func (s *DB) ddl(m string) string {
 var SchemaVersion = len(migrations)
 
 func (s *DB) migrate(ctx context.Context) error {
+	// A store already at the newest schema needs no write transaction: on
+	// SQLite one would wait behind any process that holds the write lock
+	// (an owner stopped mid-write), and every command, read-only ones
+	// too, would fail with it.
+	var current int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err == nil && current == len(migrations) {
+		return nil
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
