@@ -256,12 +256,18 @@ func (v *validator) notes() {
 // Bumps are the ways a version may be bumped.
 var Bumps = []string{"major", "minor", "patch", "auto"}
 
+// keywordValue is how a libpq key=value connection string starts.
+var keywordValue = regexp.MustCompile(`^\s*[a-z_]+\s*=`)
+
 func (v *validator) state() {
 	s := v.f.State
 	switch {
 	case s == "":
 		s = filepath.Join(v.p.Spec.Dir, ".release", "state.db")
 	case strings.HasPrefix(s, "postgres://"), strings.HasPrefix(s, "postgresql://"):
+	case keywordValue.MatchString(s):
+		// A libpq key=value connection string: the store decides whether
+		// it is one, never a path beside the file.
 	case filepath.IsAbs(s):
 	default:
 		s = filepath.Join(v.p.Spec.Dir, s)
