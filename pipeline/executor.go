@@ -409,7 +409,7 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				n.Status, n.Attempts, n.StartedAt = Pending, n.Attempts-1, nil
 				running--
 			}
-			ready = append(nodeIDList(started), ready...)
+			ready = append(NodeIDs(started), ready...)
 			started = nil
 			if locks.over() {
 				stopWith(Fenced)
@@ -616,7 +616,8 @@ func checkpointer(id string, results chan<- result) func(context.Context, stages
 	}
 }
 
-func nodeIDList(ns []*Node) []string {
+// NodeIDs are the ids of nodes, in their order.
+func NodeIDs(ns []*Node) []string {
 	ids := make([]string, len(ns))
 	for i, n := range ns {
 		ids[i] = n.ID

@@ -53,7 +53,7 @@ func (e *Engine) Approve(ctx context.Context, req ApproveRequest) (*Approved, er
 		return nil, usagef("run %s: several nodes wait (%s); name one", r.ID, nodeIDs(waiting))
 	}
 	a := &stages.Approval{By: req.By, At: e.now().UTC()}
-	approved, err := e.Store.Approve(ctx, r.ID, nodeIDList(match), a)
+	approved, err := e.Store.Approve(ctx, r.ID, pipeline.NodeIDs(match), a)
 	if err != nil {
 		return nil, err
 	}
@@ -63,15 +63,7 @@ func (e *Engine) Approve(ctx context.Context, req ApproveRequest) (*Approved, er
 	return &Approved{RunID: r.ID, Nodes: approved, By: a.By, At: a.At}, nil
 }
 
-func nodeIDList(ns []*pipeline.Node) []string {
-	ids := make([]string, len(ns))
-	for i, n := range ns {
-		ids[i] = n.ID
-	}
-	return ids
-}
-
-func nodeIDs(ns []*pipeline.Node) string { return strings.Join(nodeIDList(ns), ", ") }
+func nodeIDs(ns []*pipeline.Node) string { return strings.Join(pipeline.NodeIDs(ns), ", ") }
 
 // CancelRequest stops a run for good.
 type CancelRequest struct {

@@ -238,14 +238,9 @@ func locksOf(plan *pipeline.Plan) []string {
 // be mended by one (the version is published with other contents), or "".
 func NotResumable(fe *pipeline.FailedError) string {
 	for _, n := range fe.Nodes {
-		if errorsContain(n.Error, stages.ErrPublished) {
+		if strings.Contains(n.Error, stages.ErrPublished.Error()) {
 			return "this run cannot publish its version: start a new run (release run), which takes the next version"
 		}
 	}
 	return ""
-}
-
-// errorsContain reports whether a recorded error text carries err's.
-func errorsContain(text string, err error) bool {
-	return strings.Contains(text, err.Error())
 }

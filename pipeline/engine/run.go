@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -251,7 +252,7 @@ func (e *Engine) allocate(ctx context.Context, runID, bump, given string, commit
 	p := e.Pipeline
 	applied := v.Bump
 	if applied == "" || applied == "none" {
-		applied = cmpOr(bump, p.Spec.Version.Bump)
+		applied = cmp.Or(bump, p.Spec.Version.Bump)
 	}
 	got, err := e.Store.AllocateVersion(ctx, p.Spec.Name, runID, func(taken []string) (string, error) {
 		want := semver.MustParse(v.Version)
@@ -280,13 +281,6 @@ func (e *Engine) allocate(ctx context.Context, runID, bump, given string, commit
 	}
 	v.Version = got
 	return v, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // checkFreeze refuses a run into environments a freeze window covers now,

@@ -87,12 +87,6 @@ func (e *Engine) recorded(ctx context.Context, name string) (*EnvStatus, error) 
 	return s, nil
 }
 
-// Recorded is an environment's newest deployment without looking at its
-// hosts, for callers that inspect on their own schedule (the server).
-func (e *Engine) Recorded(ctx context.Context, name string) (*EnvStatus, error) {
-	return e.recorded(ctx, name)
-}
-
 // Compare sets what runs beside what the record says should: a service
 // with no container, a container no recorded release put there, or one at
 // another digest drifts.

@@ -16,12 +16,9 @@ import (
 	"github.com/sweepboard/release/stages"
 )
 
-// BenchmarkStores measures, side by side on SQLite and PostgreSQL, the
-// durable status changes per second (one node's status committed per
-// transaction, as the executor does when nodes finish one at a time) and
-// the median time to acquire a free lease.
-func BenchmarkStores(b *testing.B) {
-	stores := map[string]func(b *testing.B) pipeline.Store{
+// benchStores open a fresh store of each kind for a benchmark.
+func benchStores() map[string]func(b *testing.B) pipeline.Store {
+	return map[string]func(b *testing.B) pipeline.Store{
 		"sqlite": func(b *testing.B) pipeline.Store {
 			s, err := store.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "state.db"))
 			if err != nil {
@@ -32,6 +29,14 @@ func BenchmarkStores(b *testing.B) {
 		},
 		"postgres": func(b *testing.B) pipeline.Store { return openPostgres(b) },
 	}
+}
+
+// BenchmarkStores measures, side by side on SQLite and PostgreSQL, the
+// durable status changes per second (one node's status committed per
+// transaction, as the executor does when nodes finish one at a time) and
+// the median time to acquire a free lease.
+func BenchmarkStores(b *testing.B) {
+	stores := benchStores()
 	for _, name := range []string{"sqlite", "postgres"} {
 		b.Run(name+"/status-change", func(b *testing.B) {
 			s := stores[name](b)

@@ -3,13 +3,11 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/sweepboard/release/pipeline"
-	"github.com/sweepboard/release/pipeline/store"
 )
 
 // BenchmarkClaim measures, side by side on SQLite and PostgreSQL, what the
@@ -20,17 +18,7 @@ import (
 // as a resume does. Beside ns/op it reports the median and the 99th
 // percentile of one claim + release. The goal: a median under 5 ms.
 func BenchmarkClaim(b *testing.B) {
-	open := map[string]func(b *testing.B) pipeline.Store{
-		"sqlite": func(b *testing.B) pipeline.Store {
-			s, err := store.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "state.db"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { s.Close() })
-			return s
-		},
-		"postgres": func(b *testing.B) pipeline.Store { return openPostgres(b) },
-	}
+	open := benchStores()
 	for _, name := range []string{"sqlite", "postgres"} {
 		for _, kind := range []string{"new-run", "resume"} {
 			b.Run(name+"/"+kind, func(b *testing.B) {

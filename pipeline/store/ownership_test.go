@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -756,30 +755,12 @@ func schema2SQLite(t *testing.T) (*sql.DB, string) {
 // gives each test.
 func schema2Postgres(t *testing.T) (*sql.DB, string) {
 	ctx := context.Background()
-	admin, err := sql.Open("pgx", postgresDSN())
-	if err == nil {
-		err = admin.PingContext(ctx)
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL at %s: %v (fixtures/up.sh starts it)", postgresDSN(), err)
-		}
-		t.Skipf("no PostgreSQL at %s: %v", postgresDSN(), err)
-	}
-	defer admin.Close()
-	schema := fmt.Sprintf("m3_%d_%d", os.Getpid(), schemaSeq.Add(1))
-	if _, err := admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE; CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	dsn := postgresDSN() + "&search_path=" + schema
+	dsn := postgresDSN() + "&search_path=" + postgresSchema(t, "m3")
 	raw, err := sql.Open("pgx", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		raw.ExecContext(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-		raw.Close()
-	})
+	t.Cleanup(func() { raw.Close() })
 	if _, err := raw.ExecContext(ctx, serial(schema2, "BIGSERIAL PRIMARY KEY")); err != nil {
 		t.Fatalf("build schema 2: %v", err)
 	}

@@ -54,7 +54,10 @@ func stores(t *testing.T) map[string]opener {
 	}
 }
 
-func openPostgres(t testing.TB) *store.DB {
+// postgresSchema makes a schema of its own for a test on the PostgreSQL
+// server, dropped when the test ends, and returns its name. Without the
+// server the test fails in CI and is skipped elsewhere.
+func postgresSchema(t testing.TB, prefix string) string {
 	t.Helper()
 	ctx := context.Background()
 	admin, err := sql.Open("pgx", postgresDSN())
@@ -68,7 +71,7 @@ func openPostgres(t testing.TB) *store.DB {
 		t.Skipf("no PostgreSQL at %s: %v", postgresDSN(), err)
 	}
 	defer admin.Close()
-	schema := fmt.Sprintf("t_%d_%d", os.Getpid(), schemaSeq.Add(1))
+	schema := fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), schemaSeq.Add(1))
 	if _, err := admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE; CREATE SCHEMA "+schema); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +81,13 @@ func openPostgres(t testing.TB) *store.DB {
 			a.Close()
 		}
 	})
+	return schema
+}
+
+func openPostgres(t testing.TB) *store.DB {
+	t.Helper()
+	ctx := context.Background()
+	schema := postgresSchema(t, "t")
 	// application_name lets a test cut this process's connections only:
 	// other packages' tests share the server.
 	dsn := postgresDSN() + "&search_path=" + schema + "&application_name=" + schema
