@@ -87,7 +87,7 @@ stages:
     retry: {attempts: 2, wait: 1s}
 `,
 			want: []string{
-				`pipeline.yaml:2:1: unknown key "colour" in the pipeline file (known: environments, freeze, github, name, notes, registry, repos, schedules, services, stages, state, version)`,
+				`pipeline.yaml:2:1: unknown key "colour" in the pipeline file (known: environments, freeze, github, name, notes, registry, repos, schedules, services, stages, state, timeouts, version)`,
 				`pipeline.yaml:4:23: unknown key "neeeds" in stages.hello (known: environment, for_each, needs, retry, timeout, uses, with)`,
 				`pipeline.yaml:7:26: unknown key "wait" in stages.other.retry (known: attempts, backoff)`,
 			},

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sweepboard/release/pipeline/deadline"
 )
 
 // Spec is the part of the pipeline file that stages read. The loader fills
@@ -22,6 +24,9 @@ type Spec struct {
 	Repos        map[string]Repo        `yaml:"repos"`
 	Services     map[string]Service     `yaml:"services"`
 	Environments map[string]Environment `yaml:"environments"`
+	// Timeouts bound every network operation of every stage and of the
+	// store: connect, TLS, first byte, idle. Zero bounds are defaults.
+	Timeouts deadline.Deadlines `yaml:"timeouts"`
 }
 
 // VersionPolicy says how release versions are named and bumped.
