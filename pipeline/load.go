@@ -347,6 +347,19 @@ func (v *validator) services() {
 		if s.Health.Timeout == 0 {
 			s.Health.Timeout = 30 * time.Second
 		}
+		kinds := 0
+		for _, set := range []bool{s.Health.HTTP != "", s.Health.TCP, len(s.Health.Exec) > 0} {
+			if set {
+				kinds++
+			}
+		}
+		if kinds > 1 {
+			v.errorf(append(at, "health"), "services.%s.health: one of http, tcp and exec, not %d", name, kinds)
+		}
+		if (s.Health.HTTP != "" || s.Health.TCP) && s.Port == 0 {
+			v.errorf(append(at, "health"), "services.%s.health: an http or tcp check needs the service's port", name)
+		}
+		v.envFrom(append(at, "env_from"), "services."+name+".env_from", s.EnvFrom)
 		for i, dep := range s.DependsOn {
 			if _, ok := spec.Services[dep]; !ok {
 				v.errorf(append(at, "depends_on", fmt.Sprint(i)), "services.%s.depends_on: unknown service %q (known: %s)", name, dep, known(spec.Services))
@@ -357,6 +370,28 @@ func (v *validator) services() {
 	names := sortedKeys(spec.Services)
 	if c := dag.FindCycle(names, func(n string) []string { return spec.Services[n].DependsOn }); c != nil {
 		v.errorf([]string{"services", c[0], "depends_on"}, "services: depends_on cycle: %s", strings.Join(c, " → "))
+	}
+}
+
+// DeployTargets are the deploy targets an environment may name.
+var DeployTargets = []string{"docker", "swarm"}
+
+var (
+	dockerName    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	restartPolicy = regexp.MustCompile(`^(no|always|unless-stopped|on-failure(:[0-9]+)?)$`)
+	publishAddr   = regexp.MustCompile(`^([0-9.]+:|\[[0-9a-fA-F:]+\]:)?[0-9]{1,5}$`)
+	variableName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// envFrom checks the names of an env_from list: variables, each once.
+func (v *validator) envFrom(at []string, where string, names []string) {
+	for i, n := range names {
+		switch {
+		case !variableName.MatchString(n):
+			v.errorf(append(slices.Clone(at), fmt.Sprint(i)), "%s: %q is not a variable name (letters, digits, _): name the variable, never its value", where, n)
+		case slices.Index(names, n) < i:
+			v.errorf(append(slices.Clone(at), fmt.Sprint(i)), "%s: %s is named twice", where, n)
+		}
 	}
 }
 
@@ -384,6 +419,43 @@ func (v *validator) environments() {
 		}
 		if e.Approval != "" && e.Approval != "required" {
 			v.errorf(append(at, "approval"), "environments.%s.approval: %q is not \"required\"", name, e.Approval)
+		}
+		switch {
+		case e.Target != "" && !slices.Contains(DeployTargets, e.Target):
+			v.errorf(append(at, "target"), "environments.%s.target: unknown deploy target %q (known: %s)", name, e.Target, strings.Join(DeployTargets, ", "))
+		case e.Target == "docker" && e.Swarm:
+			v.errorf(append(at, "swarm"), "environments.%s.swarm: true, but target is docker", name)
+		}
+		if e.Network != "" && !dockerName.MatchString(e.Network) {
+			v.errorf(append(at, "network"), "environments.%s.network: %q is not a Docker network name (letters, digits, _ . -)", name, e.Network)
+		}
+		for _, svc := range sortedKeys(e.Services) {
+			es, sat := e.Services[svc], append(slices.Clone(at), "services", svc)
+			where := "environments." + name + ".services." + svc
+			if _, ok := v.p.Spec.Services[svc]; !ok {
+				v.errorf(sat, "%s: unknown service %q (known: %s)", where, svc, known(v.p.Spec.Services))
+			}
+			if es.Replicas < 0 {
+				v.errorf(append(sat, "replicas"), "%s.replicas: must not be negative", where)
+			}
+			for i, h := range es.Hosts {
+				if !slices.Contains(e.Hosts, h) {
+					v.errorf(append(sat, "hosts", fmt.Sprint(i)), "%s.hosts: %q is not one of environments.%s.hosts (%s)", where, h, name, strings.Join(e.Hosts, ", "))
+				}
+			}
+			if _, err := stages.ParseBytes(es.Memory); err != nil {
+				v.errorf(append(sat, "memory"), "%s.memory: %v", where, err)
+			}
+			if es.CPUs < 0 {
+				v.errorf(append(sat, "cpus"), "%s.cpus: must not be negative", where)
+			}
+			if es.Restart != "" && !restartPolicy.MatchString(es.Restart) {
+				v.errorf(append(sat, "restart"), "%s.restart: %q is not no, always, unless-stopped or on-failure[:N]", where, es.Restart)
+			}
+			if es.Publish != "" && !publishAddr.MatchString(es.Publish) {
+				v.errorf(append(sat, "publish"), "%s.publish: %q is not PORT or HOST:PORT", where, es.Publish)
+			}
+			v.envFrom(append(sat, "env_from"), where+".env_from", es.EnvFrom)
 		}
 		if e.Proxy != nil {
 			for _, svc := range sortedKeys(e.Proxy.Listen) {

@@ -93,6 +93,49 @@ stages:
 			},
 		},
 		{
+			name: "per-environment service settings",
+			src: `
+name: p
+repos:
+  api: {url: /tmp/api}
+services:
+  api:
+    repo: api
+    image: sb/api
+    port: 8080
+    health: {http: /healthz, tcp: true}
+    env_from: [DB_PASSWORD, "s3cr3t value", DB_PASSWORD]
+  web: {repo: api, image: sb/web, health: {tcp: true}}
+environments:
+  dev:
+    hosts: [unix:///a.sock, unix:///b.sock]
+    target: kubernetes
+    network: "bad name"
+    services:
+      api: {replicas: -1, hosts: [unix:///c.sock], memory: lots, cpus: -1, restart: sometimes, publish: "x:80", env_from: [OK_NAME]}
+      wbe: {}
+  prod: {target: docker, swarm: true}
+stages:
+  a: {uses: exec}
+`,
+			want: []string{
+				`pipeline.yaml:9:5: services.api.health: one of http, tcp and exec, not 2`,
+				`pipeline.yaml:10:29: services.api.env_from: "s3cr3t value" is not a variable name (letters, digits, _): name the variable, never its value`,
+				`pipeline.yaml:10:45: services.api.env_from: DB_PASSWORD is named twice`,
+				`pipeline.yaml:11:35: services.web.health: an http or tcp check needs the service's port`,
+				`pipeline.yaml:15:13: environments.dev.target: unknown deploy target "kubernetes" (known: docker, swarm)`,
+				`pipeline.yaml:16:14: environments.dev.network: "bad name" is not a Docker network name (letters, digits, _ . -)`,
+				`pipeline.yaml:18:23: environments.dev.services.api.replicas: must not be negative`,
+				`pipeline.yaml:18:35: environments.dev.services.api.hosts: "unix:///c.sock" is not one of environments.dev.hosts (unix:///a.sock, unix:///b.sock)`,
+				`pipeline.yaml:18:60: environments.dev.services.api.memory: "lots" is not a size such as 256m or 1g`,
+				`pipeline.yaml:18:72: environments.dev.services.api.cpus: must not be negative`,
+				`pipeline.yaml:18:85: environments.dev.services.api.restart: "sometimes" is not no, always, unless-stopped or on-failure[:N]`,
+				`pipeline.yaml:18:105: environments.dev.services.api.publish: "x:80" is not PORT or HOST:PORT`,
+				`pipeline.yaml:19:7: environments.dev.services.wbe: unknown service "wbe" (known: api, web)`,
+				`pipeline.yaml:20:33: environments.prod.swarm: true, but target is docker`,
+			},
+		},
+		{
 			name: "duplicate keys",
 			src: `
 name: p
@@ -314,7 +357,7 @@ stages:
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := parse(tt.src)
 			if diff := cmp.Diff(tt.want, errorLines(t, err)); diff != "" {
-				t.Errorf("errors (-want +got):\n%s", diff)
+				t.Errorf("errors (-want +got):\n%s\ngot:\n%s", diff, strings.Join(errorLines(t, err), "\n"))
 			}
 		})
 	}

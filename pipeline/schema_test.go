@@ -205,6 +205,7 @@ func TestSchemaEnums(t *testing.T) {
 	docs := map[string]string{
 		"version.bump":                        "version: {bump: %s}\n",
 		"environments.*.approval":             "environments: {prod: {approval: %s}}\n",
+		"environments.*.target":               "environments: {prod: {target: %s}}\n",
 		"schedules.*.bump":                    "schedules: {weekly: {cron: '@weekly', bump: %s}}\n",
 		"stages.*.for_each":                   "stages: {s: {uses: exec, for_each: %s, with: {command: ['true']}}}\n",
 		"stages.*.uses":                       "registry: {url: 127.0.0.1:5000}\ngithub: {owner: o}\nstages: {s: {uses: %s, with: {}}}\n",

@@ -1,8 +1,11 @@
 package stages
 
 import (
+	"fmt"
 	"net/url"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -99,13 +102,39 @@ type Service struct {
 	Port       int               `yaml:"port"`
 	Health     Health            `yaml:"health"`
 	Env        map[string]string `yaml:"env"`
-	Volumes    []string          `yaml:"volumes"`
+	// EnvFrom names variables of the release process (secrets) passed
+	// into the containers by name; their values never reach the file, the
+	// state, labels or logs.
+	EnvFrom []string `yaml:"env_from"`
+	// EnvFile is a file of NAME=VALUE lines, relative to the pipeline
+	// file, read at deploy time.
+	EnvFile string   `yaml:"env_file"`
+	Volumes []string `yaml:"volumes"`
 }
 
-// Health is how a deploy decides a new container may take traffic.
+// Health is how a deploy decides a new container may take traffic: one of
+// an HTTP probe, a TCP connect or a command run in the container; with
+// none, the image's HEALTHCHECK when it has one, else the container
+// running.
 type Health struct {
 	HTTP    string        `yaml:"http"`    // path probed on the service's port
+	TCP     bool          `yaml:"tcp"`     // a connect to the service's port
+	Exec    []string      `yaml:"exec"`    // argv run in the container; exit 0 is healthy
 	Timeout time.Duration `yaml:"timeout"` // default 30s
+}
+
+// Kind says which check a health block asks for: "http", "tcp", "exec",
+// or "" for the image's own.
+func (h Health) Kind() string {
+	switch {
+	case h.HTTP != "":
+		return "http"
+	case h.TCP:
+		return "tcp"
+	case len(h.Exec) > 0:
+		return "exec"
+	}
+	return ""
 }
 
 // Environment is a named deploy target.
@@ -114,7 +143,139 @@ type Environment struct {
 	Hosts    []string `yaml:"hosts"`
 	Proxy    *Proxy   `yaml:"proxy"`
 	Approval string   `yaml:"approval"` // "required" or ""
-	Swarm    bool     `yaml:"swarm"`
+	// Target is the deploy target by name: "docker" (plain containers on
+	// each host, the default) or "swarm" (Swarm services).
+	Target string `yaml:"target"`
+	// Swarm is the older spelling of target: swarm.
+	Swarm bool `yaml:"swarm"`
+	// Network is the name of the environment's network, on which every
+	// container answers to its service's name; default
+	// release-PIPELINE-ENVIRONMENT.
+	Network string `yaml:"network"`
+	// Services are this environment's settings of each service, merged
+	// over the service's own (see Spec.ServiceIn).
+	Services map[string]EnvService `yaml:"services"`
+}
+
+// EnvService is one service's settings in one environment.
+type EnvService struct {
+	Env     map[string]string `yaml:"env"`      // merged over the service's env
+	EnvFrom []string          `yaml:"env_from"` // added to the service's
+	EnvFile string            `yaml:"env_file"` // read after the service's
+	// Replicas is the number of containers per host (Swarm: in all);
+	// default 1.
+	Replicas int `yaml:"replicas"`
+	// Hosts are the environment's hosts (by the same addresses) that run
+	// the service; default all of them.
+	Hosts   []string `yaml:"hosts"`
+	Memory  string   `yaml:"memory"`  // a limit such as 256m or 1g
+	CPUs    float64  `yaml:"cpus"`    // a limit such as 0.5
+	Restart string   `yaml:"restart"` // no, always, unless-stopped, on-failure[:N]; default unless-stopped
+	// Publish binds the service's port to this host address (HOST:PORT or
+	// PORT) on each host; nothing is bound unless it is set.
+	Publish string `yaml:"publish"`
+}
+
+// ServiceConfig is what one service is in one environment: its settings
+// merged with the environment's.
+type ServiceConfig struct {
+	Name     string
+	Service  Service
+	Env      map[string]string // the service's env with the environment's over it
+	EnvFrom  []string          // the service's, then the environment's, each once
+	EnvFiles []string          // the service's, then the environment's, absolute
+	Replicas int
+	Hosts    []string
+	Memory   int64 // bytes; 0 is no limit
+	CPUs     float64
+	Restart  string
+	Publish  string
+}
+
+// ServiceIn returns service name as environment env runs it. The loader
+// has checked every reference and value it merges.
+func (s *Spec) ServiceIn(env, name string) ServiceConfig {
+	svc := s.Services[name]
+	e := s.Environments[env]
+	es := e.Services[name]
+	c := ServiceConfig{Name: name, Service: svc, Env: map[string]string{}, Replicas: max(es.Replicas, 1),
+		Hosts: slices.Clone(e.Hosts), CPUs: es.CPUs, Restart: es.Restart, Publish: es.Publish}
+	for k, v := range svc.Env {
+		c.Env[k] = v
+	}
+	for k, v := range es.Env {
+		c.Env[k] = v
+	}
+	for _, n := range append(slices.Clone(svc.EnvFrom), es.EnvFrom...) {
+		if !slices.Contains(c.EnvFrom, n) {
+			c.EnvFrom = append(c.EnvFrom, n)
+		}
+	}
+	for _, f := range []string{svc.EnvFile, es.EnvFile} {
+		if f == "" {
+			continue
+		}
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(s.Dir, f)
+		}
+		c.EnvFiles = append(c.EnvFiles, f)
+	}
+	if len(es.Hosts) > 0 {
+		c.Hosts = slices.Clone(es.Hosts)
+	}
+	if c.Restart == "" {
+		c.Restart = "unless-stopped"
+	}
+	c.Memory, _ = ParseBytes(es.Memory)
+	return c
+}
+
+// TargetName is the deploy target of environment env: "docker" or "swarm".
+func (s *Spec) TargetName(env string) string {
+	e := s.Environments[env]
+	switch {
+	case e.Target != "":
+		return e.Target
+	case e.Swarm:
+		return "swarm"
+	}
+	return "docker"
+}
+
+// NetworkName is the name of environment env's network.
+func (s *Spec) NetworkName(env string) string {
+	if n := s.Environments[env].Network; n != "" {
+		return n
+	}
+	return "release-" + s.Name + "-" + env
+}
+
+// ParseBytes reads a memory size as Docker takes it: a number with an
+// optional unit b, k, m or g (powers of 1024). "" is 0.
+func ParseBytes(text string) (int64, error) {
+	if text == "" {
+		return 0, nil
+	}
+	t := strings.ToLower(strings.TrimSpace(text))
+	if t == "" {
+		return 0, fmt.Errorf("%q is not a size such as 256m or 1g", text)
+	}
+	mult := int64(1)
+	switch t[len(t)-1] {
+	case 'b':
+		t = t[:len(t)-1]
+	case 'k':
+		mult, t = 1<<10, t[:len(t)-1]
+	case 'm':
+		mult, t = 1<<20, t[:len(t)-1]
+	case 'g':
+		mult, t = 1<<30, t[:len(t)-1]
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size such as 256m or 1g", text)
+	}
+	return n * mult, nil
 }
 
 // Proxy is the reverse proxy in front of an environment's services.
