@@ -27,6 +27,7 @@ import (
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"github.com/go-git/go-git/v5/storage/memory"
 
+	"github.com/sweepboard/release/pipeline/deadline"
 	"github.com/sweepboard/release/stages"
 )
 
@@ -128,6 +129,7 @@ func New(spec *stages.Spec, workDir string, opts ...Option) *Set {
 	for _, o := range opts {
 		o(s)
 	}
+	installGitHTTP()
 	return s
 }
 
@@ -309,7 +311,7 @@ func (s *Set) fetchMirror(ctx context.Context, name string) (*git.Repository, er
 		return nil, fmt.Errorf("open mirror of repo %s at %s: %w", name, dir, err)
 	}
 	s.logger.Debug("fetch", "repo", name, "url", rem.display)
-	err = git.NewRemote(r.Storer, rem.config()).FetchContext(ctx, &git.FetchOptions{
+	err = git.NewRemote(r.Storer, rem.config()).FetchContext(withDeadlines(ctx, s.spec.Timeouts), &git.FetchOptions{
 		RefSpecs: mirrorRefSpecs,
 		Auth:     rem.auth,
 		Tags:     git.NoTags,
@@ -399,13 +401,13 @@ func (s *Set) remote(name string) (*remote, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read ssh key of repo %s: %w", name, err)
 			}
-			rem.auth = auth
+			rem.auth = sshDeadline{AuthMethod: auth, connect: s.spec.Timeouts.Or(deadline.Deadlines{}).Connect}
 		} else {
 			auth, err := gitssh.NewSSHAgentAuth(user)
 			if err != nil {
 				return nil, fmt.Errorf("connect to the ssh agent for repo %s: %w", name, err)
 			}
-			rem.auth = auth
+			rem.auth = sshDeadline{AuthMethod: auth, connect: s.spec.Timeouts.Or(deadline.Deadlines{}).Connect}
 		}
 	default:
 		return nil, fmt.Errorf("repo %s: unsupported url scheme %q", name, ep.Protocol)
@@ -482,7 +484,7 @@ func (s *Set) Reach(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	refs, err := git.NewRemote(memory.NewStorage(), rem.config()).ListContext(ctx, &git.ListOptions{Auth: rem.auth})
+	refs, err := git.NewRemote(memory.NewStorage(), rem.config()).ListContext(withDeadlines(ctx, s.spec.Timeouts), &git.ListOptions{Auth: rem.auth})
 	if err != nil {
 		return rem.errorf("list refs of", err)
 	}

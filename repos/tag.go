@@ -5,9 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,7 +18,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
-	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
 // Outcome is what Tag did in one repo.
@@ -264,7 +260,7 @@ func (s *Set) remoteState(ctx context.Context, r *git.Repository, name, tag stri
 		return st, err
 	}
 	var refs []*plumbing.Reference
-	err = s.retry(ctx, rem, "list refs", func() error {
+	err = s.retry(ctx, rem, "list refs", func(ctx context.Context) error {
 		refs, err = git.NewRemote(r.Storer, rem.config()).ListContext(ctx, &git.ListOptions{
 			Auth:          rem.auth,
 			PeelingOption: git.AppendPeeled,
@@ -377,7 +373,7 @@ func (s *Set) pushAllowed(ctx context.Context, name, tag string) error {
 // receivePackAllowed fetches receive-pack's ref advertisement with the
 // push's credentials, through the same go-git transport as the push.
 func (s *Set) receivePackAllowed(ctx context.Context, rem *remote, ep *transport.Endpoint) error {
-	err := s.retry(ctx, rem, "probe push access", func() error {
+	err := s.retry(ctx, rem, "probe push access", func(ctx context.Context) error {
 		t, err := client.NewClient(ep)
 		if err != nil {
 			return err
@@ -507,7 +503,7 @@ func (s *Set) pushTag(ctx context.Context, r *git.Repository, name, tag string) 
 	}
 	ref := plumbing.NewTagReferenceName(tag).String()
 	pushed := false
-	err = s.retry(ctx, rem, "push tag "+tag, func() error {
+	err = s.retry(ctx, rem, "push tag "+tag, func(ctx context.Context) error {
 		// The remote's messages (a hook's reason for refusing) arrive on
 		// the progress side band; keep them for the error.
 		var remoteMsg bytes.Buffer
@@ -545,48 +541,4 @@ func refused(err error) bool {
 	msg := err.Error()
 	return strings.HasPrefix(msg, "command error on ") || strings.HasPrefix(msg, "unpack error") ||
 		strings.HasPrefix(msg, "non-fast-forward update: ") || errors.Is(err, git.ErrForceNeeded)
-}
-
-// retry runs f, once more after each failure on the way to or from the
-// remote, up to s.gitAttempts in all, waiting s.gitBackoff, then twice as
-// long each time. Any other failure, or a cancelled ctx, ends it at once.
-func (s *Set) retry(ctx context.Context, rem *remote, action string, f func() error) error {
-	wait := s.gitBackoff
-	for attempt := 1; ; attempt++ {
-		err := f()
-		if err == nil || !transient(err) || ctx.Err() != nil {
-			return err
-		}
-		if attempt >= s.gitAttempts {
-			return fmt.Errorf("%w (%d attempts)", err, attempt)
-		}
-		s.logger.Warn("git: retry", "action", action, "repo", rem.name, "remote", rem.display, "attempt", attempt, "wait", wait, "err", redactError(err, rem.token))
-		if err := sleep(ctx, wait); err != nil {
-			return err
-		}
-		wait *= 2
-	}
-}
-
-// transient reports a failure on the way to or from the remote that
-// another attempt may not meet: a connection refused, reset or cut short,
-// an HTTP 5xx or 429. An answer from the remote (a refusal, bad
-// credentials, no such repository) is not one.
-func transient(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	// go-git's UnexpectedError does not unwrap; look inside it by hand.
-	var ue *plumbing.UnexpectedError
-	for errors.As(err, &ue) && ue.Err != nil {
-		err = ue.Err
-		var he *githttp.Err
-		if errors.As(err, &he) {
-			code := he.StatusCode()
-			return code >= 500 || code == http.StatusTooManyRequests
-		}
-	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -146,7 +146,7 @@ func TestTagTransientPushFailure(t *testing.T) {
 		t.Fatal("Tag succeeded through a lasting 502")
 	}
 	t.Logf("lasting 502: %v", err)
-	for _, want := range []string{"repo02", git.URL + "/repo02.git", "502", "(3 attempts)"} {
+	for _, want := range []string{"repo02", git.URL + "/repo02.git", "502", "(gave up after 3 attempts)"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
