@@ -40,6 +40,9 @@ type Validator interface {
 
 // Doctor is implemented by stages that can check the outside world they
 // depend on (hosts, registries, remotes, tokens) for `release doctor`.
+// Doctor should return at once, each check's work in its Run: doctor runs
+// every check side by side, each within its own deadline, and reports a
+// check that has not answered by the command's bound as failed.
 type Doctor interface {
 	Doctor(ctx context.Context, spec *Spec) []Check
 }
@@ -54,8 +57,18 @@ type Deployer interface {
 // Check is one verdict of `release doctor`.
 type Check struct {
 	Name string // what was checked, e.g. "registry 127.0.0.1:5000"
-	Err  error  // nil when it is fine
+	Err  error  // nil when it is fine; ignored when Run is set
+	// Run, when set, makes the check: doctor calls it once, in parallel
+	// with the other checks, with a context that bounds it, and takes its
+	// error as the verdict. An error wrapping ErrNotChecked leaves the
+	// check out of the report.
+	Run func(ctx context.Context) error
 }
+
+// ErrNotChecked is wrapped by the error of a Check's Run that did not
+// check anything because a check it builds on failed (a tag push probe of
+// a remote that does not answer): that failure is the one reported.
+var ErrNotChecked = errors.New("not checked")
 
 // Outputs are the string results of one node, recorded in the run state.
 // Keys are lowerCamel, like the JSON the command line prints.

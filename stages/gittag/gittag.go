@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/sweepboard/release/repos"
 	"github.com/sweepboard/release/stages"
@@ -73,16 +74,27 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 
 // Doctor checks that every repo's remote answers with its credentials and
 // would take a tag push from them, which the stage checks again before it
-// pushes anything.
+// pushes anything. The push probe of a remote that does not answer is left
+// out: the remote's own check names the failure.
 func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 	set := repos.New(spec, "")
 	var checks []stages.Check
 	for _, name := range spec.RepoNames() {
-		err := set.Reach(ctx, name)
-		checks = append(checks, stages.Check{Name: "git remote of repo " + name, Err: err})
-		if err == nil {
-			checks = append(checks, stages.Check{Name: "tag push to repo " + name + " allowed", Err: set.PushAllowed(ctx, name)})
+		var once sync.Once
+		var reachErr error
+		reach := func(ctx context.Context) error {
+			once.Do(func() { reachErr = set.Reach(ctx, name) })
+			return reachErr
 		}
+		checks = append(checks,
+			stages.Check{Name: "git remote of repo " + name, Run: reach},
+			stages.Check{Name: "tag push to repo " + name + " allowed", Run: func(ctx context.Context) error {
+				if err := reach(ctx); err != nil {
+					return fmt.Errorf("remote of repo %s: %w", name, stages.ErrNotChecked)
+				}
+				return set.PushAllowed(ctx, name)
+			}},
+		)
 	}
 	return checks
 }
