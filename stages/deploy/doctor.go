@@ -9,9 +9,10 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
+	"sync"
 
 	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/internal/engine"
 )
 
 // migrateReqPath is the Linux setting that decides what happens to the
@@ -50,7 +51,9 @@ func checkMigrateReq(admin string) error {
 
 // Doctor checks the Docker hosts and the Caddy admin APIs of every
 // environment. Check names are unique per host and proxy, so the checks of
-// several deploy stages can be merged.
+// several deploy stages can be merged. A Caddy is recognised by its admin
+// API's answers (see caddy.probe), and whether its reloads reset
+// connections is only judged once it answered.
 func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 	var checks []stages.Check
 	seen := map[string]bool{}
@@ -61,33 +64,43 @@ func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 				continue
 			}
 			seen["host "+addr] = true
-			checks = append(checks, stages.Check{Name: "docker host " + addr, Err: pingHost(ctx, addr)})
+			checks = append(checks, stages.Check{Name: "docker host " + addr, Run: func(ctx context.Context) error {
+				return pingHost(ctx, addr)
+			}})
 		}
 		if e.Proxy == nil || e.Proxy.Caddy == "" || seen["caddy "+e.Proxy.Caddy] {
 			continue
 		}
-		seen["caddy "+e.Proxy.Caddy] = true
-		c := newCaddy(e.Proxy.Caddy)
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := c.do(ctx, "GET", "/config/", nil, nil)
-		cancel()
+		admin := e.Proxy.Caddy
+		seen["caddy "+admin] = true
+		c := newCaddyWithin(admin, spec.Timeouts)
+		var once sync.Once
+		var probeErr error
+		probe := func(ctx context.Context) error {
+			once.Do(func() { probeErr = c.probe(ctx) })
+			return probeErr
+		}
 		checks = append(checks,
-			stages.Check{Name: "caddy admin " + e.Proxy.Caddy, Err: err},
-			stages.Check{Name: "caddy reloads without resets " + e.Proxy.Caddy, Err: checkMigrateReq(e.Proxy.Caddy)},
+			stages.Check{Name: "caddy admin " + admin, Run: probe},
+			stages.Check{Name: "caddy reloads without resets " + admin, Run: func(ctx context.Context) error {
+				if err := probe(ctx); err != nil {
+					return fmt.Errorf("not known: Caddy did not answer at %s", admin)
+				}
+				return checkMigrateReq(admin)
+			}},
 		)
 	}
 	return checks
 }
 
+// pingHost asks the engine at addr for its version, within ctx.
 func pingHost(ctx context.Context, addr string) error {
-	h, err := openHost(addr)
+	cli, err := engine.Connect(addr)
 	if err != nil {
 		return err
 	}
-	defer h.cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := h.cli.Ping(ctx); err != nil {
+	defer cli.Close()
+	if _, err := cli.Ping(ctx); err != nil {
 		return fmt.Errorf("ping docker host %s: %w", addr, err)
 	}
 	return nil
