@@ -9,14 +9,17 @@
 // registry, again without an upload. A version tag that holds another image
 // is never overwritten.
 //
-// Credentials come from RELEASE_REGISTRY_USER and RELEASE_REGISTRY_PASSWORD
-// when both are set, otherwise from the Docker config (~/.docker/config.json,
-// DOCKER_CONFIG, credential helpers). They never reach the log, the outputs
-// or an error: a registry or proxy that echoes them in an error body is
-// redacted.
+// Credentials come from the registry package's one chain: for the
+// pipeline's registry RELEASE_REGISTRY_USER and RELEASE_REGISTRY_PASSWORD,
+// then the Docker config (DOCKER_CONFIG or ~/.docker/config.json: credHelpers,
+// credsStore, auths), then none. They never reach the log, the outputs or an
+// error: a registry or proxy that echoes them in an error body is redacted.
+// Registry calls have the pipeline file's timeouts; a push that meets an
+// unreachable registry or engine is tried again under engine.Policy.
 package dockerpush
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,33 +31,31 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/sweepboard/release/pipeline/redact"
+	"github.com/sweepboard/release/pipeline/retry"
 	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/dockerbuild"
 	"github.com/sweepboard/release/stages/internal/engine"
+	"github.com/sweepboard/release/stages/internal/registry"
 )
 
 // Kind registers the stage.
 var Kind = stages.Kind{Name: "docker-push", New: func() stages.Stage { return &Stage{} }}
 
-// The variables that carry registry credentials, when the Docker config
-// does not.
+// The variables that carry the pipeline registry's credentials.
 const (
-	EnvUser     = "RELEASE_REGISTRY_USER"
-	EnvPassword = stages.EnvRegistryPassword
+	EnvUser     = registry.EnvUser
+	EnvPassword = registry.EnvPassword
 )
 
 // Stage pushes the image of env.Item.
@@ -62,6 +63,9 @@ type Stage struct {
 	// Host is the engine holding the built image (the one docker-build
 	// used); DOCKER_HOST or the local socket when empty.
 	Host string `yaml:"host"`
+
+	// retry, when set (by a test), replaces the stage's retry policy.
+	retry *retry.Policy
 }
 
 // Validate checks that the pipeline names a registry.
@@ -75,18 +79,11 @@ func (s *Stage) Validate(spec *stages.Spec) error {
 	return nil
 }
 
-// Doctor checks that the registry answers with the credentials at hand.
+// Doctor checks that the registry answers and takes the credentials the
+// chain finds for it, within the pipeline's timeouts.
 func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 	check := stages.Check{Name: "registry " + spec.Registry.URL}
-	reg, err := name.NewRegistry(spec.Registry.URL, regOpts(spec)...)
-	if err == nil {
-		var auth authn.Authenticator
-		if auth, err = authenticator(reg); err == nil {
-			_, err = transport.NewWithContext(ctx, reg, auth, http.DefaultTransport, []string{reg.Scope(transport.PullScope)})
-			err = redact.Error(err, credentials(auth)...)
-		}
-	}
-	if err != nil {
+	if err := registry.New(spec, os.Getenv).Ping(ctx, spec.Registry.URL); err != nil {
 		check.Err = fmt.Errorf("reach registry %s: %w", spec.Registry.URL, err)
 	}
 	return []stages.Check{check}
@@ -98,10 +95,10 @@ func (s *Stage) host() string { return engine.HostOr(s.Host) }
 // (REGISTRY/IMAGE@sha256:…), digest, tags, pushed ("false" when the
 // registry already had it).
 func (s *Stage) Run(ctx context.Context, env *stages.Env) (_ stages.Outputs, err error) {
+	reg := registry.New(env.Spec, os.Getenv)
 	// The registry's and the engine's errors quote the registry's answer,
 	// which may echo the request's Authorization header.
-	var creds []string
-	defer func() { err = redact.Error(err, creds...) }()
+	defer func() { err = reg.Redact(err) }()
 	svcName := env.Item
 	svc, ok := env.Spec.Services[svcName]
 	if !ok {
@@ -111,17 +108,13 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (_ stages.Outputs, err
 		return nil, stages.Permanent(err)
 	}
 	commit := env.Commits[svc.Repo]
-	logw := env.Log
-	if logw == nil {
-		logw = io.Discard
-	}
 	logger := env.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 
-	repoName := env.Spec.Registry.URL + "/" + orDefault(svc.Image, svcName)
-	repo, err := name.NewRepository(repoName, regOpts(env.Spec)...)
+	repoName := env.Spec.Registry.URL + "/" + cmp.Or(svc.Image, svcName)
+	repo, err := name.NewRepository(repoName, reg.NameOptions()...)
 	if err != nil {
 		return nil, stages.Permanent(fmt.Errorf("push %s: image name %s: %w", svcName, repoName, err))
 	}
@@ -135,7 +128,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (_ stages.Outputs, err
 		return nil, stages.Permanent(fmt.Errorf("push %s: neither a version nor a pinned commit to tag the image with", svcName))
 	}
 
-	cli, err := engine.Connect(s.host())
+	cli, err := engine.Connect(s.host(), engine.Bounds(env.Spec.Timeouts))
 	if err != nil {
 		return nil, err
 	}
@@ -145,77 +138,102 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (_ stages.Outputs, err
 		return nil, err
 	}
 
-	auth, err := authenticator(repo.Registry)
+	creds, err := reg.Credentials(ctx, repo.RegistryStr())
 	if err != nil {
-		return nil, err
+		return nil, stages.Permanent(err)
 	}
-	creds = credentials(auth)
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth)}
+	// The engine's progress quotes what the registry answered too.
+	var logw io.Writer = io.Discard
+	if env.Log != nil {
+		w := redact.Writer(env.Log, creds.Secrets()...)
+		defer w.Close()
+		logw = w
+	}
+	p := push{reg: reg, cli: cli, imageID: imageID, tags: tags, auth: creds.EngineAuth(), log: logw, fence: env.Fence}
 
 	// A registry that restarts refuses or drops connections for a while.
 	// The push is tried again from the probe, which finds whatever an
 	// earlier try completed, so nothing is uploaded or tagged twice.
-	wait := RetryBackoff
-	for attempt := 1; ; attempt++ {
-		out, err := push(ctx, cli, imageID, tags, auth, ropts, logw, env.Fence)
-		if err == nil {
-			ref := repo.Digest(out["digest"])
-			logger.Info("image pushed", "service", svcName, "image", ref.String(), "uploaded", out["pushed"] == "true")
-			out["image"] = ref.String()
-			return out, nil
-		}
-		if !transient(err) {
-			return nil, err
-		}
-		if attempt == RetryAttempts {
+	policy := s.policy().Reporting(func(w retry.Wait) {
+		fmt.Fprintf(logw, "attempt %d of %d to push %s failed: %v; trying again in %s\n", w.Attempt, w.Of, tags[0], w.Err, w.Wait.Round(time.Millisecond))
+	})
+	var out stages.Outputs
+	err = policy.Do(ctx, "push "+tags[0].String(), func(ctx context.Context) (err error) {
+		out, err = p.run(ctx)
+		return err
+	})
+	if err != nil {
+		if policy.Judge(err).Retry {
 			what := "registry " + repo.RegistryStr()
 			if client.IsErrConnectionFailed(err) {
 				what = "docker engine " + s.host()
 			}
-			return nil, fmt.Errorf("push %s: %s unreachable, gave up after %d attempts: %w", tags[0], what, attempt, err)
+			return nil, fmt.Errorf("%s unreachable: %w", what, err)
 		}
-		fmt.Fprintf(logw, "attempt %d of %d to push %s failed: %v; trying again in %s\n", attempt, RetryAttempts, tags[0], err, wait)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("push %s: %w (after: %w)", tags[0], ctx.Err(), err)
-		case <-time.After(wait):
-		}
-		wait *= 2
+		return nil, err
 	}
+	ref := repo.Digest(out["digest"])
+	logger.Info("image pushed", "service", svcName, "image", ref.String(), "uploaded", out["pushed"] == "true")
+	out["image"] = ref.String()
+	return out, nil
 }
 
 // How often a push that cannot reach the registry is tried, and the wait
-// after the first try, doubling after each. The engine has retried each
-// layer upload itself (five tries over 50s) before it reports a failure.
+// after the first try, doubling after each (with jitter). The engine has
+// retried each layer upload itself (five tries over 50s) before it reports
+// a failure.
 const (
 	RetryAttempts = 3
 	RetryBackoff  = 2 * time.Second
 )
 
-// push makes every tag hold imageID in the registry, uploading through the
-// engine only when no tag holds it yet. Outputs: tags, digest, pushed.
-func push(ctx context.Context, cli *client.Client, imageID string, tags []name.Tag, auth authn.Authenticator, ropts []remote.Option, logw io.Writer, fence func(context.Context) error) (stages.Outputs, error) {
-	out := stages.Outputs{"tags": joinTags(tags)}
+// policy is the stage's retry policy: engine.Policy with RetryAttempts
+// and RetryBackoff, unless a test set its own.
+func (s *Stage) policy() retry.Policy {
+	if s.retry != nil {
+		return *s.retry
+	}
+	p := engine.Policy()
+	p.Attempts, p.Backoff = RetryAttempts, RetryBackoff
+	return p
+}
+
+// push is one push of an image under its tags.
+type push struct {
+	reg     *registry.Client
+	cli     *client.Client
+	imageID string
+	tags    []name.Tag
+	auth    string // X-Registry-Auth
+	log     io.Writer
+	fence   func(context.Context) error
+}
+
+// run makes every tag hold the image in the registry, uploading through
+// the engine only when no tag holds it yet. Outputs: tags, digest, pushed.
+func (p push) run(ctx context.Context) (stages.Outputs, error) {
+	out := stages.Outputs{"tags": joinTags(p.tags)}
+	ropts := p.reg.Options(ctx)
 
 	// Probe every tag: which of them already hold this image?
 	var have *remote.Descriptor
 	var missing []name.Tag
-	for _, tag := range tags {
-		desc, config, err := probe(tag, ropts)
+	for _, tag := range p.tags {
+		desc, config, err := p.probe(tag, ropts)
 		if err != nil {
 			return nil, err
 		}
 		switch {
 		case desc == nil:
 			missing = append(missing, tag)
-		case config == imageID:
+		case config == p.imageID:
 			have = desc
 		case strings.HasPrefix(tag.TagStr(), "git-"):
 			// The commit tag follows the latest build of that commit.
-			fmt.Fprintf(logw, "%s holds another image (config %s); moving it to %s\n", tag, config, imageID)
+			fmt.Fprintf(p.log, "%s holds another image (config %s); moving it to %s\n", tag, config, p.imageID)
 			missing = append(missing, tag)
 		default:
-			return nil, stages.Permanent(fmt.Errorf("push %s: the tag already holds another image (config %s, built image %s): %w", tag, config, imageID, stages.ErrPublished))
+			return nil, stages.Permanent(fmt.Errorf("push %s: the tag already holds another image (config %s, built image %s): %w", tag, config, p.imageID, stages.ErrPublished))
 		}
 	}
 
@@ -223,35 +241,35 @@ func push(ctx context.Context, cli *client.Client, imageID string, tags []name.T
 	if have == nil {
 		// The engine uploads the layers it has and the registry lacks.
 		first := missing[0]
-		if err := checkFence(ctx, fence); err != nil {
+		if err := checkFence(ctx, p.fence); err != nil {
 			return nil, fmt.Errorf("push %s: %w", first, err)
 		}
-		digest, err := enginePush(ctx, cli, imageID, first, auth, logw)
+		digest, err := p.engine(ctx, first)
 		if err != nil {
 			return nil, err
 		}
-		desc, config, err := probe(first, ropts)
+		desc, config, err := p.probe(first, ropts)
 		if err != nil {
 			return nil, err
 		}
-		if desc == nil || config != imageID || desc.Digest.String() != digest {
-			return nil, fmt.Errorf("push %s: the registry does not hold the pushed image %s at %s after the push", first, imageID, digest)
+		if desc == nil || config != p.imageID || desc.Digest.String() != digest {
+			return nil, fmt.Errorf("push %s: the registry does not hold the pushed image %s at %s after the push", first, p.imageID, digest)
 		}
 		have, missing, pushed = desc, missing[1:], true
 	}
 	for _, tag := range missing {
 		// Tag by digest inside the registry: the manifest is copied, no
 		// layer moves.
-		if err := checkFence(ctx, fence); err != nil {
+		if err := checkFence(ctx, p.fence); err != nil {
 			return nil, fmt.Errorf("tag %s: %w", tag, err)
 		}
 		if err := remote.Tag(tag, have, ropts...); err != nil {
-			return nil, registryError("tag "+tag.String()+" by digest", err)
+			return nil, p.registryError(tag, "tag "+tag.String()+" by digest", err)
 		}
-		fmt.Fprintf(logw, "tagged %s as %s in the registry\n", have.Digest, tag)
+		fmt.Fprintf(p.log, "tagged %s as %s in the registry\n", have.Digest, tag)
 	}
 	if !pushed {
-		fmt.Fprintf(logw, "%s already in the registry as %s; nothing uploaded\n", imageID, have.Digest)
+		fmt.Fprintf(p.log, "%s already in the registry as %s; nothing uploaded\n", p.imageID, have.Digest)
 	}
 	out["digest"] = have.Digest.String()
 	out["pushed"] = fmt.Sprint(pushed)
@@ -265,32 +283,6 @@ func checkFence(ctx context.Context, fence func(context.Context) error) error {
 		return nil
 	}
 	return fence(ctx)
-}
-
-// transient reports whether err says the registry (or the engine) cannot be
-// reached for now: a refused, reset or dropped connection, seen here or
-// reported by the engine as text. Another try may succeed.
-func transient(err error) bool {
-	if stages.IsPermanent(err) {
-		return false
-	}
-	if client.IsErrConnectionFailed(err) {
-		return true
-	}
-	for _, target := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE, io.ErrUnexpectedEOF, io.EOF} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	var je *jsonmessage.JSONError
-	if errors.As(err, &je) {
-		for _, s := range []string{"connection refused", "connection reset by peer", "broken pipe", "unexpected EOF", ": EOF", "i/o timeout"} {
-			if strings.Contains(je.Message, s) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // builtImage finds the image ID to push: from the upstream build node of the
@@ -334,54 +326,50 @@ func builtImage(ctx context.Context, cli *client.Client, env *stages.Env, commit
 
 // probe returns the descriptor and config digest the registry holds at tag,
 // or nil when the tag does not exist.
-func probe(tag name.Tag, ropts []remote.Option) (*remote.Descriptor, string, error) {
+func (p push) probe(tag name.Tag, ropts []remote.Option) (*remote.Descriptor, string, error) {
 	desc, err := remote.Get(tag, ropts...)
 	if err != nil {
 		var terr *transport.Error
 		if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
 			return nil, "", nil
 		}
-		return nil, "", registryError("look up "+tag.String(), err)
+		return nil, "", p.registryError(tag, "look up "+tag.String(), err)
 	}
 	img, err := desc.Image()
 	if err != nil {
-		return nil, "", registryError("read manifest of "+tag.String(), err)
+		return nil, "", p.registryError(tag, "read manifest of "+tag.String(), err)
 	}
 	config, err := img.ConfigName()
 	if err != nil {
-		return nil, "", registryError("read manifest of "+tag.String(), err)
+		return nil, "", p.registryError(tag, "read manifest of "+tag.String(), err)
 	}
 	return desc, config.String(), nil
 }
 
 // registryError wraps a registry error; refusals of the credentials are
 // permanent, since another attempt sends the same ones.
-func registryError(action string, err error) error {
+func (p push) registryError(tag name.Tag, action string, err error) error {
 	err = fmt.Errorf("%s: %w", action, err)
 	var terr *transport.Error
 	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
-		return stages.Permanent(fmt.Errorf("%w (check %s/%s or the Docker config's credentials for this registry)", err, EnvUser, EnvPassword))
+		return stages.Permanent(p.reg.Error(tag.RegistryStr(), err))
 	}
-	return err
+	return p.reg.Redact(err)
 }
 
-// enginePush tags the image as tag in the engine and pushes it, streaming
-// the engine's progress to logw, and returns the manifest digest.
-func enginePush(ctx context.Context, cli *client.Client, imageID string, tag name.Tag, auth authn.Authenticator, logw io.Writer) (string, error) {
-	if err := cli.ImageTag(ctx, imageID, tag.String()); err != nil {
-		return "", fmt.Errorf("tag image %s as %s: %w", imageID, tag, err)
+// engine tags the image as tag in the engine and pushes it, streaming
+// the engine's progress to the log, and returns the manifest digest.
+func (p push) engine(ctx context.Context, tag name.Tag) (string, error) {
+	if err := p.cli.ImageTag(ctx, p.imageID, tag.String()); err != nil {
+		return "", fmt.Errorf("tag image %s as %s: %w", p.imageID, tag, err)
 	}
-	header, err := engineAuth(auth, tag.RegistryStr())
-	if err != nil {
-		return "", err
-	}
-	rc, err := cli.ImagePush(ctx, tag.String(), image.PushOptions{RegistryAuth: header})
+	rc, err := p.cli.ImagePush(ctx, tag.String(), image.PushOptions{RegistryAuth: p.auth})
 	if err != nil {
 		return "", fmt.Errorf("push %s: %w", tag, err)
 	}
 	defer rc.Close()
 	var digest string
-	err = jsonmessage.DisplayJSONMessagesStream(rc, logw, 0, false, func(m jsonmessage.JSONMessage) {
+	err = jsonmessage.DisplayJSONMessagesStream(rc, p.log, 0, false, func(m jsonmessage.JSONMessage) {
 		var aux struct{ Digest string }
 		if m.Aux != nil && json.Unmarshal(*m.Aux, &aux) == nil && aux.Digest != "" {
 			digest = aux.Digest
@@ -389,8 +377,8 @@ func enginePush(ctx context.Context, cli *client.Client, imageID string, tag nam
 	})
 	if err != nil {
 		var je *jsonmessage.JSONError
-		if errors.As(err, &je) && isAuthMessage(je.Message) {
-			return "", stages.Permanent(fmt.Errorf("push %s: %s (check %s/%s or the Docker config's credentials for this registry)", tag, je.Message, EnvUser, EnvPassword))
+		if errors.As(err, &je) && registry.IsAuthMessage(je.Message) {
+			return "", stages.Permanent(p.reg.Error(tag.RegistryStr(), fmt.Errorf("push %s: %w", tag, err)))
 		}
 		return "", fmt.Errorf("push %s: %w", tag, err)
 	}
@@ -398,59 +386,6 @@ func enginePush(ctx context.Context, cli *client.Client, imageID string, tag nam
 		return "", fmt.Errorf("push %s: the engine reported no digest", tag)
 	}
 	return digest, nil
-}
-
-func isAuthMessage(msg string) bool {
-	m := strings.ToLower(msg)
-	return strings.Contains(m, "unauthorized") || strings.Contains(m, "authentication required") || strings.Contains(m, "denied")
-}
-
-// authenticator returns the credentials for reg: the environment's, then
-// the Docker config's, else anonymous.
-func authenticator(reg name.Registry) (authn.Authenticator, error) {
-	user, pass := os.Getenv(EnvUser), os.Getenv(EnvPassword)
-	if user != "" && pass != "" {
-		return &authn.Basic{Username: user, Password: pass}, nil
-	}
-	auth, err := authn.DefaultKeychain.Resolve(reg)
-	if err != nil {
-		// The keychain's errors name files and helpers, never secrets.
-		return nil, fmt.Errorf("read credentials for registry %s from the Docker config: %w", reg, err)
-	}
-	return auth, nil
-}
-
-// credentials are the secrets auth holds, for redact.
-func credentials(auth authn.Authenticator) []string {
-	cfg, err := authn.Authorization(context.Background(), auth)
-	if err != nil {
-		return nil
-	}
-	return []string{cfg.Password, cfg.Auth, cfg.IdentityToken, cfg.RegistryToken}
-}
-
-// engineAuth is the X-Registry-Auth value for the engine. The engine wants
-// one even for anonymous pushes: an empty JSON object.
-func engineAuth(auth authn.Authenticator, server string) (string, error) {
-	cfg, err := authn.Authorization(context.Background(), auth)
-	if err != nil {
-		return "", fmt.Errorf("read credentials for registry %s: %w", server, err)
-	}
-	return registry.EncodeAuthConfig(registry.AuthConfig{
-		Username:      cfg.Username,
-		Password:      cfg.Password,
-		Auth:          cfg.Auth,
-		IdentityToken: cfg.IdentityToken,
-		RegistryToken: cfg.RegistryToken,
-		ServerAddress: server,
-	})
-}
-
-func regOpts(spec *stages.Spec) []name.Option {
-	if spec.Registry.Insecure {
-		return []name.Option{name.Insecure}
-	}
-	return nil
 }
 
 var invalidTagChars = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
@@ -491,13 +426,6 @@ func short(sha string) string {
 		return sha[:12]
 	}
 	return sha
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 var (

@@ -308,6 +308,9 @@ func TestPushWithCredentials(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "UNAUTHORIZED") || !stages.IsPermanent(err) {
 			t.Fatalf("anonymous push: %v, want a permanent UNAUTHORIZED", err)
 		}
+		if want := "registry " + parts.AuthRegistry + " wants credentials and none were found"; !strings.Contains(err.Error(), want) {
+			t.Errorf("anonymous push: error %q does not say %q", err, want)
+		}
 	})
 
 	t.Run("wrong password", func(t *testing.T) {
@@ -379,6 +382,33 @@ func TestPushWithCredentials(t *testing.T) {
 			t.Errorf("outputs %v, want an engine push to %s", out, svc.Image)
 		}
 		noSecret(t, "the log", log)
+	})
+
+	t.Run("from a credential helper", func(t *testing.T) {
+		t.Setenv(EnvUser, "")
+		t.Setenv(EnvPassword, "")
+		helper := parts.NewCredentialHelper(t, "fixture", map[string]parts.HelperLogin{
+			parts.AuthRegistry: {Username: parts.AuthRegistryUser, Secret: parts.AuthRegistryPass},
+		})
+		t.Setenv("DOCKER_CONFIG", helper.Config)
+		t.Setenv("PATH", helper.Path())
+		// Under a name of its own: the probe and the engine's upload both
+		// need the helper's credentials.
+		svc := f.spec.Services["auth"]
+		svc.Image = f.pipeline + "/auth-from-helper"
+		f.spec.Services["auth"] = svc
+		out, log, err := f.push(t, "auth", "1.4.0", built)
+		if err != nil {
+			t.Fatalf("push: %v\n%s", err, log)
+		}
+		if out["pushed"] != "true" || !strings.HasPrefix(out["image"], parts.AuthRegistry+"/"+svc.Image+"@sha256:") {
+			t.Errorf("outputs %v, want an engine push to %s", out, svc.Image)
+		}
+		if calls := helper.Calls(t); !slices.Contains(calls, "get "+parts.AuthRegistry) {
+			t.Errorf("the helper ran %q, want a get of %s", calls, parts.AuthRegistry)
+		}
+		noSecret(t, "the log", log)
+		noSecret(t, "the outputs", fmt.Sprint(out))
 	})
 }
 
