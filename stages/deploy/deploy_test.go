@@ -650,7 +650,7 @@ func BenchmarkStopThenRun(b *testing.B) {
 	// The plain reverse_proxy a script would configure: no retries of
 	// failed dials, which would turn the downtime into stalled requests.
 	r := route{ID: routeID(pipeline, environment, "api"), Listen: spec.Environments[environment].Proxy.Listen["api"]}
-	server := r.server([]string{port})
+	server := r.Server([]string{port})
 	delete(server["routes"].([]any)[0].(map[string]any)["handle"].([]any)[0].(map[string]any), "load_balancing")
 	if _, err := newCaddy(caddyAdmin).do(context.Background(), http.MethodPut, "/config/apps/http/servers/"+r.ID, server, nil); err != nil {
 		b.Fatal(err)

@@ -2,57 +2,19 @@ package deploy
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/url"
-	"os"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/sweepboard/release/stages"
+	icaddy "github.com/sweepboard/release/stages/internal/caddy"
 	"github.com/sweepboard/release/stages/internal/engine"
 )
-
-// migrateReqPath is the Linux setting that decides what happens to the
-// connections queued on a listening socket when it closes while another
-// socket of its SO_REUSEPORT group stays open: reset (0) or handed over (1).
-// Caddy (2.6 and later) applies every config change, a switch of upstreams
-// included, by binding new sockets beside the old ones and closing the old
-// ones; with 0, a client connecting at that instant gets a connection reset.
-const migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
-
-// errMigrateReq explains the setting to a user.
-var errMigrateReq = errors.New("net.ipv4.tcp_migrate_req is 0: each Caddy config change may reset a connection " +
-	"arriving at that instant; set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1) on the proxy's machine")
-
-// checkMigrateReq returns errMigrateReq when the Caddy at admin runs on this
-// machine and the setting is off. It says nothing about a remote Caddy.
-func checkMigrateReq(admin string) error {
-	u, err := url.Parse(admin)
-	if err != nil {
-		return nil
-	}
-	if h := u.Hostname(); h != "localhost" {
-		if ip := net.ParseIP(h); ip == nil || !ip.IsLoopback() {
-			return nil
-		}
-	}
-	b, err := os.ReadFile(migrateReqPath)
-	if err != nil {
-		return nil // not Linux, or a kernel before 5.14: nothing to set
-	}
-	if strings.TrimSpace(string(b)) == "0" {
-		return errMigrateReq
-	}
-	return nil
-}
 
 // Doctor checks the Docker hosts and the Caddy admin APIs of every
 // environment. Check names are unique per host and proxy, so the checks of
 // several deploy stages can be merged. A Caddy is recognised by its admin
-// API's answers (see caddy.probe), and whether its reloads reset
+// API's answers (see caddy.Client.Probe), and whether its reloads reset
 // connections is only judged once it answered.
 func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 	var checks []stages.Check
@@ -73,11 +35,11 @@ func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 		}
 		admin := e.Proxy.Caddy
 		seen["caddy "+admin] = true
-		c := newCaddyWithin(admin, spec.Timeouts)
+		c := icaddy.New(admin, spec.Timeouts)
 		var once sync.Once
 		var probeErr error
 		probe := func(ctx context.Context) error {
-			once.Do(func() { probeErr = c.probe(ctx) })
+			once.Do(func() { probeErr = c.Probe(ctx) })
 			return probeErr
 		}
 		checks = append(checks,
@@ -86,7 +48,7 @@ func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
 				if err := probe(ctx); err != nil {
 					return fmt.Errorf("not known: Caddy did not answer at %s", admin)
 				}
-				return checkMigrateReq(admin)
+				return icaddy.CheckMigrateReq(admin)
 			}},
 		)
 	}

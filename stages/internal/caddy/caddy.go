@@ -1,4 +1,11 @@
-package deploy
+// Package caddy is the bottom-floor client of a Caddy server's admin API:
+// the one reverse proxy the deploy stage switches traffic with. Each service
+// behind the proxy gets its own HTTP server in Caddy's config, named after
+// the pipeline, environment and service, whose single route proxies to the
+// service's containers. The route's reverse_proxy handler carries an @id,
+// so a switch is one PATCH of its upstreams: Caddy applies it live,
+// letting requests already proxied finish on the old upstreams.
+package caddy
 
 import (
 	"bytes"
@@ -16,32 +23,23 @@ import (
 	"github.com/sweepboard/release/pipeline/retry"
 )
 
-// caddy talks to the admin API of a Caddy server. Each service behind the
-// proxy gets its own HTTP server in Caddy's config, named after the
-// pipeline, environment and service, whose single route proxies to the
-// service's containers. The route's reverse_proxy handler carries an @id,
-// so a switch is one PATCH of its upstreams: Caddy applies it live,
-// letting requests already proxied finish on the old upstreams.
+// Client talks to the admin API of a Caddy server.
 //
 // Every admin call is bounded by the pipeline's timeouts (connect, TLS,
 // first byte, idle), and one that fails on the way to or from Caddy (a
 // refused or cut connection, a silent peer) is tried again under the one
 // retry policy: each call is idempotent, a PATCH of upstreams or a PUT of
 // a whole server as much as a GET.
-type caddy struct {
+type Client struct {
 	admin string // e.g. http://127.0.0.1:2019
 	hc    *http.Client
 	retry retry.Policy
 }
 
-// newCaddy is the client of the admin API at admin with the default
-// timeouts.
-func newCaddy(admin string) *caddy { return newCaddyWithin(admin, deadline.Deadlines{}) }
-
-// newCaddyWithin is the client of the admin API at admin with the
-// pipeline file's timeouts.
-func newCaddyWithin(admin string, timeouts deadline.Deadlines) *caddy {
-	return &caddy{
+// New is the client of the admin API at admin (e.g. http://127.0.0.1:2019)
+// with the pipeline file's timeouts; the zero Deadlines are the defaults.
+func New(admin string, timeouts deadline.Deadlines) *Client {
+	return &Client{
 		admin: strings.TrimRight(admin, "/"),
 		hc:    timeouts.Client(),
 		retry: retry.Policy{Attempts: 3, Backoff: 250 * time.Millisecond, MaxBackoff: 2 * time.Second},
@@ -52,16 +50,16 @@ type upstream struct {
 	Dial string `json:"dial"`
 }
 
-// route is where one service is served in Caddy.
-type route struct {
+// Route is where one service is served in Caddy.
+type Route struct {
 	ID     string // server name and handler @id
 	Listen string // e.g. 127.0.0.1:8081
 }
 
-// server is the Caddy config of a route with the given upstreams. A dial
+// Server is the Caddy config of a route with the given upstreams. A dial
 // that fails (a container gone early) is retried on the other upstreams for
 // a while, rather than answered with a 502.
-func (r route) server(upstreams []string) map[string]any {
+func (r Route) Server(upstreams []string) map[string]any {
 	ups := make([]upstream, len(upstreams))
 	for i, u := range upstreams {
 		ups[i] = upstream{Dial: u}
@@ -83,11 +81,11 @@ func (r route) server(upstreams []string) map[string]any {
 	}
 }
 
-// switchTo points a route at the given upstreams, creating its server when
+// Switch points a route at the given upstreams, creating its server when
 // it is missing or listens elsewhere.
-func (c *caddy) switchTo(ctx context.Context, r route, upstreams []string) error {
+func (c *Client) Switch(ctx context.Context, r Route, upstreams []string) error {
 	var listen []string
-	status, err := c.do(ctx, http.MethodGet, "/config/apps/http/servers/"+r.ID+"/listen", nil, &listen)
+	status, err := c.Do(ctx, http.MethodGet, "/config/apps/http/servers/"+r.ID+"/listen", nil, &listen)
 	if err != nil {
 		return err
 	}
@@ -96,7 +94,7 @@ func (c *caddy) switchTo(ctx context.Context, r route, upstreams []string) error
 		for i, u := range upstreams {
 			ups[i] = upstream{Dial: u}
 		}
-		status, err = c.do(ctx, http.MethodPatch, "/id/"+r.ID+"/upstreams", ups, nil)
+		status, err = c.Do(ctx, http.MethodPatch, "/id/"+r.ID+"/upstreams", ups, nil)
 		if err != nil {
 			return err
 		}
@@ -107,12 +105,12 @@ func (c *caddy) switchTo(ctx context.Context, r route, upstreams []string) error
 	// PUT creates the parents of the path when they are missing, but only
 	// a new key; POST replaces an existing one.
 	path := "/config/apps/http/servers/" + r.ID
-	status, err = c.do(ctx, http.MethodPut, path, r.server(upstreams), nil)
+	status, err = c.Do(ctx, http.MethodPut, path, r.Server(upstreams), nil)
 	if err != nil {
 		return err
 	}
 	if status == http.StatusConflict {
-		status, err = c.do(ctx, http.MethodPost, path, r.server(upstreams), nil)
+		status, err = c.Do(ctx, http.MethodPost, path, r.Server(upstreams), nil)
 		if err != nil {
 			return err
 		}
@@ -123,11 +121,11 @@ func (c *caddy) switchTo(ctx context.Context, r route, upstreams []string) error
 	return nil
 }
 
-// upstreams returns the dial addresses a route proxies to, or nil when the
+// Upstreams returns the dial addresses a route proxies to, or nil when the
 // route does not exist.
-func (c *caddy) upstreams(ctx context.Context, id string) ([]string, error) {
+func (c *Client) Upstreams(ctx context.Context, id string) ([]string, error) {
 	var ups []upstream
-	status, err := c.do(ctx, http.MethodGet, "/id/"+id+"/upstreams", nil, &ups)
+	status, err := c.Do(ctx, http.MethodGet, "/id/"+id+"/upstreams", nil, &ups)
 	if err != nil || status != http.StatusOK {
 		return nil, err
 	}
@@ -138,17 +136,17 @@ func (c *caddy) upstreams(ctx context.Context, id string) ([]string, error) {
 	return dials, nil
 }
 
-// remove deletes a route's server; a missing one is fine.
-func (c *caddy) remove(ctx context.Context, id string) error {
-	_, err := c.do(ctx, http.MethodDelete, "/config/apps/http/servers/"+id, nil, nil)
+// Remove deletes a route's server; a missing one is fine.
+func (c *Client) Remove(ctx context.Context, id string) error {
+	_, err := c.Do(ctx, http.MethodDelete, "/config/apps/http/servers/"+id, nil, nil)
 	return err
 }
 
-// do sends one admin request. "Not there" (404, or 400 for a traversal
+// Do sends one admin request. "Not there" (404, or 400 for a traversal
 // into a missing key) and "already there" (409, or 500 for a PUT of an
 // existing key) come back as 404 and 409 for the caller to decide; any
 // other non-200 is an error carrying Caddy's message.
-func (c *caddy) do(ctx context.Context, method, path string, in, out any) (int, error) {
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) (int, error) {
 	var payload []byte
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -182,7 +180,7 @@ func (c *caddy) do(ctx context.Context, method, path string, in, out any) (int, 
 // send makes one admin call, again after a failure on the way, and returns
 // Caddy's status and up to 1 MiB of its answer. Any answer is final here:
 // Caddy's own errors (a bad config) do not change with a retry.
-func (c *caddy) send(ctx context.Context, method, path string, payload []byte) (status int, raw []byte, err error) {
+func (c *Client) send(ctx context.Context, method, path string, payload []byte) (status int, raw []byte, err error) {
 	err = c.retry.Do(ctx, "caddy "+method+" "+path, func(ctx context.Context) error {
 		var body io.Reader
 		if payload != nil {
@@ -213,11 +211,11 @@ func (c *caddy) send(ctx context.Context, method, path string, payload []byte) (
 	return status, raw, nil
 }
 
-// probe tells Caddy's admin API from any other server that answers HTTP:
+// Probe tells Caddy's admin API from any other server that answers HTTP:
 // GET /config/ answers 200 with JSON, and GET /reverse_proxy/upstreams,
 // which only Caddy's reverse_proxy module serves, a JSON array. It is one
 // attempt each: doctor reports what it finds.
-func (c *caddy) probe(ctx context.Context) error {
+func (c *Client) Probe(ctx context.Context) error {
 	once := *c
 	once.retry.Attempts = 1
 	for _, p := range []struct {
@@ -234,7 +232,7 @@ func (c *caddy) probe(ctx context.Context) error {
 		status, raw, err := once.send(ctx, http.MethodGet, p.path, nil)
 		switch {
 		case err != nil:
-			return fmt.Errorf("%w: %w", errNoAnswer, err)
+			return fmt.Errorf("%w: %w", ErrNoAnswer, err)
 		case status != http.StatusOK:
 			return fmt.Errorf("%s answers but is not Caddy's admin API: %d %s to GET %s", c.admin, status, http.StatusText(status), p.path)
 		case !p.ok(raw):
@@ -244,8 +242,8 @@ func (c *caddy) probe(ctx context.Context) error {
 	return nil
 }
 
-// errNoAnswer is a peer that did not answer at all.
-var errNoAnswer = errors.New("no answer")
+// ErrNoAnswer is a peer that did not answer at all.
+var ErrNoAnswer = errors.New("no answer")
 
 // quoteStart quotes the start of a peer's answer for a message.
 func quoteStart(raw []byte) string {
