@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -86,13 +87,20 @@ func start(ctx context.Context, c stages.Check) *pendingCheck {
 		defer close(pc.done)
 		ctx, cancel := context.WithTimeout(ctx, checkBound)
 		defer cancel()
-		err := c.Run(ctx)
-		if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, stages.ErrNotChecked) {
-			err = fmt.Errorf("no answer within %s: %w", checkBound, err)
-		}
-		pc.err = err
+		pc.err = timedOut(ctx, c.Run(ctx))
 	}()
 	return pc
+}
+
+// timedOut names the bound in the error of a check that ran out of time.
+func timedOut(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, stages.ErrNotChecked) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("no answer within %s: %w", checkBound, err)
+	}
+	return err
 }
 
 func doctorRun(ctx context.Context, opts *DoctorOptions) error {
@@ -138,6 +146,9 @@ func doctorRun(ctx context.Context, opts *DoctorOptions) error {
 			dctx, dcancel := context.WithTimeout(ctx, checkBound)
 			defer dcancel()
 			for _, c := range d.Doctor(dctx, p.Spec) {
+				if c.Run == nil {
+					c.Err = timedOut(dctx, c.Err)
+				}
 				g.checks = append(g.checks, start(ctx, c))
 			}
 		}()
@@ -169,7 +180,9 @@ func doctorRun(ctx context.Context, opts *DoctorOptions) error {
 		done[name] = true
 		v := checkView{Name: name, OK: err == nil}
 		if err != nil {
-			v.Error = err.Error()
+			// One line per check: a server's answer quoted in an error
+			// may span lines.
+			v.Error = strings.Join(strings.Fields(err.Error()), " ")
 			failed++
 		}
 		views = append(views, v)
