@@ -40,12 +40,15 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/sweepboard/release/pipeline/retry"
 	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/internal/engine"
+	"github.com/sweepboard/release/stages/internal/registry"
 )
 
 // Kind registers the stage.
@@ -69,6 +72,10 @@ type Stage struct {
 	// StopTimeout is how long an old container's process gets between
 	// SIGTERM and SIGKILL.
 	StopTimeout time.Duration `yaml:"stop_timeout"`
+
+	// retry, when set (by a test), replaces the retry policy of engine
+	// calls.
+	retry *retry.Policy
 }
 
 // Validate checks the stage's `with:` fields.
@@ -172,7 +179,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	if env.Version != "" {
 		tags = append(tags, env.Version)
 	}
-	if err := Retag(ctx, env.Spec, d.images, tags, os.Getenv); err != nil {
+	if err := retag(ctx, d.reg, d.images, tags); err != nil {
 		return out, fmt.Errorf("deploy to %s: %w", env.Environment, err)
 	}
 	d.logf("tagged %s in the registry", strings.Join(tags, ", "))
@@ -181,48 +188,42 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 
 // An engine that restarts refuses connections for a while. A service's
 // deploy that fails on that is done again from its inventory, since every
-// step is safe to redo: up to engineAttempts times, waiting engineBackoff
-// after the first failure and twice as long after each next one (1s, 2s,
-// 4s, 8s, 16s). A variable for a test that shortens the waits.
-const engineAttempts = 6
+// step is safe to redo: up to engineAttempts times under engine.Policy,
+// waiting engineBackoff after the first failure and twice as long after
+// each next one (1s, 2s, 4s, 8s, 16s, each with up to a fifth of jitter).
+const (
+	engineAttempts = 6
+	engineBackoff  = time.Second
+)
 
-var engineBackoff = time.Second
+// policy is the stage's retry policy of engine calls, unless a test set
+// its own.
+func (s *Stage) policy() retry.Policy {
+	if s.retry != nil {
+		return *s.retry
+	}
+	p := engine.Policy()
+	p.Attempts, p.Backoff = engineAttempts, engineBackoff
+	return p
+}
 
-// retrying runs f until it succeeds, fails for another reason than an
-// unreachable engine, or has been tried engineAttempts times.
+// retrying runs f until it succeeds, fails for a reason another attempt
+// does not change (the engine answered, the container is unhealthy), or
+// has been tried engineAttempts times.
 func (d *deployer) retrying(ctx context.Context, name string, f func() error) error {
-	wait := engineBackoff
-	for attempt := 1; ; attempt++ {
-		err := f()
-		if err == nil || !engineDown(err) || stages.IsPermanent(err) {
-			return err
-		}
-		if attempt == engineAttempts {
-			return fmt.Errorf("docker engine unreachable, gave up after %d attempts: %w", attempt, err)
-		}
-		d.logf("%s: attempt %d of %d failed: %v; trying again in %s", name, attempt, engineAttempts, err, wait)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait *= 2
+	p := d.stage.policy().Reporting(func(w retry.Wait) {
+		d.logf("%s: attempt %d of %d failed: %v; trying again in %s", name, w.Attempt, w.Of, w.Err, w.Wait.Round(time.Millisecond))
+	})
+	err := p.Do(ctx, "deploy "+name, func(context.Context) error { return f() })
+	if err != nil && client.IsErrConnectionFailed(err) {
+		return fmt.Errorf("docker engine unreachable: %w", err)
 	}
+	return err
 }
 
-// engineDown reports whether err is a Docker engine that cannot be reached
-// for now: the connection refused, reset or cut, as while it restarts.
-func engineDown(err error) bool {
-	if client.IsErrConnectionFailed(err) {
-		return true
-	}
-	for _, target := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE, io.ErrUnexpectedEOF} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
-}
+// transient says another attempt at what failed with err may succeed: the
+// engine did not answer, rather than answered no.
+func (d *deployer) transient(err error) bool { return d.stage.policy().Judge(err).Retry }
 
 // deployer is the state of one Run.
 type deployer struct {
@@ -230,6 +231,7 @@ type deployer struct {
 	env      *stages.Env
 	pipeline string
 	hosts    []*host
+	reg      *registry.Client
 	proxy    *caddy // nil: strategy recreate
 	swarm    bool   // services are Swarm services, through hosts[0]
 	images   map[string]string
@@ -265,6 +267,7 @@ func (s *Stage) deployer(env *stages.Env) (*deployer, error) {
 		env:      env,
 		pipeline: env.Spec.Name,
 		images:   images,
+		reg:      registry.New(env.Spec, os.Getenv),
 		log:      env.Log,
 	}
 	if d.log == nil {
@@ -280,7 +283,7 @@ func (s *Stage) deployer(env *stages.Env) (*deployer, error) {
 		}
 	}
 	for _, addr := range e.Hosts {
-		h, err := openHost(addr)
+		h, err := openHost(addr, engine.Bounds(env.Spec.Timeouts))
 		if err != nil {
 			d.close()
 			return nil, err
@@ -325,13 +328,25 @@ func (d *deployer) stopTimeout() time.Duration {
 	return DefaultStopTimeout
 }
 
-// pull pulls an image with the registry credentials, if any.
+// pull pulls an image with the credentials the registry chain finds for
+// its registry. The engine quotes the registry's answer, which may echo
+// the request's Authorization header: the error is redacted.
 func (d *deployer) pull(ctx context.Context, h *host, ref string) error {
-	auth, err := registryAuth(ref, d.env.Spec.Registry.URL, os.Getenv)
+	auth, err := d.reg.EngineAuth(ctx, ref)
 	if err != nil {
-		return err
+		return stages.Permanent(fmt.Errorf("pull %s on %s: %w", ref, h.addr, err))
 	}
-	return h.pull(ctx, ref, auth)
+	return d.reg.Error(registryOf(ref), h.pull(ctx, ref, auth))
+}
+
+// registryOf is the registry part of an image reference, "" when it is
+// not one.
+func registryOf(ref string) string {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return ""
+	}
+	return r.Context().RegistryStr()
 }
 
 // want is the container spec of a service in this environment.
@@ -599,7 +614,7 @@ func (d *deployer) startNew(ctx context.Context, p *onHost, name string, b box) 
 // awaitNew waits for p.cur to be healthy. An unhealthy one is removed.
 func (d *deployer) awaitNew(ctx context.Context, p *onHost, name string, svc stages.Service) error {
 	addr, err := waitHealthy(ctx, p.h, *p.cur, svc.Port, svc.Health)
-	if err != nil && engineDown(err) {
+	if err != nil && d.transient(err) {
 		// Nothing is known of the container: the engine did not answer
 		// (its error names the host).
 		return err
@@ -661,7 +676,7 @@ func (d *deployer) startFirst(ctx context.Context, name string, w spec, svc stag
 		// anew): check again, right before they get the traffic.
 		err := eachHost(parts, func(p *onHost) error {
 			addr, err := waitHealthy(ctx, p.h, *p.cur, svc.Port, svc.Health)
-			if err != nil && !engineDown(err) {
+			if err != nil && !d.transient(err) {
 				return fmt.Errorf("%s: %w", p.h.addr, err)
 			}
 			p.addr = addr

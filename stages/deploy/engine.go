@@ -3,7 +3,6 @@ package deploy
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,8 +17,8 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/docker/go-connections/nat"
-	"github.com/sweepboard/release/pipeline/redact"
 	"github.com/sweepboard/release/stages/internal/engine"
 )
 
@@ -48,12 +47,12 @@ type host struct {
 }
 
 // openHost connects to a Docker engine, negotiating the API version.
-func openHost(addr string) (*host, error) {
+func openHost(addr string, opts ...engine.Option) (*host, error) {
 	bindIP, dialIP, err := hostIPs(addr)
 	if err != nil {
 		return nil, err
 	}
-	cli, err := engine.Connect(addr)
+	cli, err := engine.Connect(addr, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +135,8 @@ func (h *host) list(ctx context.Context, labels map[string]string) ([]box, error
 }
 
 // pull makes sure the image ref (by digest) is on the host. auth is the
-// X-Registry-Auth value, "" for none.
+// X-Registry-Auth value. Its errors may quote the registry's answer: the
+// caller redacts them.
 func (h *host) pull(ctx context.Context, ref, auth string) error {
 	if _, err := h.cli.ImageInspect(ctx, ref); err == nil {
 		return nil
@@ -145,13 +145,11 @@ func (h *host) pull(ctx context.Context, ref, auth string) error {
 	}
 	rc, err := h.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: auth})
 	if err != nil {
-		return fmt.Errorf("pull %s on %s: %w", ref, h.addr, redact.Error(err, authSecrets(auth)...))
+		return fmt.Errorf("pull %s on %s: %w", ref, h.addr, err)
 	}
 	defer rc.Close()
 	if err := streamError(rc); err != nil {
-		// The engine quotes the registry's answer, which may echo the
-		// request's Authorization header.
-		return fmt.Errorf("pull %s on %s: %w", ref, h.addr, redact.Error(err, authSecrets(auth)...))
+		return fmt.Errorf("pull %s on %s: %w", ref, h.addr, err)
 	}
 	return nil
 }
@@ -172,11 +170,13 @@ func streamError(r io.Reader) error {
 		} else if err != nil {
 			return fmt.Errorf("read engine stream: %w", err)
 		}
+		// As a JSONError, what the engine relays of the registry is judged
+		// by engine.Classify like a push's.
 		if m.ErrorDetail.Message != "" {
-			return errors.New(m.ErrorDetail.Message)
+			return &jsonmessage.JSONError{Message: m.ErrorDetail.Message}
 		}
 		if m.Error != "" {
-			return errors.New(m.Error)
+			return &jsonmessage.JSONError{Message: m.Error}
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -90,8 +89,9 @@ func TestFaultEngineRestartsMidDeploy(t *testing.T) {
 	// The engine stays down: the deploy gives up after engineAttempts tries
 	// (waits shortened here), naming the host; once the engine is back, a
 	// second attempt converges.
-	defer func(b time.Duration) { engineBackoff = b }(engineBackoff)
-	engineBackoff = 50 * time.Millisecond
+	fast := s.policy()
+	fast.Backoff = 50 * time.Millisecond
+	s.retry = &fast
 	v3 := release(t, "v3", []string{"auth"})
 	eng.stop(t)
 	began := time.Now()
@@ -116,7 +116,7 @@ func TestFaultEngineRestartsMidDeploy(t *testing.T) {
 	}
 	checkConverged(t, spec, environment, eng, v3, "auth v3")
 	t.Logf("measured: engine down: %d attempts, waits doubling from %s, failed after %s; second attempt converged",
-		retries+1, engineBackoff, took.Round(time.Millisecond))
+		retries+1, fast.Backoff, took.Round(time.Millisecond))
 }
 
 // checkFailure checks that a deploy failed on an unreachable engine says
@@ -371,27 +371,6 @@ func unmountUnder(t *testing.T, dir string) {
 func tail(b []byte, lines int) string {
 	l := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(l[max(0, len(l)-lines):], "\n")
-}
-
-func TestFaultEngineDown(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		err  error
-		want bool
-	}{
-		{"refused", fmt.Errorf("list containers on h: %w", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), true},
-		{"reset", fmt.Errorf("inspect: %w", syscall.ECONNRESET), true},
-		{"stream cut", fmt.Errorf("pull x on h: read engine stream: %w", io.ErrUnexpectedEOF), true},
-		{"joined with a refusal", errors.Join(errors.New("remove: no such container"), fmt.Errorf("list: %w", syscall.ECONNREFUSED)), true},
-		{"unhealthy", errors.New("container x not healthy after 5s: GET /healthz: 503"), false},
-		{"conflict", errors.New("create container x on h: Conflict"), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := engineDown(tc.err); got != tc.want {
-				t.Errorf("engineDown(%q) = %v, want %v", tc.err, got, tc.want)
-			}
-		})
-	}
 }
 
 // TestFaultHostPortTaken holds the first ports of the kernel's range, the

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -126,9 +125,9 @@ func (d *deployer) swarmService(ctx context.Context, name string) error {
 	svc := d.env.Spec.Services[name]
 	w := d.want(name)
 	want := d.swarmSpec(name, w, svc)
-	auth, err := registryAuth(w.Image, d.env.Spec.Registry.URL, os.Getenv)
+	auth, err := d.reg.EngineAuth(ctx, w.Image)
 	if err != nil {
-		return err
+		return stages.Permanent(err)
 	}
 	var r *route
 	if px := d.env.Spec.Environments[d.env.Environment].Proxy; d.proxy != nil && px != nil && px.Listen[name] != "" && svc.Port > 0 {
