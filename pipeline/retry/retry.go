@@ -85,6 +85,7 @@ type Wait struct {
 	Of      int           // attempts in all
 	Wait    time.Duration // the wait before the next one
 	Asked   bool          // the peer asked for the wait
+	Limited bool          // the peer rate-limits the caller
 	Reason  string
 	Err     error
 }
@@ -189,7 +190,7 @@ func (p Policy) Do(ctx context.Context, what string, f func(context.Context) err
 			return fmt.Errorf("%w (attempt %d; the next would start after the deadline)", err, attempt)
 		}
 		if p.Report != nil {
-			p.Report(Wait{What: what, Attempt: attempt, Of: n, Wait: wait, Asked: asked, Reason: v.Reason, Err: err})
+			p.Report(Wait{What: what, Attempt: attempt, Of: n, Wait: wait, Asked: asked, Limited: v.Limited, Reason: v.Reason, Err: err})
 		}
 		if err := Sleep(ctx, wait); err != nil {
 			return withAttempts(fmt.Errorf("%w; interrupted while waiting to try again", err), attempt)
