@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sweepboard/release/fixtures/fakegithub"
+	"github.com/sweepboard/release/pipeline/retry"
 )
 
 const ghToken = "ghp_fake_token_0123456789"
@@ -30,7 +31,7 @@ func ghSet(t *testing.T) (*Set, *fakegithub.Server, map[string]string) {
 	set.spec.GitHub.TokenEnv = "TEST_GH_TOKEN"
 	env := map[string]string{"TEST_GH_TOKEN": ghToken}
 	set.getenv = func(k string) string { return env[k] }
-	set.ghBackoff = 10 * time.Millisecond
+	set.ghRetry = retry.Policy{Backoff: 10 * time.Millisecond, SecondaryWait: 300 * time.Millisecond}
 	return set, fake, env
 }
 
@@ -152,7 +153,7 @@ func TestReleasesFaults(t *testing.T) {
 
 func TestReleasesGiveUp(t *testing.T) {
 	set, fake, _ := ghSet(t)
-	set.ghAttempts = 3
+	set.ghRetry.Attempts = 3
 	fake.Inject(fakegithub.Fault{Kind: fakegithub.ServerError, Path: "/worker/", Count: 100})
 	rels, err := set.Releases(context.Background(), "1.1.0", nil)
 	if err == nil || !strings.Contains(err.Error(), "publish release v1.1.0 of sweepboard/worker") || !strings.Contains(err.Error(), "502") {

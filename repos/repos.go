@@ -28,6 +28,7 @@ import (
 	"github.com/go-git/go-git/v5/storage/memory"
 
 	"github.com/sweepboard/release/pipeline/deadline"
+	"github.com/sweepboard/release/pipeline/retry"
 	"github.com/sweepboard/release/stages"
 )
 
@@ -44,8 +45,7 @@ type Set struct {
 	getenv   func(string) string
 	parallel int
 
-	ghAttempts int
-	ghBackoff  time.Duration
+	ghRetry retry.Policy // GitHub calls; the zero Policy is retry.Default
 
 	gitAttempts int           // tries of one list or push that failed on the way
 	gitBackoff  time.Duration // the first wait between them, doubled after each
@@ -119,9 +119,6 @@ func New(spec *stages.Spec, workDir string, opts ...Option) *Set {
 		getenv:   os.Getenv,
 		parallel: DefaultParallel,
 		mirrors:  make(map[string]*mirror),
-
-		ghAttempts: 5,
-		ghBackoff:  time.Second,
 
 		gitAttempts: 3,
 		gitBackoff:  time.Second,

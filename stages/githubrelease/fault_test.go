@@ -164,7 +164,7 @@ func TestRunFaultsOutlastRetries(t *testing.T) {
 		t.Fatal("the stage succeeded through lasting faults")
 	}
 	t.Logf("faults outlast the retries: %v", err)
-	for _, want := range []string{"publish release v0.1.0 of sweepboard/web (5 attempts)", "403", "secondary rate limit", "Authorization: Bearer ***"} {
+	for _, want := range []string{"publish release v0.1.0 of sweepboard/web: ", "(gave up after 5 attempts)", "403", "secondary rate limit", "Authorization: Bearer ***"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
