@@ -45,6 +45,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/sweepboard/release/pipeline/redact"
 	"github.com/sweepboard/release/pipeline/retry"
 	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/internal/engine"
@@ -309,9 +310,13 @@ func (d *deployer) close() {
 }
 
 func (d *deployer) logf(format string, args ...any) {
+	msg := fmt.Sprintf("deploy %s: "+format+"\n", append([]any{d.env.Environment}, args...)...)
+	// What the registry chain has handed out so far never reaches the
+	// log, whatever error quotes it.
+	msg = redact.String(msg, d.reg.Secrets()...)
 	d.logMu.Lock()
 	defer d.logMu.Unlock()
-	fmt.Fprintf(d.log, "deploy %s: "+format+"\n", append([]any{d.env.Environment}, args...)...)
+	io.WriteString(d.log, msg)
 }
 
 func (d *deployer) drain() time.Duration {
