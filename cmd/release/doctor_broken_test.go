@@ -483,16 +483,16 @@ func breakOn(t *testing.T, path string, proxies ...*modalProxy) {
 // to the registry and tags the repo, each through a broken peer. The
 // timeouts are short so that each failure is quick.
 const brokenRunPipeline = `
-name: NAME
-registry: {url: "REGISTRY", insecure: true}
+name: {{name}}
+registry: {url: "{{registry}}", insecure: true}
 timeouts: {connect: 2s, tls: 2s, first_byte: 2s, idle: 2s}
 repos:
-  app: {url: "http://GIT/app.git", token_env: GIT_TOKEN}
+  app: {url: "http://{{git}}/app.git", token_env: GIT_TOKEN}
 services:
-  app: {repo: app, image: NAME/app, port: 8080}
+  app: {repo: app, image: {{name}}/app, port: 8080}
 stages:
   build: {uses: docker-build, for_each: service}
-  break: {uses: exec, needs: [build], with: {command: [sh, -c, 'touch TRIGGER && sleep 0.5']}}
+  break: {uses: exec, needs: [build], with: {command: [sh, -c, 'touch {{trigger}} && sleep 0.5']}}
   push:  {uses: docker-push, for_each: service, needs: [break]}
   tag:   {uses: git-tag, needs: [break]}
 `
@@ -555,7 +555,7 @@ func TestRunBrokenPeers(t *testing.T) {
 			gitProxy := newModalProxy(t, gitTarget, kind)
 			trigger := filepath.Join(dir, "broken")
 			breakOn(t, trigger, regProxy, gitProxy)
-			y := strings.NewReplacer("NAME", name, "REGISTRY", regProxy.addr, "GIT", gitProxy.addr, "TRIGGER", trigger).Replace(brokenRunPipeline)
+			y := strings.NewReplacer("{{name}}", name, "{{registry}}", regProxy.addr, "{{git}}", gitProxy.addr, "{{trigger}}", trigger).Replace(brokenRunPipeline)
 			if err := os.WriteFile(filepath.Join(dir, "pipeline.yaml"), []byte(y), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -584,6 +584,11 @@ func TestRunBrokenPeers(t *testing.T) {
 			t.Logf("release run against the %s peers (registry %s, git %s): exit %d in %v\n%s",
 				kind, regProxy.addr, gitProxy.addr, r.code, took.Round(time.Millisecond), r.stderr)
 			id := r.id()
+			// Its deadline: three attempts of each call within the 2s
+			// bounds, and their backoffs, with room for a loaded machine.
+			if took > time.Minute {
+				t.Errorf("the run took %v to fail, want it within a minute", took)
+			}
 			if r.code != exitFailed {
 				t.Fatalf("run exit %d, want %d (a stage failed, resumable)\n%s", r.code, exitFailed, r)
 			}
