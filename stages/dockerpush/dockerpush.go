@@ -80,13 +80,15 @@ func (s *Stage) Validate(spec *stages.Spec) error {
 }
 
 // Doctor checks that the registry answers and takes the credentials the
-// chain finds for it, within the pipeline's timeouts.
-func (s *Stage) Doctor(ctx context.Context, spec *stages.Spec) []stages.Check {
-	check := stages.Check{Name: "registry " + spec.Registry.URL}
-	if err := registry.New(spec, os.Getenv).Ping(ctx, spec.Registry.URL); err != nil {
-		check.Err = fmt.Errorf("reach registry %s: %w", spec.Registry.URL, err)
-	}
-	return []stages.Check{check}
+// chain finds for it, within the pipeline's timeouts; doctor runs it in
+// parallel with the other checks.
+func (s *Stage) Doctor(_ context.Context, spec *stages.Spec) []stages.Check {
+	return []stages.Check{{Name: "registry " + spec.Registry.URL, Run: func(ctx context.Context) error {
+		if err := registry.New(spec, os.Getenv).Ping(ctx, spec.Registry.URL); err != nil {
+			return fmt.Errorf("reach registry %s: %w", spec.Registry.URL, err)
+		}
+		return nil
+	}}}
 }
 
 func (s *Stage) host() string { return engine.HostOr(s.Host) }
