@@ -591,7 +591,9 @@ func TestDoctor(t *testing.T) {
 	}
 	var got []verdict
 	for _, c := range (&Stage{}).Doctor(context.Background(), spec) {
-		got = append(got, verdict{c.Name, c.Err == nil})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got = append(got, verdict{c.Name, c.Run(ctx) == nil})
+		cancel()
 	}
 	reloadOK := checkMigrateReq(caddyAdmin) == nil
 	want := []verdict{
@@ -600,7 +602,8 @@ func TestDoctor(t *testing.T) {
 		{"caddy reloads without resets " + caddyAdmin, reloadOK},
 		{"docker host unix:///nonexistent/docker.sock", false},
 		{"caddy admin http://127.0.0.1:1", false},
-		{"caddy reloads without resets http://127.0.0.1:1", reloadOK},
+		// Not known: no Caddy answered there.
+		{"caddy reloads without resets http://127.0.0.1:1", false},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Doctor (-want +got):\n%s", diff)
