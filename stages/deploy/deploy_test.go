@@ -16,38 +16,19 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sweepboard/release/fixtures/parts"
+	"github.com/sweepboard/release/pipeline/deadline"
 	"github.com/sweepboard/release/stages"
+	dockertarget "github.com/sweepboard/release/stages/deploy/docker"
+	"github.com/sweepboard/release/stages/deploy/target"
+	"github.com/sweepboard/release/stages/internal/caddy"
+	"github.com/sweepboard/release/stages/internal/dockerhost"
 )
 
 var services = []string{"auth", "api", "web"}
-
-func TestHostIPs(t *testing.T) {
-	tests := []struct {
-		name, addr, bind, dial string
-		wantErr                bool
-	}{
-		{name: "unix socket", addr: "unix:///var/run/docker.sock", bind: "127.0.0.1", dial: "127.0.0.1"},
-		{name: "tcp loopback", addr: "tcp://127.0.0.1:2375", bind: "127.0.0.1", dial: "127.0.0.1"},
-		{name: "tcp localhost", addr: "tcp://localhost:2376", bind: "127.0.0.1", dial: "127.0.0.1"},
-		{name: "remote", addr: "tcp://staging-1:2376", bind: "0.0.0.0", dial: "staging-1"},
-		{name: "no scheme", addr: "staging-1:2376", wantErr: true},
-		{name: "no host", addr: "tcp://:2376", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			bind, dial, err := hostIPs(tt.addr)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("hostIPs(%q) error = %v, want error %v", tt.addr, err, tt.wantErr)
-			}
-			if diff := cmp.Diff([]string{tt.bind, tt.dial}, []string{bind, dial}); diff != "" {
-				t.Errorf("hostIPs(%q) (-want +got):\n%s", tt.addr, diff)
-			}
-		})
-	}
-}
 
 func TestNames(t *testing.T) {
 	tests := []struct {
@@ -59,7 +40,7 @@ func TestNames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := []string{containerName(tt.pipeline, tt.environment, tt.service, tt.hash), routeID(tt.pipeline, tt.environment, tt.service)}
+			got := []string{dockertarget.ContainerName(tt.pipeline, tt.environment, tt.service, tt.hash), routeID(tt.pipeline, tt.environment, tt.service)}
 			if diff := cmp.Diff([]string{tt.container, tt.route}, got); diff != "" {
 				t.Errorf("names (-want +got):\n%s", diff)
 			}
@@ -68,17 +49,18 @@ func TestNames(t *testing.T) {
 }
 
 func TestConfigHash(t *testing.T) {
-	base := spec{Image: "r/a@sha256:1", Env: []string{"A=1"}, Port: 8080, Volumes: []string{"/a:/b"}}
+	base := target.Service{Image: "r/a@sha256:1", Env: []string{"A=1"}, Config: stages.ServiceConfig{Service: stages.Service{Port: 8080, Volumes: []string{"/a:/b"}}}}
 	tests := []struct {
 		name   string
-		change func(*spec)
+		change func(*target.Service)
 		same   bool
 	}{
-		{"name and labels do not count", func(s *spec) { s.Name = "x"; s.Labels = map[string]string{"v": "2"} }, true},
-		{"digest", func(s *spec) { s.Image = "r/a@sha256:2" }, false},
-		{"env", func(s *spec) { s.Env = []string{"A=2"} }, false},
-		{"port", func(s *spec) { s.Port = 9090 }, false},
-		{"volumes", func(s *spec) { s.Volumes = nil }, false},
+		{"name and labels do not count", func(s *target.Service) { s.Name = "x"; s.Labels = map[string]string{"v": "2"} }, true},
+		{"version and run do not count", func(s *target.Service) { s.Labels = map[string]string{LabelVersion: "v2", LabelRunID: "r2"} }, true},
+		{"digest", func(s *target.Service) { s.Image = "r/a@sha256:2" }, false},
+		{"env", func(s *target.Service) { s.Env = []string{"A=2"} }, false},
+		{"port", func(s *target.Service) { s.Config.Service.Port = 9090 }, false},
+		{"volumes", func(s *target.Service) { s.Config.Service.Volumes = nil }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -499,7 +481,7 @@ func TestDeployTwoHosts(t *testing.T) {
 	checkDeployed(t, spec, environment, hosts, v2)
 
 	// The proxy spreads each service over both hosts.
-	ups, err := newCaddy(caddyAdmin).upstreams(context.Background(), routeID(pipeline, environment, "api"))
+	ups, err := caddy.New(caddyAdmin, deadline.Deadlines{}).Upstreams(context.Background(), routeID(pipeline, environment, "api"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,16 +510,16 @@ func mustInspect(t *testing.T, spec *stages.Spec, environment string) []Live {
 // liveAddr is where a live container's port is published on 127.0.0.1.
 func liveAddr(t *testing.T, l Live) string {
 	t.Helper()
-	h, err := openHost(l.Host)
+	h, err := dockerhost.Open(l.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.cli.Close()
-	st, err := h.state(context.Background(), l.ID, 8080)
+	defer h.Close()
+	st, err := h.State(context.Background(), l.ID, 8080)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h.dialIP + ":" + st.HostPort
+	return h.DialIP() + ":" + st.HostPort
 }
 
 // BenchmarkSwitch deploys v1 then v2 of the three services under load
@@ -595,7 +577,7 @@ func TestDoctor(t *testing.T) {
 		got = append(got, verdict{c.Name, c.Run(ctx) == nil})
 		cancel()
 	}
-	reloadOK := checkMigrateReq(caddyAdmin) == nil
+	reloadOK := caddy.CheckMigrateReq(caddyAdmin) == nil
 	want := []verdict{
 		{"docker host " + host1, true},
 		{"caddy admin " + caddyAdmin, true},
@@ -625,7 +607,7 @@ func BenchmarkStopThenRun(b *testing.B) {
 	refs := map[string]string{"v1": pushImage(b, "api", "v1", false), "v2": pushImage(b, "api", "v2", false)}
 	port := parts.ListenAddr(b)
 	_, hostPort, _ := net.SplitHostPort(port)
-	name := containerName(pipeline, environment, "api", "script")
+	name := dockertarget.ContainerName(pipeline, environment, "api", "script")
 	labels := []string{"--label", LabelPipeline + "=" + pipeline, "--label", LabelEnvironment + "=" + environment, "--label", LabelService + "=api"}
 	run := func(args ...string) {
 		b.Helper()
@@ -640,7 +622,7 @@ func BenchmarkStopThenRun(b *testing.B) {
 		run(append(append([]string{"run", "-d", "--name", name, "-p", "127.0.0.1:" + hostPort + ":8080"}, labels...), ref)...)
 		// Wait for health as the script would, with curl in a loop.
 		for deadline := time.Now().Add(10 * time.Second); ; {
-			if ok, _ := probe(context.Background(), port, stages.Health{HTTP: "/healthz"}); ok {
+			if ok, _ := target.Probe(context.Background(), port, stages.Health{HTTP: "/healthz"}); ok {
 				return
 			}
 			if time.Now().After(deadline) {
@@ -652,10 +634,10 @@ func BenchmarkStopThenRun(b *testing.B) {
 	start(refs["v1"])
 	// The plain reverse_proxy a script would configure: no retries of
 	// failed dials, which would turn the downtime into stalled requests.
-	r := route{ID: routeID(pipeline, environment, "api"), Listen: spec.Environments[environment].Proxy.Listen["api"]}
+	r := caddy.Route{ID: routeID(pipeline, environment, "api"), Listen: spec.Environments[environment].Proxy.Listen["api"]}
 	server := r.Server([]string{port})
 	delete(server["routes"].([]any)[0].(map[string]any)["handle"].([]any)[0].(map[string]any), "load_balancing")
-	if _, err := newCaddy(caddyAdmin).do(context.Background(), http.MethodPut, "/config/apps/http/servers/"+r.ID, server, nil); err != nil {
+	if _, err := caddy.New(caddyAdmin, deadline.Deadlines{}).Do(context.Background(), http.MethodPut, "/config/apps/http/servers/"+r.ID, server, nil); err != nil {
 		b.Fatal(err)
 	}
 	to := "v2"
@@ -703,7 +685,7 @@ func TestWith(t *testing.T) {
 				t.Fatalf("decode %q: error %v, want error %v", tt.with, err, tt.wantErr)
 			}
 			if err == nil {
-				if diff := cmp.Diff(tt.want, *s); diff != "" {
+				if diff := cmp.Diff(tt.want, *s, cmpopts.IgnoreUnexported(Stage{})); diff != "" {
 					t.Errorf("decoded (-want +got):\n%s", diff)
 				}
 			}

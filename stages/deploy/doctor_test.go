@@ -14,7 +14,7 @@ import (
 
 	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/stages"
-	icaddy "github.com/sweepboard/release/stages/internal/caddy"
+	"github.com/sweepboard/release/stages/internal/caddy"
 )
 
 // TestCaddyDoctor: doctor recognises Caddy by its admin API's answers, and
@@ -57,7 +57,7 @@ func TestCaddyDoctor(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.reloadsErr == "" {
-				if err := icaddy.CheckMigrateReq(tt.admin); err != nil {
+				if err := caddy.CheckMigrateReq(tt.admin); err != nil {
 					t.Skipf("this machine: %v", err)
 				}
 			}

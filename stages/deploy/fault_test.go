@@ -23,7 +23,9 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/sweepboard/release/fixtures/parts"
+	"github.com/sweepboard/release/pipeline/deadline"
 	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/internal/caddy"
 )
 
 // TestFaultEngineRestartsMidDeploy restarts a Docker engine of the test's
@@ -45,7 +47,9 @@ func TestFaultEngineRestartsMidDeploy(t *testing.T) {
 			Proxy: &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{"auth": parts.ListenAddr(t)}},
 		}},
 	}
-	t.Cleanup(func() { _ = newCaddy(caddyAdmin).remove(context.Background(), routeID(pipeline, environment, "auth")) })
+	t.Cleanup(func() {
+		_ = caddy.New(caddyAdmin, deadline.Deadlines{}).Remove(context.Background(), routeID(pipeline, environment, "auth"))
+	})
 	// The images come from the registry on 127.0.0.1:5000, which every
 	// engine of this machine trusts: the deploy pulls them by digest.
 	v1, v2 := release(t, "v1", []string{"auth"}), release(t, "v2", []string{"auth"})
@@ -58,15 +62,14 @@ func TestFaultEngineRestartsMidDeploy(t *testing.T) {
 	// The engine restarts once the new container is healthy, before the
 	// switch: the deploy meets an engine that is down, then coming up.
 	var restarted time.Time
-	hook = func(point, service string) {
+	s.hook = func(point, service string) {
 		if point == "started" && restarted.IsZero() {
 			restarted = time.Now()
 			eng.restart(t)
 		}
 	}
-	t.Cleanup(func() { hook = nil })
 	r := deploy(t, s, spec, environment, "v2", v2)
-	hook = nil
+	s.hook = nil
 	if restarted.IsZero() {
 		t.Fatal("the deploy never reached the point where the engine restarts")
 	}
@@ -406,7 +409,9 @@ func TestFaultHostPortTaken(t *testing.T) {
 			Proxy: &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{"auth": parts.ListenAddr(t)}},
 		}},
 	}
-	t.Cleanup(func() { _ = newCaddy(caddyAdmin).remove(context.Background(), routeID(pipeline, environment, "auth")) })
+	t.Cleanup(func() {
+		_ = caddy.New(caddyAdmin, deadline.Deadlines{}).Remove(context.Background(), routeID(pipeline, environment, "auth"))
+	})
 	v1 := release(t, "v1", []string{"auth"})
 	r := deploy(t, &Stage{Drain: 200 * time.Millisecond, StopTimeout: 2 * time.Second}, spec, environment, "v1", v1)
 	if r.err != nil {

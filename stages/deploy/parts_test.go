@@ -38,7 +38,10 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/sweepboard/release/fixtures/parts"
+	"github.com/sweepboard/release/pipeline/deadline"
 	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/internal/caddy"
+	"github.com/sweepboard/release/stages/internal/dockerhost"
 )
 
 // The real parts the tests run against: fixtures/up.sh starts them and
@@ -62,17 +65,17 @@ func envName(base string) string { return fmt.Sprintf("%s-%d", base, os.Getpid()
 func removeStale() {
 	ctx := context.Background()
 	for _, addr := range []string{host1, host2} {
-		h, err := openHost(addr)
+		h, err := dockerhost.Open(addr)
 		if err != nil {
 			continue
 		}
-		boxes, _ := h.list(ctx, map[string]string{LabelPipeline: pipeline})
+		boxes, _ := h.List(ctx, map[string]string{LabelPipeline: pipeline})
 		for _, b := range boxes {
 			if time.Since(b.Created) > 30*time.Minute {
-				_ = h.remove(ctx, b.ID)
+				_ = h.Remove(ctx, b.ID)
 			}
 		}
-		h.cli.Close()
+		h.Close()
 	}
 }
 
@@ -144,10 +147,10 @@ func needParts(tb testing.TB, hosts ...string) {
 // fixtures/up.sh should set it; as root, the test sets it when it is off.
 func needReloadSafety(tb testing.TB) {
 	tb.Helper()
-	if checkMigrateReq(caddyAdmin) == nil {
+	if caddy.CheckMigrateReq(caddyAdmin) == nil {
 		return
 	}
-	err := os.WriteFile(migrateReqPath, []byte("1\n"), 0o644)
+	err := os.WriteFile(caddy.MigrateReqPath, []byte("1\n"), 0o644)
 	if err == nil {
 		tb.Logf("set net.ipv4.tcp_migrate_req=1: without it a Caddy reload resets connections queued on its old listener")
 		return
@@ -263,7 +266,7 @@ func pushTo(tb testing.TB, reg, auth, service, version string, failHealth bool) 
 	if err != nil {
 		tb.Fatalf("build %s: %v", tag, err)
 	}
-	err = streamError(resp.Body)
+	err = dockerhost.StreamError(resp.Body)
 	resp.Body.Close()
 	if err != nil {
 		tb.Fatalf("build %s: %v", tag, err)
@@ -368,21 +371,21 @@ func testSpec(tb testing.TB, environment string, hosts []string, withProxy bool)
 func cleanup(tb testing.TB, spec *stages.Spec, environment string) {
 	ctx := context.Background()
 	for _, addr := range []string{host1, host2} {
-		h, err := openHost(addr)
+		h, err := dockerhost.Open(addr)
 		if err != nil {
 			continue
 		}
-		boxes, _ := h.list(ctx, map[string]string{LabelPipeline: pipeline, LabelEnvironment: environment})
+		boxes, _ := h.List(ctx, map[string]string{LabelPipeline: pipeline, LabelEnvironment: environment})
 		for _, b := range boxes {
-			if err := h.remove(ctx, b.ID); err != nil {
+			if err := h.Remove(ctx, b.ID); err != nil {
 				tb.Logf("cleanup: %v", err)
 			}
 		}
-		h.cli.Close()
+		h.Close()
 	}
-	c := newCaddy(caddyAdmin)
+	c := caddy.New(caddyAdmin, deadline.Deadlines{})
 	for name := range spec.Services {
-		_ = c.remove(ctx, routeID(pipeline, environment, name))
+		_ = c.Remove(ctx, routeID(pipeline, environment, name))
 	}
 }
 
@@ -442,18 +445,18 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 func running(tb testing.TB, addr, environment string) map[string][]container.InspectResponse {
 	tb.Helper()
 	ctx := context.Background()
-	h, err := openHost(addr)
+	h, err := dockerhost.Open(addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer h.cli.Close()
-	boxes, err := h.list(ctx, map[string]string{LabelPipeline: pipeline, LabelEnvironment: environment})
+	defer h.Close()
+	boxes, err := h.List(ctx, map[string]string{LabelPipeline: pipeline, LabelEnvironment: environment})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	got := map[string][]container.InspectResponse{}
 	for _, b := range boxes {
-		c, err := h.cli.ContainerInspect(ctx, b.ID)
+		c, err := h.Client().ContainerInspect(ctx, b.ID)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -593,7 +596,7 @@ func helperMain(cfg string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	hook = func(point, service string) {
+	hang := func(point, service string) {
 		if point == c.HangAt && service == c.HangService {
 			fmt.Println("HANG", point, service)
 			select {}
@@ -603,7 +606,7 @@ func helperMain(cfg string) int {
 		RunID: "run-killed", Version: c.Version, Environment: c.Environment,
 		Spec: c.Spec, Images: c.Images, Log: os.Stderr,
 	}
-	if _, err := (&Stage{Drain: c.Drain}).Run(context.Background(), env); err != nil {
+	if _, err := (&Stage{Drain: c.Drain, hook: hang}).Run(context.Background(), env); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -1,9 +1,7 @@
-package deploy
-
-// Swarm environments. An environment with `swarm: true` runs each service
-// as a Docker Swarm service, named like the containers without the config
-// hash (pipeline-environment-service), through the engine API of its first
-// host, a swarm manager:
+// Package swarm is the deploy target "swarm": each service of an
+// environment runs as a Docker Swarm service, named like the containers
+// without the config hash (pipeline-environment-service), through the
+// engine API of the environment's first host, a swarm manager:
 //
 //   - The service is created when missing, otherwise updated to the new
 //     digest with a rolling update: one task at a time, start-first, the
@@ -12,12 +10,14 @@ package deploy
 //   - The port is published in host mode on a port the engine picks: a
 //     fixed host-mode port cannot be held by the old and the new task at
 //     once, and the ingress routing mesh needs the engine's iptables rules.
-//   - With a proxy, Caddy proxies to the tasks: the deploy watches the
-//     update, probes each new task itself and switches Caddy to it as soon
-//     as it answers, before the engine's own health check (every second)
-//     lets swarm stop the old task.
+//   - With a proxy, the proxy sends traffic to the tasks: the deploy watches
+//     the update, probes each new task itself and switches the proxy to it
+//     as soon as it answers, before the engine's own health check (every
+//     second) lets swarm stop the old task.
+package swarm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,7 +33,34 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 
 	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/deploy/target"
+	"github.com/sweepboard/release/stages/internal/dockerhost"
 )
+
+// Name is the target's name in the pipeline file.
+const Name = "swarm"
+
+// Target deploys Swarm services through a manager.
+type Target struct {
+	cfg     target.Config
+	manager *dockerhost.Host
+}
+
+// Open connects to the environment's first host and checks that it is a
+// swarm manager.
+func Open(ctx context.Context, cfg target.Config) (target.Target, error) {
+	if len(cfg.Hosts) == 0 {
+		return nil, fmt.Errorf("swarm environment %s: no hosts", cfg.Environment)
+	}
+	h, err := dockerhost.Open(cfg.Hosts[0], cfg.Engine...)
+	if err != nil {
+		return nil, err
+	}
+	return &Target{cfg: cfg, manager: h}, nil
+}
+
+// Close closes the connection to the manager.
+func (t *Target) Close() error { return t.manager.Close() }
 
 // Timings of the health check swarm runs in a service's tasks. The check
 // is a process exec'd in the container; on a busy host that alone can take
@@ -45,21 +72,18 @@ const (
 	swarmHealthRetries  = 3
 )
 
-// swarmName is a service's name in the swarm.
-func swarmName(pipeline, environment, service string) string {
-	return sanitize(pipeline) + "-" + sanitize(environment) + "-" + sanitize(service)
+// ServiceName is a service's name in the swarm.
+func ServiceName(pipeline, environment, service string) string {
+	return target.Sanitize(pipeline) + "-" + target.Sanitize(environment) + "-" + target.Sanitize(service)
 }
 
 // swarmSpec is the Swarm service spec of a service in this environment.
-func (d *deployer) swarmSpec(name string, w spec, svc stages.Service) swarm.ServiceSpec {
-	start := svc.Health.Timeout
-	if start <= 0 {
-		start = defaultHealthTimeout
-	}
+func (t *Target) swarmSpec(w target.Service) swarm.ServiceSpec {
+	start := target.HealthTimeout(w.Health())
 	grace := w.StopTimeout
 	replicas := uint64(1)
 	var mounts []mount.Mount
-	for _, v := range w.Volumes {
+	for _, v := range w.Config.Service.Volumes {
 		parts := strings.Split(v, ":")
 		if len(parts) < 2 {
 			continue
@@ -71,7 +95,7 @@ func (d *deployer) swarmSpec(name string, w spec, svc stages.Service) swarm.Serv
 		mounts = append(mounts, m)
 	}
 	s := swarm.ServiceSpec{
-		Annotations: swarm.Annotations{Name: swarmName(d.pipeline, d.env.Environment, name), Labels: w.Labels},
+		Annotations: swarm.Annotations{Name: ServiceName(t.cfg.Pipeline, t.cfg.Environment, w.Name), Labels: w.Labels},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{
 				Image:  w.Image,
@@ -108,10 +132,10 @@ func (d *deployer) swarmSpec(name string, w spec, svc stages.Service) swarm.Serv
 			Monitor:       time.Duration(swarmHealthRetries+2) * swarmHealthInterval,
 		},
 	}
-	if w.Port > 0 {
+	if w.Port() > 0 {
 		s.EndpointSpec = &swarm.EndpointSpec{Ports: []swarm.PortConfig{{
 			Protocol:    swarm.PortConfigProtocolTCP,
-			TargetPort:  uint32(w.Port),
+			TargetPort:  uint32(w.Port()),
 			PublishMode: swarm.PortConfigPublishModeHost,
 		}}}
 	}
@@ -120,70 +144,67 @@ func (d *deployer) swarmSpec(name string, w spec, svc stages.Service) swarm.Serv
 
 // swarmService deploys one service as a Swarm service and waits until its
 // update completed, or rolled back.
-func (d *deployer) swarmService(ctx context.Context, name string) error {
-	h := d.hosts[0]
-	svc := d.env.Spec.Services[name]
-	w := d.want(name)
-	want := d.swarmSpec(name, w, svc)
-	auth, err := d.reg.EngineAuth(ctx, w.Image)
+func (t *Target) Deploy(ctx context.Context, w target.Service) (retire func(context.Context) error, err error) {
+	return nil, t.deploy(ctx, w)
+}
+
+func (t *Target) deploy(ctx context.Context, w target.Service) error {
+	h := t.manager
+	name := w.Name
+	want := t.swarmSpec(w)
+	auth, err := t.cfg.Registry.EngineAuth(ctx, w.Image)
 	if err != nil {
 		return stages.Permanent(err)
 	}
-	var r *route
-	if px := d.env.Spec.Environments[d.env.Environment].Proxy; d.proxy != nil && px != nil && px.Listen[name] != "" && svc.Port > 0 {
-		r = &route{ID: routeID(d.pipeline, d.env.Environment, name), Listen: px.Listen[name]}
-	}
+	routed := t.cfg.Proxy != nil && t.cfg.Proxy.Routes(name) && w.Port() > 0
 
 	began := time.Now()
 	for attempt := 1; ; attempt++ {
-		err := d.swarmOnce(ctx, h, name, w, want, auth, svc, r)
+		err := t.deployOnce(ctx, h, w, want, auth, routed)
 		if err == nil {
-			d.logf("%s: swarm service %s runs %s (took %s)", name, want.Name, w.Image, time.Since(began).Round(time.Millisecond))
+			t.cfg.Log("%s: swarm service %s runs %s (took %s)", name, want.Name, w.Image, time.Since(began).Round(time.Millisecond))
 			return nil
 		}
 		// A new task that could not bind the host port the engine picked
 		// (another engine's container holds it) rolled the update back:
 		// the next update's task gets another port.
-		if !portTaken(err.Error()) || attempt == publishAttempts || ctx.Err() != nil {
+		if !target.PortTaken(err.Error()) || attempt == target.PublishAttempts || ctx.Err() != nil {
 			return err
 		}
-		d.logf("%s: %v; updating again (attempt %d of %d)", name, err, attempt+1, publishAttempts)
+		t.cfg.Log("%s: %v; updating again (attempt %d of %d)", name, err, attempt+1, target.PublishAttempts)
 	}
 }
 
-// swarmOnce creates or updates the service once and follows the update.
-func (d *deployer) swarmOnce(ctx context.Context, h *host, name string, w spec, want swarm.ServiceSpec, auth string, svc stages.Service, r *route) error {
+// deployOnce creates or updates the service once and follows the update.
+func (t *Target) deployOnce(ctx context.Context, h *dockerhost.Host, w target.Service, want swarm.ServiceSpec, auth string, routed bool) error {
+	name := w.Name
 	cur, err := findService(ctx, h, want.Name)
 	if err != nil {
 		return err
 	}
 	switch {
 	case cur == nil:
-		if d.env.Fence != nil {
-			if err := d.env.Fence(ctx); err != nil {
-				return fmt.Errorf("create service %s: %w", want.Name, err)
-			}
+		if err := t.cfg.CheckFence(ctx); err != nil {
+			return fmt.Errorf("create service %s: %w", want.Name, err)
 		}
-		resp, err := h.cli.ServiceCreate(ctx, want, swarm.ServiceCreateOptions{EncodedRegistryAuth: auth})
+		resp, err := h.Client().ServiceCreate(ctx, want, swarm.ServiceCreateOptions{EncodedRegistryAuth: auth})
 		if err != nil {
-			return fmt.Errorf("create service %s on %s: %w", want.Name, h.addr, err)
+			return fmt.Errorf("create service %s on %s: %w", want.Name, h.Addr(), err)
 		}
-		d.logf("%s: created swarm service %s (%s)", name, want.Name, w.Image)
+		t.cfg.Log("%s: created swarm service %s (%s)", name, want.Name, w.Image)
 		cur = &swarm.Service{ID: resp.ID}
-	case cur.Spec.Labels[LabelConfig] == w.Labels[LabelConfig] && !rolledBack(cur):
-		d.logf("%s: found swarm service %s at %s", name, want.Name, w.Image)
+	case cur.Spec.Labels[target.LabelConfig] == w.Hash && !rolledBack(cur):
+		t.cfg.Log("%s: found swarm service %s at %s", name, want.Name, w.Image)
 	default:
-		if d.env.Fence != nil {
-			if err := d.env.Fence(ctx); err != nil {
-				return fmt.Errorf("update service %s: %w", want.Name, err)
-			}
+		if err := t.cfg.CheckFence(ctx); err != nil {
+			return fmt.Errorf("update service %s: %w", want.Name, err)
 		}
-		if _, err := h.cli.ServiceUpdate(ctx, cur.ID, cur.Version, want, swarm.ServiceUpdateOptions{EncodedRegistryAuth: auth}); err != nil {
-			return fmt.Errorf("update service %s on %s: %w", want.Name, h.addr, err)
+		if _, err := h.Client().ServiceUpdate(ctx, cur.ID, cur.Version, want, swarm.ServiceUpdateOptions{EncodedRegistryAuth: auth}); err != nil {
+			return fmt.Errorf("update service %s on %s: %w", want.Name, h.Addr(), err)
 		}
-		d.logf("%s: updating swarm service %s to %s (start-first)", name, want.Name, w.Image)
+		t.cfg.Log("%s: updating swarm service %s to %s (start-first)", name, want.Name, w.Image)
 	}
-	if err := d.awaitSwarm(ctx, h, name, cur.ID, w.Image, svc, r); err != nil {
+	if err := t.await(ctx, h, name, cur.ID, w.Image, w.Config.Service, routed); err != nil {
 		return stages.Permanent(err)
 	}
 	return nil
@@ -197,10 +218,10 @@ func rolledBack(s *swarm.Service) bool {
 }
 
 // findService returns the swarm service of that name, or nil.
-func findService(ctx context.Context, h *host, name string) (*swarm.Service, error) {
-	list, err := h.cli.ServiceList(ctx, swarm.ServiceListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+func findService(ctx context.Context, h *dockerhost.Host, name string) (*swarm.Service, error) {
+	list, err := h.Client().ServiceList(ctx, swarm.ServiceListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
 	if err != nil {
-		return nil, fmt.Errorf("list swarm services on %s: %w", h.addr, err)
+		return nil, fmt.Errorf("list swarm services on %s: %w", h.Addr(), err)
 	}
 	for _, s := range list {
 		if s.Spec.Name == name {
@@ -214,34 +235,31 @@ func findService(ctx context.Context, h *host, name string) (*swarm.Service, err
 // and no other task does; with a proxy, it keeps the route pointed at the
 // tasks it found healthy itself. A rollback, or a timeout, is an error
 // carrying the failed task's reason.
-func (d *deployer) awaitSwarm(ctx context.Context, h *host, name, id, image string, svc stages.Service, r *route) error {
-	timeout := svc.Health.Timeout
-	if timeout <= 0 {
-		timeout = defaultHealthTimeout
-	}
+func (t *Target) await(ctx context.Context, h *dockerhost.Host, name, id, image string, svc stages.Service, proxied bool) error {
+	timeout := target.HealthTimeout(svc.Health)
 	// Room for the start period, the checks, the monitor and a rollback.
 	deadline := time.Now().Add(2*timeout + 30*time.Second)
 	var routed []string
 	why := ""       // swarm's message when it began the rollback
 	lastCheck := "" // the last failed health check of a new task
 	for {
-		s, _, err := h.cli.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
+		s, _, err := h.Client().ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
 		if err != nil {
-			return fmt.Errorf("inspect service %s on %s: %w", id, h.addr, err)
+			return fmt.Errorf("inspect service %s on %s: %w", id, h.Addr(), err)
 		}
 		tasks, err := serviceTasks(ctx, h, id)
 		if err != nil {
 			return err
 		}
-		ups, failed := d.healthyTasks(ctx, h, tasks, image, svc)
+		ups, failed := t.healthyTasks(ctx, h, tasks, image, svc)
 		// A check the service answered (a 503 and its body) says more
 		// than a refused or reset connection while the task stops.
 		if failed != "" && (lastCheck == "" || !strings.Contains(failed, `Get "`)) {
 			lastCheck = failed
 		}
-		if r != nil {
+		if proxied {
 			if len(ups) > 0 && !slices.Equal(ups, routed) {
-				if err := d.switchSwarm(ctx, name, *r, ups); err != nil {
+				if err := t.switchTo(ctx, name, ups); err != nil {
 					return err
 				}
 				routed = ups
@@ -263,17 +281,17 @@ func (d *deployer) awaitSwarm(ctx context.Context, h *host, name, id, image stri
 			// once one does (or at the deadline), so the previous version
 			// serves when the error is seen.
 			prev := s.Spec.TaskTemplate.ContainerSpec.Image
-			old, _ := d.healthyTasks(ctx, h, tasks, prev, svc)
+			old, _ := t.healthyTasks(ctx, h, tasks, prev, svc)
 			back := len(old) > 0 && settled(tasks, prev)
-			if r != nil && len(old) > 0 && !slices.Equal(old, routed) {
+			if proxied && len(old) > 0 && !slices.Equal(old, routed) {
 				// The old tasks serve again: route to them.
-				if err := d.switchSwarm(context.WithoutCancel(ctx), name, *r, old); err != nil {
+				if err := t.switchTo(context.WithoutCancel(ctx), name, old); err != nil {
 					return err
 				}
 				routed = old
 			}
 			if back || time.Now().After(deadline) {
-				reason := failedReason(tasks, image, cmpOr(why, s.UpdateStatus.Message))
+				reason := failedReason(tasks, image, cmp.Or(why, s.UpdateStatus.Message))
 				if lastCheck != "" {
 					reason += "; last health check of the new task: " + lastCheck
 				}
@@ -292,7 +310,7 @@ func (d *deployer) awaitSwarm(ctx context.Context, h *host, name, id, image stri
 			// A task whose port was taken is not the image's fault: swarm's
 			// next task gets another port, so wait for it until the deadline.
 			reason := failedReason(tasks, image, "")
-			if reason != "" && !portTaken(reason) && time.Now().After(deadline.Add(-timeout-30*time.Second)) {
+			if reason != "" && !target.PortTaken(reason) && time.Now().After(deadline.Add(-timeout-30*time.Second)) {
 				return fmt.Errorf("swarm service %s: %s not healthy after %s: %s", s.Spec.Name, image, timeout, reason)
 			}
 		}
@@ -307,25 +325,19 @@ func (d *deployer) awaitSwarm(ctx context.Context, h *host, name, id, image stri
 	}
 }
 
-// switchSwarm points the service's route at the given tasks, fenced.
-func (d *deployer) switchSwarm(ctx context.Context, name string, r route, ups []string) error {
-	if d.env.Fence != nil {
-		if err := d.env.Fence(ctx); err != nil {
-			return fmt.Errorf("switch %s: %w", name, err)
-		}
+// switchTo points the service's route at the given tasks, fenced.
+func (t *Target) switchTo(ctx context.Context, name string, ups []string) error {
+	if err := t.cfg.CheckFence(ctx); err != nil {
+		return fmt.Errorf("switch %s: %w", name, err)
 	}
-	if err := d.proxy.switchTo(ctx, r, ups); err != nil {
-		return fmt.Errorf("switch %s to %s: %w", r.Listen, strings.Join(ups, ","), err)
-	}
-	d.logf("%s: %s now proxies to %s", name, r.Listen, strings.Join(ups, ", "))
-	return nil
+	return t.cfg.Proxy.Switch(ctx, name, ups)
 }
 
 // serviceTasks lists a service's tasks that swarm wants running.
-func serviceTasks(ctx context.Context, h *host, id string) ([]swarm.Task, error) {
-	tasks, err := h.cli.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", id))})
+func serviceTasks(ctx context.Context, h *dockerhost.Host, id string) ([]swarm.Task, error) {
+	tasks, err := h.Client().TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", id))})
 	if err != nil {
-		return nil, fmt.Errorf("list tasks of service %s on %s: %w", id, h.addr, err)
+		return nil, fmt.Errorf("list tasks of service %s on %s: %w", id, h.Addr(), err)
 	}
 	slices.SortStableFunc(tasks, func(a, b swarm.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	return tasks, nil
@@ -367,10 +379,10 @@ func failedReason(tasks []swarm.Task, image, fallback string) string {
 }
 
 // taskAddr is where a task's published port is reached from here, or "".
-func taskAddr(h *host, t swarm.Task, port int) string {
+func taskAddr(h *dockerhost.Host, t swarm.Task, port int) string {
 	for _, p := range t.Status.PortStatus.Ports {
 		if int(p.TargetPort) == port && p.PublishedPort != 0 {
-			return net.JoinHostPort(h.dialIP, strconv.Itoa(int(p.PublishedPort)))
+			return net.JoinHostPort(h.DialIP(), strconv.Itoa(int(p.PublishedPort)))
 		}
 	}
 	return ""
@@ -379,27 +391,27 @@ func taskAddr(h *host, t swarm.Task, port int) string {
 // healthyTasks returns the addresses of the running or starting tasks of
 // image that answer their health check now, sorted, and what the last
 // failed check saw.
-func (d *deployer) healthyTasks(ctx context.Context, h *host, tasks []swarm.Task, image string, svc stages.Service) (ups []string, failed string) {
-	for _, t := range tasks {
-		if t.Spec.ContainerSpec.Image != image || t.DesiredState != swarm.TaskStateRunning {
+func (t *Target) healthyTasks(ctx context.Context, h *dockerhost.Host, tasks []swarm.Task, image string, svc stages.Service) (ups []string, failed string) {
+	for _, task := range tasks {
+		if task.Spec.ContainerSpec.Image != image || task.DesiredState != swarm.TaskStateRunning {
 			continue
 		}
-		if t.Status.State != swarm.TaskStateRunning && t.Status.State != swarm.TaskStateStarting {
+		if task.Status.State != swarm.TaskStateRunning && task.Status.State != swarm.TaskStateStarting {
 			continue
 		}
-		addr := taskAddr(h, t, svc.Port)
-		if addr == "" && t.Status.ContainerStatus != nil && t.Status.ContainerStatus.ContainerID != "" {
+		addr := taskAddr(h, task, svc.Port)
+		if addr == "" && task.Status.ContainerStatus != nil && task.Status.ContainerStatus.ContainerID != "" {
 			// Swarm reports a task's ports once it runs, that is once
 			// healthy; a starting task on this host is found by its
 			// container.
-			if st, err := h.state(ctx, t.Status.ContainerStatus.ContainerID, svc.Port); err == nil && st.HostPort != "" {
-				addr = net.JoinHostPort(h.dialIP, st.HostPort)
+			if st, err := h.State(ctx, task.Status.ContainerStatus.ContainerID, svc.Port); err == nil && st.HostPort != "" {
+				addr = net.JoinHostPort(h.DialIP(), st.HostPort)
 			}
 		}
 		if addr == "" {
 			continue
 		}
-		if ok, out := probe(ctx, addr, svc.Health); ok {
+		if ok, out := target.Probe(ctx, addr, svc.Health); ok {
 			ups = append(ups, addr)
 		} else {
 			failed = out
@@ -409,31 +421,20 @@ func (d *deployer) healthyTasks(ctx context.Context, h *host, tasks []swarm.Task
 	return ups, failed
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
+// Live is what runs of a service.
+type Live = target.Live
 
-// inspectSwarm is Inspect for a swarm environment: the tasks swarm wants
-// running, per service, probed through their published port.
-func inspectSwarm(ctx context.Context, spec *stages.Spec, pipeline, environment, addr string) []Live {
+// Inspect lists the tasks swarm wants running, per service, probed through
+// their published port.
+func (t *Target) Inspect(ctx context.Context) []Live {
+	h, spec, addr := t.manager, t.cfg.Spec, t.manager.Addr()
 	missing := func(service, health string) Live {
 		return Live{Host: addr, Service: service, State: "missing", Health: health}
 	}
 	var ls []Live
-	h, err := openHost(addr)
-	if err != nil {
-		for _, name := range spec.ServiceNames() {
-			ls = append(ls, missing(name, err.Error()))
-		}
-		return ls
-	}
-	defer h.cli.Close()
 	for _, name := range spec.ServiceNames() {
 		svc := spec.Services[name]
-		s, err := findService(ctx, h, swarmName(pipeline, environment, name))
+		s, err := findService(ctx, h, ServiceName(t.cfg.Pipeline, t.cfg.Environment, name))
 		if err != nil || s == nil {
 			msg := "no swarm service"
 			if err != nil {
@@ -448,32 +449,34 @@ func inspectSwarm(ctx context.Context, spec *stages.Spec, pipeline, environment,
 			continue
 		}
 		found := false
-		for _, t := range tasks {
-			if t.DesiredState != swarm.TaskStateRunning {
+		for _, task := range tasks {
+			if task.DesiredState != swarm.TaskStateRunning {
 				continue
 			}
 			found = true
+			labels := task.Spec.ContainerSpec.Labels
 			l := Live{
 				Host:      addr,
 				Service:   name,
-				Container: fmt.Sprintf("%s.%d", s.Spec.Name, t.Slot),
-				ID:        t.ID,
-				Digest:    t.Spec.ContainerSpec.Image,
-				Version:   t.Spec.ContainerSpec.Labels[LabelVersion],
-				RunID:     t.Spec.ContainerSpec.Labels[LabelRunID],
-				State:     string(t.Status.State),
+				Container: fmt.Sprintf("%s.%d", s.Spec.Name, task.Slot),
+				ID:        task.ID,
+				Digest:    task.Spec.ContainerSpec.Image,
+				Version:   labels[target.LabelVersion],
+				RunID:     labels[target.LabelRunID],
+				Config:    labels[target.LabelConfig],
+				State:     string(task.Status.State),
 			}
 			switch {
-			case t.Status.State != swarm.TaskStateRunning:
-				l.Health = t.Status.Message
-				if t.Status.Err != "" {
-					l.Health = t.Status.Err
+			case task.Status.State != swarm.TaskStateRunning:
+				l.Health = task.Status.Message
+				if task.Status.Err != "" {
+					l.Health = task.Status.Err
 				}
 			case svc.Port == 0:
 				l.Healthy, l.Health = true, "running"
 			default:
-				if a := taskAddr(h, t, svc.Port); a != "" {
-					l.Healthy, l.Health = probe(ctx, a, svc.Health)
+				if a := taskAddr(h, task, svc.Port); a != "" {
+					l.Healthy, l.Health = target.Probe(ctx, a, svc.Health)
 				} else {
 					l.Health = fmt.Sprintf("port %d not published", svc.Port)
 				}
@@ -487,16 +490,25 @@ func inspectSwarm(ctx context.Context, spec *stages.Spec, pipeline, environment,
 	return ls
 }
 
-var errNoManager = errors.New("not a swarm manager")
+// ErrNoManager is a swarm environment's first host that is not a swarm
+// manager.
+var ErrNoManager = errors.New("not a swarm manager")
 
-// checkManager makes sure a host is a swarm manager.
-func checkManager(ctx context.Context, h *host) error {
-	info, err := h.cli.Info(ctx)
+// CheckManager makes sure a host is a swarm manager.
+func CheckManager(ctx context.Context, h *dockerhost.Host) error {
+	info, err := h.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("docker info on %s: %w", h.addr, err)
+		return err
 	}
 	if !info.Swarm.ControlAvailable {
-		return fmt.Errorf("swarm environment on %s (swarm state %q): %w", h.addr, info.Swarm.LocalNodeState, errNoManager)
+		return fmt.Errorf("swarm environment on %s (swarm state %q): %w", h.Addr(), info.Swarm.LocalNodeState, ErrNoManager)
 	}
 	return nil
 }
+
+var _ target.Target = (*Target)(nil)
+
+// Check makes sure the manager is one, before a deploy starts.
+func (t *Target) Check(ctx context.Context) error { return CheckManager(ctx, t.manager) }
+
+var _ target.Checker = (*Target)(nil)

@@ -1,0 +1,555 @@
+// Package docker is the deploy target "docker": each service runs as
+// containers on every plain Docker host of an environment (or the hosts
+// its environment settings pin it to).
+//
+// A deploy of one service, on all its hosts at once, is three steps:
+//
+//  1. Inventory: look at what runs, by labels. A running container with
+//     the intended configuration (digest, env, volumes, port) is adopted
+//     once healthy; stopped or duplicate ones are removed (see sortOut).
+//  2. With a proxy (strategy start-first): start the new container beside
+//     the old one on each host and wait for its health check; check it once
+//     more and switch the service's upstreams in the proxy to the new
+//     containers, all hosts in one change. A new container that does not
+//     become healthy is removed and the old ones keep serving.
+//     Without a proxy (strategy recreate): stop the old container, start
+//     the new one and wait for its health; remove the old one, or, when the
+//     new one is not healthy, remove it and start the old one again.
+//  3. Retire: let in-flight requests drain, stop the old containers with a
+//     grace period and remove them.
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/deploy/target"
+	"github.com/sweepboard/release/stages/internal/dockerhost"
+)
+
+// Name is the target's name in the pipeline file.
+const Name = "docker"
+
+// Target deploys to plain Docker hosts.
+type Target struct {
+	cfg   target.Config
+	hosts []*dockerhost.Host
+
+	mu       sync.Mutex
+	prepared map[string][]*onHost // by service, what Prepare made
+}
+
+// Open connects to every host of the environment.
+func Open(_ context.Context, cfg target.Config) (target.Target, error) {
+	t := &Target{cfg: cfg, prepared: map[string][]*onHost{}}
+	for _, addr := range cfg.Hosts {
+		h, err := dockerhost.Open(addr, cfg.Engine...)
+		if err != nil {
+			t.Close()
+			return nil, err
+		}
+		t.hosts = append(t.hosts, h)
+	}
+	return t, nil
+}
+
+// Close closes the connections to the hosts.
+func (t *Target) Close() error {
+	for _, h := range t.hosts {
+		h.Close()
+	}
+	return nil
+}
+
+// ContainerName is unique per pipeline, environment, service and
+// configuration, so environments sharing an engine never clash and the old
+// and new containers of a start-first deploy can run side by side.
+func ContainerName(pipeline, environment, service, hash string) string {
+	return target.Sanitize(pipeline) + "-" + target.Sanitize(environment) + "-" + target.Sanitize(service) + "-" + hash
+}
+
+// container is a container of one service as a deploy sees it.
+type container = dockerhost.Container
+
+// onHost is one host's part of a service deploy.
+type onHost struct {
+	h     *dockerhost.Host
+	known bool       // the inventory below is taken: inventory does not list again
+	cur   *container // the container with the intended configuration
+	ready *container // created ahead for the intended configuration, not started
+	addr  string     // where cur is reached, when it publishes a port
+	old   []container
+	err   error
+}
+
+// spec is the container the deploy creates for s.
+func (t *Target) spec(s target.Service) dockerhost.Spec {
+	return dockerhost.Spec{
+		Name:        ContainerName(t.cfg.Pipeline, t.cfg.Environment, s.Name, s.Hash),
+		Image:       s.Image,
+		Env:         s.Env,
+		Labels:      s.Labels,
+		Port:        s.Port(),
+		Volumes:     slices.Clone(s.Config.Service.Volumes),
+		StopTimeout: s.StopTimeout,
+	}
+}
+
+// pull pulls an image with the credentials the registry chain finds for
+// its registry. The engine quotes the registry's answer, which may echo
+// the request's Authorization header: the error is redacted.
+func (t *Target) pull(ctx context.Context, h *dockerhost.Host, ref string) error {
+	reg := t.cfg.Registry
+	auth, err := reg.EngineAuth(ctx, ref)
+	if err != nil {
+		return stages.Permanent(fmt.Errorf("pull %s on %s: %w", ref, h.Addr(), err))
+	}
+	return reg.Error(registryOf(ref), h.Pull(ctx, ref, auth))
+}
+
+// parts returns a fresh part of a service deploy for every host.
+func (t *Target) parts() []*onHost {
+	parts := make([]*onHost, len(t.hosts))
+	for i, h := range t.hosts {
+		parts[i] = &onHost{h: h}
+	}
+	return parts
+}
+
+// Deploy deploys one service to all hosts.
+func (t *Target) Deploy(ctx context.Context, s target.Service) (retire func(context.Context) error, err error) {
+	t.mu.Lock()
+	parts := t.prepared[s.Name]
+	delete(t.prepared, s.Name)
+	t.mu.Unlock()
+	if parts == nil {
+		parts = t.parts()
+	}
+	if t.cfg.Proxy == nil {
+		err = t.recreate(ctx, s, parts)
+	} else {
+		retire, err = t.startFirst(ctx, s, parts)
+	}
+	// A container made ahead that a failure left unused goes.
+	t.dropAhead(context.WithoutCancel(ctx), s.Name, parts)
+	return retire, err
+}
+
+// Prepare does on every host what a service's deploy can do before its
+// dependencies are up: the inventory, the pull and the creation of its new
+// container, which then only has to start. It is best effort: a host where
+// a step fails is left for the deploy to do again from the start, and the
+// deploy reports what fails then.
+func (t *Target) Prepare(ctx context.Context, s target.Service) {
+	w := t.spec(s)
+	parts := t.parts()
+	_ = eachHost(parts, func(p *onHost) error {
+		if err := t.inventory(ctx, p, s); err != nil || p.cur != nil {
+			return err // or adopted as it runs
+		}
+		if err := t.pull(ctx, p.h, w.Image); err != nil {
+			return err
+		}
+		c, err := p.h.Create(ctx, w)
+		if err != nil {
+			return err
+		}
+		p.ready = &c
+		deps, verb := s.Config.Service.DependsOn, "is"
+		if len(deps) > 1 {
+			verb = "are"
+		}
+		t.cfg.Log("%s on %s: created %s ahead; it starts once %s %s up", s.Name, p.h.Addr(), c.Name, strings.Join(deps, ", "), verb)
+		return nil
+	})
+	for _, p := range parts {
+		if p.err != nil {
+			*p = onHost{h: p.h}
+		}
+	}
+	t.mu.Lock()
+	t.prepared[s.Name] = parts
+	t.mu.Unlock()
+}
+
+// Discard removes the containers Prepare created for a service that is not
+// deployed after all.
+func (t *Target) Discard(ctx context.Context, service string) {
+	t.mu.Lock()
+	parts := t.prepared[service]
+	delete(t.prepared, service)
+	t.mu.Unlock()
+	t.dropAhead(ctx, service, parts)
+}
+
+func (t *Target) dropAhead(ctx context.Context, service string, parts []*onHost) {
+	for _, p := range parts {
+		if p.ready == nil {
+			continue
+		}
+		if err := p.h.Remove(ctx, p.ready.ID); err != nil {
+			t.cfg.Log("%s on %s: %v", service, p.h.Addr(), err)
+		}
+		p.ready = nil
+	}
+}
+
+// inventory finds the service's containers on a host: the one with the
+// intended configuration, if it runs, and the others. Stopped containers
+// with the intended configuration, and duplicates, are removed.
+func (t *Target) inventory(ctx context.Context, p *onHost, s target.Service) error {
+	if p.known {
+		return nil
+	}
+	list, err := p.h.List(ctx, map[string]string{
+		target.LabelPipeline:    t.cfg.Pipeline,
+		target.LabelEnvironment: t.cfg.Environment,
+		target.LabelService:     s.Name,
+	})
+	if err != nil {
+		return err
+	}
+	inv := sortOut(list, s.Hash)
+	for _, c := range inv.stale {
+		if err := p.h.Remove(ctx, c.ID); err != nil {
+			return err
+		}
+	}
+	p.cur, p.old = inv.cur, inv.old
+	p.known = true
+	return nil
+}
+
+// inventory is what a host runs of one service, sorted out.
+type inventory struct {
+	cur   *container  // running with the intended configuration: adopted once healthy
+	stale []container // with the intended configuration, but stopped or a duplicate: removed
+	old   []container // any other configuration, newest first: replaced
+}
+
+// sortOut sorts a host's containers of one service (newest first) by the
+// adoption rule: the newest running container whose configuration hash is
+// the intended one is kept; the other containers of that hash go at once;
+// every other container is old, replaced once the new one serves.
+func sortOut(list []container, hash string) inventory {
+	var inv inventory
+	for _, c := range list {
+		switch {
+		case c.Labels[target.LabelConfig] == hash && c.Running && inv.cur == nil:
+			c := c
+			inv.cur = &c
+		case c.Labels[target.LabelConfig] == hash:
+			inv.stale = append(inv.stale, c)
+		default:
+			inv.old = append(inv.old, c)
+		}
+	}
+	return inv
+}
+
+// ensureNew makes p.cur a healthy container with the intended
+// configuration: adopted when one runs already, started otherwise.
+func (t *Target) ensureNew(ctx context.Context, p *onHost, s target.Service) error {
+	if p.cur != nil {
+		t.cfg.Log("%s on %s: found %s", s.Name, p.h.Addr(), p.cur.Name)
+	} else {
+		c, err := t.create(ctx, p, s)
+		if err != nil {
+			return err
+		}
+		if err := t.launch(ctx, p, s, c); err != nil {
+			return err
+		}
+	}
+	return t.awaitNew(ctx, p, s)
+}
+
+// create returns the service's new container on p's host, not started:
+// the one made ahead, or one made now.
+func (t *Target) create(ctx context.Context, p *onHost, s target.Service) (container, error) {
+	if c := p.ready; c != nil {
+		p.ready = nil
+		return *c, nil
+	}
+	if err := t.pull(ctx, p.h, s.Image); err != nil {
+		return container{}, err
+	}
+	return p.h.Create(ctx, t.spec(s))
+}
+
+// launch starts c, a new container of s, as p.cur. A start that fails
+// because the host port the engine picked is taken is tried again with a
+// container created anew.
+func (t *Target) launch(ctx context.Context, p *onHost, s target.Service, c container) error {
+	for attempt := 1; ; attempt++ {
+		err := t.startNew(ctx, p, s, c)
+		if err == nil || !target.PortTaken(err.Error()) || attempt == target.PublishAttempts {
+			return err
+		}
+		t.cfg.Log("%s on %s: the host port the engine picked is held by another process; starting again (attempt %d of %d)", s.Name, p.h.Addr(), attempt+1, target.PublishAttempts)
+		if c, err = p.h.Create(ctx, t.spec(s)); err != nil {
+			return err
+		}
+	}
+}
+
+// startNew starts a created container as p.cur; one that does not start
+// is removed.
+func (t *Target) startNew(ctx context.Context, p *onHost, s target.Service, c container) error {
+	if err := p.h.Start(ctx, c); err != nil {
+		_ = p.h.Remove(context.WithoutCancel(ctx), c.ID)
+		return err
+	}
+	c.Running = true
+	p.cur = &c
+	t.cfg.Log("%s on %s: started %s (%s)", s.Name, p.h.Addr(), c.Name, c.Labels[target.LabelDigest])
+	return nil
+}
+
+// awaitNew waits for p.cur to be healthy. An unhealthy one is removed.
+func (t *Target) awaitNew(ctx context.Context, p *onHost, s target.Service) error {
+	addr, err := waitHealthy(ctx, p.h, *p.cur, s.Port(), s.Health())
+	if err != nil && t.cfg.IsTransient(err) {
+		// Nothing is known of the container: the engine did not answer
+		// (its error names the host).
+		return err
+	}
+	if err != nil {
+		if rmErr := p.h.Remove(context.WithoutCancel(ctx), p.cur.ID); rmErr != nil {
+			err = errors.Join(err, rmErr)
+		} else {
+			t.cfg.Log("%s on %s: removed unhealthy %s", s.Name, p.h.Addr(), p.cur.Name)
+		}
+		p.cur = nil
+		return stages.Permanent(fmt.Errorf("%s: %w", p.h.Addr(), err))
+	}
+	p.addr = addr
+	t.cfg.Log("%s on %s: %s healthy", s.Name, p.h.Addr(), p.cur.Name)
+	return nil
+}
+
+// eachHost runs f on every host's part at once and joins the errors.
+func eachHost(parts []*onHost, f func(p *onHost) error) error {
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.err = f(p)
+		}()
+	}
+	wg.Wait()
+	errs := make([]error, 0, len(parts))
+	for _, p := range parts {
+		errs = append(errs, p.err)
+	}
+	return errors.Join(errs...)
+}
+
+func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHost) (retire func(context.Context) error, err error) {
+	err = eachHost(parts, func(p *onHost) error {
+		if err := t.inventory(ctx, p, s); err != nil {
+			return err
+		}
+		return t.ensureNew(ctx, p, s)
+	})
+	routed := t.cfg.Proxy.Routes(s.Name) && s.Port() > 0
+	if err != nil {
+		return nil, errors.Join(err, t.abandon(context.WithoutCancel(ctx), s, parts))
+	}
+	t.cfg.At("started", s.Name)
+
+	if routed {
+		// The engine may have stopped or restarted the new containers since
+		// their health check (a restarted engine publishes their ports
+		// anew): check again, right before they get the traffic.
+		err := eachHost(parts, func(p *onHost) error {
+			addr, err := waitHealthy(ctx, p.h, *p.cur, s.Port(), s.Health())
+			if err != nil && !t.cfg.IsTransient(err) {
+				return fmt.Errorf("%s: %w", p.h.Addr(), err)
+			}
+			p.addr = addr
+			return err
+		})
+		if err != nil {
+			return nil, errors.Join(err, t.abandon(context.WithoutCancel(ctx), s, parts))
+		}
+		ups := make([]string, 0, len(parts))
+		for _, p := range parts {
+			ups = append(ups, p.addr)
+		}
+		// Fencing: the switch is the side effect that matters; only a run
+		// that still holds the environment makes it.
+		if err := t.cfg.CheckFence(ctx); err != nil {
+			return nil, errors.Join(fmt.Errorf("switch %s: %w", s.Name, err), t.abandon(context.WithoutCancel(ctx), s, parts))
+		}
+		if err := t.cfg.Proxy.Switch(ctx, s.Name, ups); err != nil {
+			return nil, err
+		}
+		t.cfg.At("switched", s.Name)
+	}
+
+	anyOld := false
+	for _, p := range parts {
+		anyOld = anyOld || len(p.old) > 0
+	}
+	if !anyOld {
+		return nil, nil
+	}
+	return func(ctx context.Context) error {
+		if routed {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(t.cfg.Drain):
+			}
+		}
+		return eachHost(parts, func(p *onHost) error {
+			for _, c := range p.old {
+				if err := t.retire(ctx, p.h, s.Name, c); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}, nil
+}
+
+// retire stops an old container with grace and removes it.
+func (t *Target) retire(ctx context.Context, h *dockerhost.Host, service string, c container) error {
+	if c.Running {
+		if err := h.Stop(ctx, c, t.cfg.StopTimeout); err != nil {
+			return err
+		}
+	}
+	if err := h.Remove(ctx, c.ID); err != nil {
+		return err
+	}
+	t.cfg.Log("%s on %s: removed %s", service, h.Addr(), c.Name)
+	return nil
+}
+
+// abandon undoes a start-first deploy that failed on some host: the proxy
+// points at the old containers (a killed earlier attempt may have switched
+// it already) and the new containers are removed. When no old container
+// runs anywhere, the healthy new ones are all there is and stay.
+func (t *Target) abandon(ctx context.Context, s target.Service, parts []*onHost) error {
+	var oldUps []string
+	oldRunning := false
+	for _, p := range parts {
+		i := slices.IndexFunc(p.old, func(c container) bool { return c.Running })
+		if i < 0 {
+			continue
+		}
+		oldRunning = true
+		if s.Port() == 0 {
+			continue
+		}
+		st, err := p.h.State(ctx, p.old[i].ID, s.Port())
+		if err == nil && st.Running && st.HostPort != "" {
+			oldUps = append(oldUps, net.JoinHostPort(p.h.DialIP(), st.HostPort))
+		}
+	}
+	if !oldRunning {
+		return nil
+	}
+	if t.cfg.Proxy != nil && t.cfg.Proxy.Routes(s.Name) && len(oldUps) > 0 {
+		if err := t.cfg.Proxy.Switch(ctx, s.Name, oldUps); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, p := range parts {
+		if p.cur == nil {
+			continue
+		}
+		if err := p.h.Remove(ctx, p.cur.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		t.cfg.Log("%s on %s: removed %s, the old version keeps serving", s.Name, p.h.Addr(), p.cur.Name)
+		p.cur = nil
+	}
+	return errors.Join(errs...)
+}
+
+func (t *Target) recreate(ctx context.Context, s target.Service, parts []*onHost) error {
+	return eachHost(parts, func(p *onHost) error {
+		if err := t.inventory(ctx, p, s); err != nil {
+			return err
+		}
+		if p.cur != nil {
+			// A killed earlier attempt got this far: keep its container if
+			// it is healthy, start over otherwise.
+			if err := t.ensureNew(ctx, p, s); err == nil {
+				for _, c := range p.old {
+					if err := t.retire(ctx, p.h, s.Name, c); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
+		// Keep the newest old container to fall back on; the rest go.
+		var prev *container
+		for i, c := range p.old {
+			if i == 0 {
+				prev = &p.old[0]
+				continue
+			}
+			if err := t.retire(ctx, p.h, s.Name, c); err != nil {
+				return err
+			}
+		}
+		// Pulling and creating are the slow parts: done while the old one
+		// still runs.
+		nc, err := t.create(ctx, p, s)
+		if err != nil {
+			return err
+		}
+		if prev != nil && prev.Running {
+			if err := p.h.Stop(ctx, *prev, t.cfg.StopTimeout); err != nil {
+				_ = p.h.Remove(context.WithoutCancel(ctx), nc.ID)
+				return err
+			}
+			t.cfg.Log("%s on %s: stopped %s", s.Name, p.h.Addr(), prev.Name)
+		}
+		err = t.launch(ctx, p, s, nc)
+		if err == nil {
+			err = t.awaitNew(ctx, p, s)
+		}
+		if err != nil {
+			if prev != nil {
+				bg := context.WithoutCancel(ctx)
+				if startErr := p.h.Start(bg, *prev); startErr != nil {
+					return errors.Join(err, startErr)
+				}
+				if _, healthErr := waitHealthy(bg, p.h, *prev, s.Port(), s.Health()); healthErr != nil {
+					return errors.Join(err, fmt.Errorf("start %s again: %w", prev.Name, healthErr))
+				}
+				t.cfg.Log("%s on %s: started %s again", s.Name, p.h.Addr(), prev.Name)
+			}
+			return err
+		}
+		t.cfg.At("started", s.Name)
+		if prev != nil {
+			if err := p.h.Remove(ctx, prev.ID); err != nil {
+				return err
+			}
+			t.cfg.Log("%s on %s: removed %s", s.Name, p.h.Addr(), prev.Name)
+		}
+		return nil
+	})
+}
+
+var (
+	_ target.Target   = (*Target)(nil)
+	_ target.Preparer = (*Target)(nil)
+)

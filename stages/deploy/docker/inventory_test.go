@@ -1,0 +1,60 @@
+package docker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sweepboard/release/stages/deploy/target"
+)
+
+// TestSortOut: the adoption rule on a host's containers of one service,
+// newest first, without an engine.
+func TestSortOut(t *testing.T) {
+	at := time.Unix(1000, 0)
+	c := func(name, hash string, running bool, age int) container {
+		return container{ID: name, Name: name, Labels: map[string]string{target.LabelConfig: hash}, Running: running, Created: at.Add(-time.Duration(age) * time.Second)}
+	}
+	names := func(cs []container) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Name)
+		}
+		return out
+	}
+	tests := []struct {
+		name       string
+		list       []container
+		cur        string
+		stale, old []string
+	}{
+		{name: "nothing runs"},
+		{name: "the intended one runs: adopted", list: []container{c("a", "h1", true, 0)}, cur: "a"},
+		{name: "another configuration: replaced", list: []container{c("a", "h0", true, 0)}, old: []string{"a"}},
+		{name: "the intended one stopped: removed", list: []container{c("a", "h1", false, 0), c("b", "h0", true, 1)}, stale: []string{"a"}, old: []string{"b"}},
+		{name: "two of the intended one: the newest running kept", list: []container{c("a", "h1", false, 0), c("b", "h1", true, 1), c("c", "h1", true, 2)}, cur: "b", stale: []string{"a", "c"}},
+		{name: "old ones stay newest first", list: []container{c("a", "h1", true, 0), c("b", "h0", true, 1), c("c", "h9", false, 2)}, cur: "a", old: []string{"b", "c"}},
+		{name: "no label: replaced", list: []container{{ID: "x", Name: "x", Running: true}}, old: []string{"x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inv := sortOut(tt.list, "h1")
+			cur := ""
+			if inv.cur != nil {
+				cur = inv.cur.Name
+			}
+			got := struct {
+				Cur        string
+				Stale, Old []string
+			}{cur, names(inv.stale), names(inv.old)}
+			want := struct {
+				Cur        string
+				Stale, Old []string
+			}{tt.cur, tt.stale, tt.old}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("sortOut (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
