@@ -26,7 +26,7 @@ func TestIdleTransactionEnded(t *testing.T) {
 	idle := func() int {
 		var n int
 		err := admin.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND state = 'idle in transaction' AND query LIKE 'SELECT version FROM versions WHERE pipeline = %'`).Scan(&n)
+			AND state = 'idle in transaction' AND query LIKE 'SELECT version, run_id FROM versions WHERE pipeline = %'`).Scan(&n)
 		if err != nil {
 			t.Fatalf("read pg_stat_activity: %v", err)
 		}

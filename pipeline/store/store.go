@@ -6,11 +6,10 @@ package store
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,27 +17,35 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // the team store's driver
+	"github.com/jackc/pgx/v5/stdlib" // the team store's driver
 	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/pipeline/deadline"
+	"github.com/sweepboard/release/pipeline/retry"
 	"github.com/sweepboard/release/stages"
 	sqlitedrv "modernc.org/sqlite" // the embedded store's driver
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// Open opens the store named by dsn (see Parse): a PostgreSQL URL or
-// key=value connection string, or a file path for SQLite, created with its
-// directory when missing. Migrations run first. A dsn Parse refuses is
-// refused here before anything is created or dialled.
+// Open opens the store named by dsn (see Parse) with the default Options:
+// a PostgreSQL URL or key=value connection string, or a file path for
+// SQLite, created with its directory when missing. Migrations run first. A
+// dsn Parse refuses is refused here before anything is created or dialled.
 func Open(ctx context.Context, dsn string) (*DB, error) {
+	return OpenWith(ctx, dsn, Options{})
+}
+
+// OpenWith is Open with the deadlines, retries and reports of o.
+func OpenWith(ctx context.Context, dsn string, o Options) (*DB, error) {
 	loc, err := Parse(dsn)
 	if err != nil {
 		return nil, err
 	}
 	if loc.Kind == Postgres {
-		return openPostgres(ctx, loc)
+		return openPostgres(ctx, loc, o)
 	}
-	return OpenSQLite(ctx, dsn)
+	return openSQLite(ctx, dsn, o)
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL store.
@@ -59,22 +66,41 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	if loc.Kind != Postgres {
 		return nil, refuse(loc.Shown, "not a PostgreSQL URL or connection string")
 	}
-	return openPostgres(ctx, loc)
+	return openPostgres(ctx, loc, Options{})
 }
 
-func openPostgres(ctx context.Context, loc Location) (*DB, error) {
-	db, err := sql.Open("pgx", loc.conn)
+// openPostgres connects within the connect bound (the URL's
+// connect_timeout when it sets one), each connection bounded by the idle
+// bound on every read and write, so that a server behind a black-holed
+// network fails a call rather than holding it. The first connect and the
+// migrations are one store call: a server that restarts is waited for
+// within the budget.
+func openPostgres(ctx context.Context, loc Location, o Options) (*DB, error) {
+	cfg, err := pgx.ParseConfig(loc.conn)
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", loc.Shown, loc.Scrub(err))
 	}
-	db.SetMaxOpenConns(4)
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open state store %s: %w", loc.Shown, loc.Scrub(err))
+	d := o.Deadlines.Or(deadline.Deadlines{})
+	if cfg.ConnectTimeout == 0 { // neither connect_timeout nor PGCONNECT_TIMEOUT
+		cfg.ConnectTimeout = d.Connect
 	}
-	s := &DB{db: db, dialect: postgres, name: loc.Shown}
-	if err := s.migrate(ctx); err != nil {
+	cfg.DialFunc = deadline.Deadlines{Connect: cfg.ConnectTimeout, Idle: d.Idle}.Dialer()
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(4)
+	s := &DB{db: db, dialect: postgres, name: loc.Shown, loc: loc, calls: newCalls(o)}
+	s.calls.connect = cfg.ConnectTimeout
+	err = s.do(ctx, "open", func(ctx context.Context) error {
+		if err := db.PingContext(ctx); err != nil {
+			return err
+		}
+		return s.migrate(ctx)
+	})
+	if err != nil {
 		db.Close()
+		var se *pipeline.StoreError
+		if errors.As(err, &se) {
+			err = se.Err
+		}
 		return nil, fmt.Errorf("open state store %s: %w", loc.Shown, loc.Scrub(err))
 	}
 	return s, nil
@@ -126,6 +152,10 @@ var ErrNoSpace = errors.New("no space left on its disk")
 // left as it was. So is an existing empty file (0 bytes and no WAL), which a
 // store this package made never is: it is a store truncated to nothing.
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	return openSQLite(ctx, path, Options{})
+}
+
+func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", path, err)
 	}
@@ -140,7 +170,7 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("open state store %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	s := &DB{db: db, dialect: sqlite, name: path}
+	s := &DB{db: db, dialect: sqlite, name: path, loc: Location{Kind: SQLite, Shown: path}, calls: newCalls(o)}
 	if existing {
 		if err := s.quickCheck(ctx); err != nil {
 			db.Close()
@@ -227,22 +257,6 @@ func sqliteCode(err error) int {
 	return 0
 }
 
-// wrap names the store in a failure of the store itself, rather than of
-// the record at hand: its disk is full, or its file is damaged.
-func (s *DB) wrap(err error) error {
-	if s.dialect != sqlite {
-		return err
-	}
-	var se *sqlitedrv.Error
-	switch {
-	case sqliteCode(err) == sqlite3.SQLITE_FULL, errors.As(err, &se) && se.Code() == sqlite3.SQLITE_IOERR_SHMSIZE:
-		return fmt.Errorf("state store %s: %w: %w", s.name, ErrNoSpace, err)
-	case sqliteCode(err) == sqlite3.SQLITE_CORRUPT, sqliteCode(err) == sqlite3.SQLITE_NOTADB:
-		return fmt.Errorf("state store %s: %w: %w", s.name, ErrCorrupt, err)
-	}
-	return err
-}
-
 type dialect int
 
 const (
@@ -255,6 +269,8 @@ type DB struct {
 	db      *sql.DB
 	dialect dialect
 	name    string
+	loc     Location
+	calls   calls
 	// guard, when set, is the lease every write checks first (Fenced).
 	guard *pipeline.Lease
 	view  bool // a Fenced view: Close closes nothing
@@ -517,86 +533,36 @@ func toJSON(v any) string {
 	return string(b)
 }
 
-// tx runs f in a transaction. On PostgreSQL a transaction that failed
-// because its connection broke (a restart, pg_terminate_backend) is run
-// again on a fresh connection: every write here is safe to redo.
-func (s *DB) tx(ctx context.Context, f func(*sql.Tx) error) error {
-	return s.txGuard(ctx, false, f)
-}
-
-// wtx is tx for a write that a Fenced view guards.
-func (s *DB) wtx(ctx context.Context, f func(*sql.Tx) error) error {
-	return s.txGuard(ctx, true, f)
-}
-
-func (s *DB) txGuard(ctx context.Context, guarded bool, f func(*sql.Tx) error) error {
-	if guarded && s.guard != nil {
-		inner := f
-		f = func(tx *sql.Tx) error {
-			if err := s.checkGuard(ctx, tx); err != nil {
-				return err
-			}
-			return inner(tx)
-		}
-	}
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		err = s.tx1(ctx, f)
-		if err == nil || s.dialect != postgres || !brokenConn(err) || ctx.Err() != nil {
-			return s.wrap(err)
-		}
-	}
-	return err
-}
-
-// read runs a read again on a fresh connection when the one it ran on
-// broke, as tx does for a write: a pooled connection that PostgreSQL ended
-// (a restart, pg_terminate_backend) fails its next statement once.
-func read[T any](ctx context.Context, s *DB, f func() (T, error)) (T, error) {
-	for attempt := 1; ; attempt++ {
-		v, err := f()
-		if err == nil || s.dialect != postgres || !brokenConn(err) || ctx.Err() != nil || attempt == 3 {
-			return v, err
-		}
-	}
-}
-
-func (s *DB) tx1(ctx context.Context, f func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := f(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
-
-// brokenConn reports errors that mean the connection, not the statement,
-// failed: the server shut it (class 57P: operator intervention), it is gone
-// (class 08: connection exception), or the driver dropped it.
-func brokenConn(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		// 25P03: the server ended a session that sat in a transaction
-		// (idleInTransaction), a process that was stopped in the middle.
-		return strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "25P03"
-	}
-	return errors.Is(err, driver.ErrBadConn) || pgconn.SafeToRetry(err) || errors.Is(err, io.ErrUnexpectedEOF)
-}
+// scrub hides the store's passwords in err.
+func (s *DB) scrub(err error) error { return s.loc.Scrub(err) }
 
 // CreateRun records a new run and its nodes in one transaction.
 func (s *DB) CreateRun(ctx context.Context, r *pipeline.Run) error {
-	err := s.wtx(ctx, func(tx *sql.Tx) error {
-		err := s.exec(ctx, tx, `INSERT INTO runs (id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at,
+	tried := false
+	return s.wtx(ctx, "record run "+r.ID, func(ctx context.Context, tx *sql.Tx) error {
+		again := tried
+		tried = true
+		res, err := tx.ExecContext(ctx, s.rebind(`INSERT INTO runs (id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at,
 				owner, cancel, override, skip_reason, schedule, slice_stages)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
 			r.ID, r.Kind, r.Pipeline, r.Environment, r.Version, string(r.Status), r.PlanHash,
 			toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stamp(r.StartedAt), stampPtr(r.FinishedAt),
 			r.Owner, jsonOrNil(r.Cancel), jsonOrNil(r.Override), r.SkipReason, r.Schedule, strings.Join(r.Stages, ","))
 		if err != nil {
 			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			// An earlier attempt of this call whose commit got through
+			// but whose answer did not left the run recorded by this
+			// same owner: done.
+			var owner, started string
+			if err := tx.QueryRowContext(ctx, s.rebind(`SELECT owner, started_at FROM runs WHERE id = ?`), r.ID).Scan(&owner, &started); err != nil {
+				return err
+			}
+			if again && owner == r.Owner && started == stamp(r.StartedAt) {
+				return nil
+			}
+			return fmt.Errorf("a run with id %s exists already", r.ID)
 		}
 		for i, n := range r.Nodes {
 			err := s.exec(ctx, tx, `INSERT INTO nodes (run_id, id, seq, stage, item, environment, needs, status, attempts, outputs, error, approval, started_at, finished_at, progress)
@@ -609,10 +575,6 @@ func (s *DB) CreateRun(ctx context.Context, r *pipeline.Run) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("record run %s: %w", r.ID, err)
-	}
-	return nil
 }
 
 // jsonOrNil is v as JSON, or SQL NULL for a nil pointer.
@@ -641,7 +603,7 @@ func approvalJSON(n *pipeline.Node) any {
 // that column: what the owner writes of a node is left alone.
 func (s *DB) Approve(ctx context.Context, id string, nodes []string, a *stages.Approval) ([]string, error) {
 	var done []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, "approve run "+id, func(ctx context.Context, tx *sql.Tx) error {
 		done = done[:0]
 		for _, n := range nodes {
 			res, err := tx.ExecContext(ctx, s.rebind(`UPDATE nodes SET approval = ? WHERE run_id = ? AND id = ? AND status = ?`), toJSON(a), id, n, string(pipeline.Waiting))
@@ -655,7 +617,7 @@ func (s *DB) Approve(ctx context.Context, id string, nodes []string, a *stages.A
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("approve run %s: %w", id, err)
+		return nil, err
 	}
 	return done, nil
 }
@@ -663,7 +625,7 @@ func (s *DB) Approve(ctx context.Context, id string, nodes []string, a *stages.A
 // RequestCancel records that by asked run id to stop for good. It is the
 // one write to a run that needs no claim: the owner reads it and stops.
 func (s *DB) RequestCancel(ctx context.Context, id string, c pipeline.Cancel) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, "cancel run "+id, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.rebind(`UPDATE runs SET cancel = ? WHERE id = ? AND cancel IS NULL`), toJSON(c), id)
 		if err != nil {
 			return err
@@ -681,15 +643,11 @@ func (s *DB) RequestCancel(ctx context.Context, id string, c pipeline.Cancel) er
 		}
 		return pipeline.ErrAlreadyCancelled
 	})
-	if err != nil {
-		return fmt.Errorf("cancel run %s: %w", id, err)
-	}
-	return nil
 }
 
 // SaveRun updates the run's own fields.
 func (s *DB) SaveRun(ctx context.Context, r *pipeline.Run) error {
-	err := s.wtx(ctx, func(tx *sql.Tx) error {
+	return s.wtx(ctx, "record run "+r.ID, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.rebind(`UPDATE runs SET version = ?, status = ?, plan_hash = ?, commits = ?, images = ?, params = ?, finished_at = ?,
 				owner = ?, override = ?, skip_reason = ?, schedule = ?, slice_stages = ? WHERE id = ?`),
 			r.Version, string(r.Status), r.PlanHash, toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stampPtr(r.FinishedAt),
@@ -702,10 +660,6 @@ func (s *DB) SaveRun(ctx context.Context, r *pipeline.Run) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("record run %s: %w", r.ID, err)
-	}
-	return nil
 }
 
 // SaveNodes updates nodes of a run in one transaction.
@@ -713,7 +667,7 @@ func (s *DB) SaveNodes(ctx context.Context, runID string, nodes ...*pipeline.Nod
 	if len(nodes) == 0 {
 		return nil
 	}
-	err := s.wtx(ctx, func(tx *sql.Tx) error {
+	return s.wtx(ctx, "record nodes of run "+runID, func(ctx context.Context, tx *sql.Tx) error {
 		for _, n := range nodes {
 			res, err := tx.ExecContext(ctx, s.rebind(`UPDATE nodes SET status = ?, attempts = ?, outputs = ?, error = ?, approval = ?, started_at = ?, finished_at = ?, progress = ? WHERE run_id = ? AND id = ?`),
 				string(n.Status), n.Attempts, toJSON(n.Outputs), n.Error, approvalJSON(n), stampPtr(n.StartedAt), stampPtr(n.FinishedAt), progressJSON(n), runID, n.ID)
@@ -726,10 +680,6 @@ func (s *DB) SaveNodes(ctx context.Context, runID string, nodes ...*pipeline.Nod
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("record run %s: %w", runID, err)
-	}
-	return nil
 }
 
 const runColumns = `id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at,
@@ -772,7 +722,7 @@ func scanRun(row interface{ Scan(...any) error }) (*pipeline.Run, error) {
 
 // Run returns a run with its nodes; a unique prefix of its id will do.
 func (s *DB) Run(ctx context.Context, id string) (*pipeline.Run, error) {
-	return read(ctx, s, func() (*pipeline.Run, error) { return s.run(ctx, id) })
+	return read(ctx, s, "read run "+id, func(ctx context.Context) (*pipeline.Run, error) { return s.run(ctx, id) })
 }
 
 func (s *DB) run(ctx context.Context, id string) (*pipeline.Run, error) {
@@ -848,7 +798,7 @@ func likePrefix(s string) string {
 
 // Runs lists runs, newest first, without nodes.
 func (s *DB) Runs(ctx context.Context, f pipeline.RunFilter) ([]*pipeline.Run, error) {
-	return read(ctx, s, func() ([]*pipeline.Run, error) { return s.runs(ctx, f) })
+	return read(ctx, s, "list runs", func(ctx context.Context) ([]*pipeline.Run, error) { return s.runs(ctx, f) })
 }
 
 func (s *DB) runs(ctx context.Context, f pipeline.RunFilter) ([]*pipeline.Run, error) {
@@ -924,7 +874,7 @@ func (s *DB) AppendLog(ctx context.Context, runID string, lines []pipeline.LogLi
 	if len(lines) == 0 {
 		return nil
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, "record log of run "+runID, func(ctx context.Context, tx *sql.Tx) error {
 		for _, l := range lines {
 			if err := s.exec(ctx, tx, `INSERT INTO logs (run_id, node, at, text) VALUES (?, ?, ?, ?)`, runID, l.Node, stamp(l.At), l.Text); err != nil {
 				return err
@@ -932,10 +882,6 @@ func (s *DB) AppendLog(ctx context.Context, runID string, lines []pipeline.LogLi
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("record log of run %s: %w", runID, err)
-	}
-	return nil
 }
 
 // Logs returns a run's output lines in order, of one node when node is set.
@@ -968,7 +914,9 @@ func (s *DB) LogTail(ctx context.Context, runID, node string, before int64, limi
 // logs reads the lines of a run's log that match cond (with its args), in
 // order or from the last one back (desc); at most limit when limit > 0.
 func (s *DB) logs(ctx context.Context, runID, node, cond string, condArgs []any, desc bool, limit int) ([]pipeline.LogLine, error) {
-	return read(ctx, s, func() ([]pipeline.LogLine, error) { return s.queryLogs(ctx, runID, node, cond, condArgs, desc, limit) })
+	return read(ctx, s, "read log of run "+runID, func(ctx context.Context) ([]pipeline.LogLine, error) {
+		return s.queryLogs(ctx, runID, node, cond, condArgs, desc, limit)
+	})
 }
 
 func (s *DB) queryLogs(ctx context.Context, runID, node, cond string, condArgs []any, desc bool, limit int) ([]pipeline.LogLine, error) {
@@ -1010,7 +958,7 @@ func (s *DB) queryLogs(ctx context.Context, runID, node, cond string, condArgs [
 
 // RecordRelease stores a release once.
 func (s *DB) RecordRelease(ctx context.Context, r *pipeline.Release) error {
-	err := s.wtx(ctx, func(tx *sql.Tx) error {
+	return s.wtx(ctx, "record release "+r.Version, func(ctx context.Context, tx *sql.Tx) error {
 		var commits, images string
 		err := tx.QueryRowContext(ctx, s.rebind(`SELECT commits, images FROM releases WHERE version = ?`), r.Version).Scan(&commits, &images)
 		switch {
@@ -1024,10 +972,6 @@ func (s *DB) RecordRelease(ctx context.Context, r *pipeline.Release) error {
 		}
 		return pipeline.ErrReleaseChanged
 	})
-	if err != nil {
-		return fmt.Errorf("record release %s: %w", r.Version, err)
-	}
-	return nil
 }
 
 func orEmpty(m map[string]string) map[string]string {
@@ -1039,7 +983,7 @@ func orEmpty(m map[string]string) map[string]string {
 
 // Release returns the release of a version.
 func (s *DB) Release(ctx context.Context, version string) (*pipeline.Release, error) {
-	return read(ctx, s, func() (*pipeline.Release, error) { return s.release(ctx, version) })
+	return read(ctx, s, "read release "+version, func(ctx context.Context) (*pipeline.Release, error) { return s.release(ctx, version) })
 }
 
 func (s *DB) release(ctx context.Context, version string) (*pipeline.Release, error) {
@@ -1062,19 +1006,15 @@ func (s *DB) release(ctx context.Context, version string) (*pipeline.Release, er
 
 // RecordDeployment adds to an environment's history.
 func (s *DB) RecordDeployment(ctx context.Context, d *pipeline.Deployment) error {
-	err := s.wtx(ctx, func(tx *sql.Tx) error {
+	return s.wtx(ctx, "record deployment of "+d.Version+" to "+d.Environment, func(ctx context.Context, tx *sql.Tx) error {
 		return s.exec(ctx, tx, `INSERT INTO deployments (environment, version, run_id, kind, images, at) VALUES (?, ?, ?, ?, ?, ?)`,
 			d.Environment, d.Version, d.RunID, d.Kind, toJSON(orEmpty(d.Images)), stamp(d.At))
 	})
-	if err != nil {
-		return fmt.Errorf("record deployment of %s to %s: %w", d.Version, d.Environment, err)
-	}
-	return nil
 }
 
 // Deployments returns history, newest first.
 func (s *DB) Deployments(ctx context.Context, env string, limit int) ([]*pipeline.Deployment, error) {
-	return read(ctx, s, func() ([]*pipeline.Deployment, error) { return s.deployments(ctx, env, limit) })
+	return read(ctx, s, "read deployments", func(ctx context.Context) ([]*pipeline.Deployment, error) { return s.deployments(ctx, env, limit) })
 }
 
 func (s *DB) deployments(ctx context.Context, env string, limit int) ([]*pipeline.Deployment, error) {
@@ -1125,7 +1065,7 @@ func (s *DB) TakeOverLease(ctx context.Context, name, from, holder string, ttl t
 // fence on, so the writes of the one it was taken from are refused.
 func (s *DB) takeLease(ctx context.Context, name, from, holder string, ttl time.Duration) (*pipeline.Lease, error) {
 	var lease *pipeline.Lease
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, "acquire lease "+name, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.exec(ctx, tx, `INSERT INTO leases (name, holder, fence, expires_at) VALUES (?, '', 0, ?) ON CONFLICT (name) DO NOTHING`, name, stamp(time.Unix(0, 0))); err != nil {
 			return err
 		}
@@ -1147,11 +1087,7 @@ func (s *DB) takeLease(ctx context.Context, name, from, holder string, ttl time.
 		return s.exec(ctx, tx, `UPDATE leases SET holder = ?, fence = ?, expires_at = ? WHERE name = ?`, holder, lease.Fence, stamp(lease.Expires), name)
 	})
 	if err != nil {
-		var held *pipeline.HeldError
-		if errors.As(err, &held) {
-			return nil, held
-		}
-		return nil, fmt.Errorf("acquire lease %s: %w", name, err)
+		return nil, err
 	}
 	return lease, nil
 }
@@ -1159,7 +1095,7 @@ func (s *DB) takeLease(ctx context.Context, name, from, holder string, ttl time.
 // RenewLease extends a lease that is still ours with the same fence.
 func (s *DB) RenewLease(ctx context.Context, l *pipeline.Lease, ttl time.Duration) error {
 	expires := time.Now().UTC().Add(ttl)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, "renew lease "+l.Name, func(ctx context.Context, tx *sql.Tx) error {
 		var holder, exp string
 		var fence int64
 		err := tx.QueryRowContext(ctx, s.rebind(`SELECT holder, fence, expires_at FROM leases WHERE name = ?`), l.Name).Scan(&holder, &fence, &exp)
@@ -1175,7 +1111,7 @@ func (s *DB) RenewLease(ctx context.Context, l *pipeline.Lease, ttl time.Duratio
 		return s.exec(ctx, tx, `UPDATE leases SET expires_at = ? WHERE name = ? AND fence = ?`, stamp(expires), l.Name, l.Fence)
 	})
 	if err != nil {
-		return fmt.Errorf("renew lease %s: %w", l.Name, err)
+		return err
 	}
 	l.Expires = expires
 	return nil
@@ -1183,13 +1119,9 @@ func (s *DB) RenewLease(ctx context.Context, l *pipeline.Lease, ttl time.Duratio
 
 // ReleaseLease frees a lease still held with l's fence.
 func (s *DB) ReleaseLease(ctx context.Context, l *pipeline.Lease) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, "release lease "+l.Name, func(ctx context.Context, tx *sql.Tx) error {
 		return s.exec(ctx, tx, `UPDATE leases SET holder = '', expires_at = ? WHERE name = ? AND holder = ? AND fence = ?`, stamp(time.Unix(0, 0)), l.Name, l.Holder, l.Fence)
 	})
-	if err != nil {
-		return fmt.Errorf("release lease %s: %w", l.Name, err)
-	}
-	return nil
 }
 
 // AllocateVersion hands out one version of a pipeline to runID. The
@@ -1198,23 +1130,33 @@ func (s *DB) ReleaseLease(ctx context.Context, l *pipeline.Lease) error {
 func (s *DB) AllocateVersion(ctx context.Context, pipe, runID string, pick func(taken []string) (string, error)) (string, error) {
 	for attempt := 0; ; attempt++ {
 		var got string
-		err := s.tx(ctx, func(tx *sql.Tx) error {
-			rows, err := tx.QueryContext(ctx, s.rebind(`SELECT version FROM versions WHERE pipeline = ?`), pipe)
+		err := s.tx(ctx, "allocate a version of "+pipe, func(ctx context.Context, tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, s.rebind(`SELECT version, run_id FROM versions WHERE pipeline = ?`), pipe)
 			if err != nil {
 				return err
 			}
 			var taken []string
+			mine := ""
 			for rows.Next() {
-				var v string
-				if err := rows.Scan(&v); err != nil {
+				var v, owner string
+				if err := rows.Scan(&v, &owner); err != nil {
 					rows.Close()
 					return err
 				}
 				taken = append(taken, v)
+				if owner == runID {
+					mine = v
+				}
 			}
 			rows.Close()
 			if err := rows.Err(); err != nil {
 				return err
+			}
+			if mine != "" {
+				// An attempt whose commit got through but whose answer
+				// did not: the version is runID's already.
+				got = mine
+				return nil
 			}
 			v, err := pick(taken)
 			if err != nil {
@@ -1230,9 +1172,12 @@ func (s *DB) AllocateVersion(ctx context.Context, pipe, runID string, pick func(
 		case errors.As(err, &pe):
 			return "", pe.err
 		case uniqueViolation(err) && attempt < 20 && ctx.Err() == nil:
-			continue // another process took it between our read and insert
+			// Another process took it between our read and insert. A
+			// short random wait spreads out takers that keep colliding.
+			_ = retry.Sleep(ctx, time.Duration(rand.IntN(5*(attempt+1)))*time.Millisecond)
+			continue
 		}
-		return "", fmt.Errorf("allocate a version of %s: %w", pipe, err)
+		return "", err
 	}
 }
 
@@ -1254,13 +1199,9 @@ func uniqueViolation(err error) bool {
 // FreeVersion gives back a version allocated to a run that was never
 // recorded.
 func (s *DB) FreeVersion(ctx context.Context, pipe, version, runID string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, "give back version "+version+" of "+pipe, func(ctx context.Context, tx *sql.Tx) error {
 		return s.exec(ctx, tx, `DELETE FROM versions WHERE pipeline = ? AND version = ? AND run_id = ? AND NOT EXISTS (SELECT 1 FROM runs WHERE id = ?)`, pipe, version, runID, runID)
 	})
-	if err != nil {
-		return fmt.Errorf("give back version %s of %s: %w", version, pipe, err)
-	}
-	return nil
 }
 
 var _ pipeline.Store = (*DB)(nil)
