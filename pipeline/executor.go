@@ -54,6 +54,12 @@ type Executor struct {
 	LeaseTTL time.Duration // default DefaultLeaseTTL
 	// Wait makes a held lock a wait instead of a *HeldError.
 	Wait bool
+	// Grace is how long a run that stops (a signal, a store that failed a
+	// write, leases lost) gives its nodes to stop and the store to record
+	// where it stopped; default DefaultGrace. The final records get at
+	// least half a second more. What is not recorded by then is named in
+	// an *UnrecordedError, and the run is resumed from its record.
+	Grace time.Duration
 }
 
 // DefaultLeaseTTL is how long a lock outlives a run that stopped renewing
@@ -185,16 +191,52 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		}
 	}
 
+	// interrupted is err, said to be ErrInterrupted when a signal (ctx)
+	// ended the call that failed.
+	interrupted := func(err error) error {
+		if err != nil && ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
+			return fmt.Errorf("%w: %w", ErrInterrupted, err)
+		}
+		return err
+	}
+
 	// 1. Claim the run and lock its environments, as a fresh owner. A
 	// second claimant gets a *HeldError naming this owner, or waits.
 	owner := NewOwner(run.ID)
 	locks, err := x.acquire(ctx, owner.Holder(), run.ID)
 	if err != nil {
-		return err
+		return interrupted(err)
 	}
-	defer locks.release()
+	// The leases are given back at the end, within the grace of a stop.
+	locksFreed, leasesKept := false, false
+	freeLocks := func(rctx context.Context) {
+		if !locksFreed {
+			locksFreed = true
+			leasesKept = !locks.release(rctx)
+		}
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.grace())
+		defer cancel()
+		freeLocks(rctx)
+	}()
 	// Every write from here on commits only while the claim is ours.
 	st := x.Store.Fenced(locks.claim)
+	// recorded says the run is in the store: a failure from here on
+	// leaves it to a resume.
+	recorded := !create
+	unrecorded := func(err error) error {
+		err = interrupted(err)
+		if err == nil || !recorded {
+			return err
+		}
+		var se *StoreError
+		ue := &UnrecordedError{RunID: run.ID, LeaseTTL: x.leaseTTL(), Err: err}
+		if errors.As(err, &se) {
+			ue.Store = se
+		}
+		return ue
+	}
 
 	// 2. A run that existed is read again now that it is ours: another
 	// owner may have finished it, someone may have cancelled it, or
@@ -202,7 +244,7 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	if !create {
 		fresh, err := x.Store.Run(ctx, run.ID)
 		if err != nil {
-			return err
+			return unrecorded(err)
 		}
 		switch {
 		case fresh.Status == Succeeded:
@@ -244,19 +286,20 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	}
 	if create {
 		if err := st.CreateRun(ctx, run); err != nil {
-			return err
+			return interrupted(err)
 		}
+		recorded = true
 	}
 	if x.OnStart != nil {
 		x.OnStart(run)
 	}
 	run.Status, run.FinishedAt = Running, nil
 	if err := st.SaveRun(ctx, run); err != nil {
-		return err
+		return unrecorded(err)
 	}
 	if len(fenced) > 0 {
 		if err := st.SaveNodes(ctx, run.ID, fenced...); err != nil {
-			return err
+			return unrecorded(err)
 		}
 		for _, n := range fenced {
 			emit(n)
@@ -269,14 +312,24 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		}
 	}
 	if err := st.SaveNodes(ctx, run.ID, reset...); err != nil {
-		return err
+		return unrecorded(err)
 	}
 
 	// 3. Run the ready nodes. Records are written with a context that
-	// survives the signal: the record must say where the run stopped.
-	wctx := context.WithoutCancel(ctx)
+	// survives the signal (the record must say where the run stopped), for
+	// a grace: once the run stops for a signal, a write the store did not
+	// take, or leases lost, its nodes have x.grace() to stop and the store
+	// to take their statuses. What it did not take by then is named in an
+	// *UnrecordedError; a store that does not answer cannot hold the exit.
+	g := newGrace(ctx, x.grace())
+	defer g.cancel()
+	defer context.AfterFunc(ctx, g.start)()
+	wctx := g.ctx
 	nodeCtx, cancelNodes := context.WithCancelCause(wctx)
 	defer cancelNodes(nil)
+	// A signal stops the nodes at once, whatever the loop waits for: a
+	// write the store does not answer can hold it.
+	defer context.AfterFunc(ctx, func() { cancelNodes(nil) })()
 	// Losing the leases stops the nodes at once, whatever the loop waits
 	// for: a store that does not answer can hold it in a write.
 	lost := locks.lost
@@ -299,7 +352,12 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			stop = s
 			cancelNodes(nil)
 		}
+		if s != Cancelled {
+			g.start()
+		}
 	}
+	// unsaved are the nodes whose last change the store did not take.
+	unsaved := map[string]*Node{}
 	// Cancel requests are read off the loop, for the same reason.
 	cancelled := make(chan *Cancel, 1)
 	go x.pollCancel(nodeCtx, run.ID, cancelled)
@@ -371,6 +429,10 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	}
 	var werr error // a write that failed: the run stops
 	for {
+		if ctx.Err() != nil {
+			// A signal that came while the loop waited for a write.
+			stopWith(Interrupted)
+		}
 		var started []*Node
 		if len(failed) == 0 && stop == "" && werr == nil {
 			for len(ready) > 0 && running < parallel {
@@ -424,13 +486,18 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			cancel()
 		}
 		deployed = deployed[:0]
-		if len(batch) > 0 && werr == nil {
-			bctx, cancel := x.bounded(wctx)
-			werr = st.SaveNodes(bctx, run.ID, batch...)
-			cancel()
+		if len(batch) > 0 {
 			if werr == nil {
-				for _, n := range batch {
+				bctx, cancel := x.bounded(wctx)
+				werr = st.SaveNodes(bctx, run.ID, batch...)
+				cancel()
+			}
+			for _, n := range batch {
+				if werr == nil {
+					delete(unsaved, n.ID)
 					emit(n)
+				} else {
+					unsaved[n.ID] = n
 				}
 			}
 		}
@@ -445,11 +512,11 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			if errors.Is(werr, ErrLeaseLost) {
 				stopWith(Fenced)
 			} else {
-				cancelNodes(nil)
+				stopWith(Interrupted)
 			}
 		}
 		for _, n := range started {
-			env := x.env(p, run, n, nodes, logger)
+			env := x.env(wctx, p, run, n, nodes, logger)
 			env.Fence = locks.fence
 			env.LeaseExpiry = locks.safeUntil
 			env.Checkpoint = checkpointer(n.ID, results)
@@ -457,6 +524,12 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			go x.runNode(nodeCtx, p.Stages[pn.Stage], env, n.Attempts, results)
 		}
 		if running == 0 && !blocked {
+			break
+		}
+		if wctx.Err() != nil {
+			// The grace ran out with nodes still running: their stages did
+			// not stop in time. They are left to end with the process.
+			go drain(results, running)
 			break
 		}
 		select {
@@ -481,18 +554,67 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 				run.Cancel = c
 				stopWith(Cancelled)
 			}
+		case <-wctx.Done():
 		}
 	}
-	if werr != nil && stop != Fenced {
-		return werr
+	for _, n := range nodes {
+		if n.Status == Running { // left behind when the grace ran out
+			t := now().UTC()
+			n.Status, n.Error, n.FinishedAt = Interrupted, fmt.Sprintf("interrupted: its stage did not stop within %s of the run's stop", x.grace()), &t
+			unsaved[n.ID] = n
+		}
 	}
+
+	// 4. Record where the run ended, and give the leases back: after a
+	// stop, within what is left of the grace.
+	fctx, cancel := x.bounded(wctx)
+	if g.started() || ctx.Err() != nil {
+		cancel()
+		fctx, cancel = g.last()
+	}
+	defer cancel()
+	rec, result := x.close(fctx, st, run, nodes, unsaved, failed, waiting, frozen, stop, now)
+	freeLocks(fctx)
 	if stop == Fenced {
 		// The record is no longer ours to write: the next owner records
 		// this attempt as fenced when it claims the run.
-		_ = x.close(ctx, st, run, nodes, failed, waiting, frozen, stop, now)
 		return &FencedError{RunID: run.ID}
 	}
-	return x.close(ctx, st, run, nodes, failed, waiting, frozen, stop, now)
+	if werr != nil && ctx.Err() == nil {
+		result = werr // the run stopped because the store failed
+	}
+	if werr == nil && len(rec.nodes) == 0 && !rec.run {
+		// All recorded. Leases the store did not take back lapse.
+		return result
+	}
+	if result == nil {
+		result = rec.err // it succeeded, but the record does not say so
+	}
+	ue := &UnrecordedError{RunID: run.ID, LeaseTTL: x.leaseTTL(), Leases: leasesKept, Store: rec.err, Err: result}
+	if ue.Store == nil {
+		ue.Store = werr
+	}
+	for _, n := range rec.nodes {
+		ue.Nodes = append(ue.Nodes, n.ID+" "+string(n.Status))
+	}
+	if rec.run {
+		ue.Run = run.Status
+	}
+	return ue
+}
+
+// drain takes the results of nodes left running when the grace ran out, so
+// that their goroutines end when their stages return.
+func drain(results <-chan result, running int) {
+	for running > 0 {
+		res := <-results
+		switch {
+		case res.checkpoint != nil:
+			res.checkpoint <- ErrInterrupted
+		case res.attempt == 0:
+			running--
+		}
+	}
 }
 
 // pollCancel asks the store every PollCancel whether someone cancelled run
@@ -521,12 +643,12 @@ func (x *Executor) pollCancel(ctx context.Context, id string, found chan<- *Canc
 	}
 }
 
-// bounded is the context of one record write: it survives a signal (the
-// record must say where the run stopped) and gives up after the lease TTL,
-// by when the leases the write relies on are lost anyway, so that a store
-// that does not answer cannot hold the run, or its exit, for ever.
+// bounded is the context of one record write within ctx (the execution's
+// writes, which survive a signal for a grace): it gives up after the lease
+// TTL, by when the leases the write relies on are lost anyway, so that a
+// store that does not answer cannot hold the run for ever.
 func (x *Executor) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), x.leaseTTL())
+	return context.WithTimeout(ctx, x.leaseTTL())
 }
 
 func (x *Executor) leaseTTL() time.Duration {
@@ -668,23 +790,36 @@ func (x *Executor) finish(run *Run, n *Node, res result, now func() time.Time, n
 	return []*Node{n}
 }
 
-func (x *Executor) close(ctx context.Context, st Store, run *Run, nodes map[string]*Node, failed, waiting []string, frozen map[string]string, stop Status, now func() time.Time) error {
+// unrecordedEnd is what close could not record: nodes, the run's status,
+// and the store's last error.
+type unrecordedEnd struct {
+	nodes []*Node
+	run   bool
+	err   error
+}
+
+// close records where the run ended, within ctx: the nodes whose last
+// change is not recorded yet (unsaved), those a stop left pending, then the
+// run's status. It returns the run's result and what it could not record.
+func (x *Executor) close(ctx context.Context, st Store, run *Run, nodes, unsaved map[string]*Node, failed, waiting []string, frozen map[string]string, stop Status, now func() time.Time) (unrecordedEnd, error) {
 	// A run that stops early marks what was still pending with the reason,
 	// so the record says why it did not run.
 	var changed []*Node
-	if stop != "" {
-		for _, n := range nodes {
-			if n.Status == Pending {
-				n.Status, n.Error = stop, "run stopped before this node started"
-				changed = append(changed, n)
-			}
+	for _, n := range run.Nodes {
+		if nodes[n.ID] == nil {
+			continue
+		}
+		switch {
+		case stop != "" && n.Status == Pending:
+			n.Status, n.Error = stop, "run stopped before this node started"
+			changed = append(changed, n)
+		case unsaved[n.ID] != nil:
+			changed = append(changed, n)
 		}
 	}
-	bctx, cancel := x.bounded(ctx)
-	err := st.SaveNodes(bctx, run.ID, changed...)
-	cancel()
-	if err != nil {
-		return err
+	var rec unrecordedEnd
+	if err := st.SaveNodes(ctx, run.ID, changed...); err != nil {
+		rec.nodes, rec.err = changed, err
 	}
 	t := now().UTC()
 	var result error
@@ -722,16 +857,20 @@ func (x *Executor) close(ctx context.Context, st Store, run *Run, nodes map[stri
 	if run.Status != Waiting {
 		run.FinishedAt = &t
 	}
-	bctx, cancel = x.bounded(ctx)
-	defer cancel()
-	if err := st.SaveRun(bctx, run); err != nil {
-		return errors.Join(result, err)
+	if rec.err != nil {
+		// The run's status must not say more than its nodes' do.
+		rec.run = true
+		return rec, result
 	}
-	return result
+	if err := st.SaveRun(ctx, run); err != nil {
+		rec.run, rec.err = true, err
+	}
+	return rec, result
 }
 
-// env builds the read-only run data of one node.
-func (x *Executor) env(p *Pipeline, run *Run, n *Node, nodes map[string]*Node, logger *slog.Logger) *stages.Env {
+// env builds the read-only run data of one node; its log writes derive
+// from wctx.
+func (x *Executor) env(wctx context.Context, p *Pipeline, run *Run, n *Node, nodes map[string]*Node, logger *slog.Logger) *stages.Env {
 	inputs := make(map[string]stages.Outputs, len(n.Needs))
 	for _, need := range n.Needs {
 		if up := nodes[need]; up != nil {
@@ -759,7 +898,7 @@ func (x *Executor) env(p *Pipeline, run *Run, n *Node, nodes map[string]*Node, l
 		Images:      maps.Clone(run.Images),
 		Approval:    approval,
 		Prior:       prior(n),
-		Log:         &logWriter{store: x.Store, runID: run.ID, node: n.ID, tee: x.LogTo, now: time.Now, timeout: x.leaseTTL()},
+		Log:         &logWriter{store: x.Store, runID: run.ID, node: n.ID, tee: x.LogTo, now: time.Now, timeout: x.leaseTTL(), base: wctx},
 		Logger:      logger.With("node", n.ID),
 	}
 }

@@ -25,6 +25,10 @@ type heldLocks struct {
 	leases []*Lease // the claim first, then the environment locks
 	stop   chan struct{}
 	done   chan struct{}
+	// bg is the context of the heartbeat's renewals: release ends it, so
+	// that a renewal the store does not answer holds nothing up.
+	bg     context.Context
+	stopBg context.CancelFunc
 	lost   chan struct{} // closed once, when the leases are lost
 	lose   sync.Once
 	// renewing serialises renewals: the heartbeat and the fences of nodes
@@ -53,6 +57,15 @@ func (x *Executor) acquire(ctx context.Context, holder, runID string) (*heldLock
 		ttl = DefaultLeaseTTL
 	}
 	h := &heldLocks{store: x.Store, ttl: ttl, stop: make(chan struct{}), done: make(chan struct{}), lost: make(chan struct{})}
+	h.bg, h.stopBg = context.WithCancel(context.WithoutCancel(ctx))
+	// Giving back what was taken when the rest cannot be had: within the
+	// grace of a stop, whatever ctx says.
+	giveBack := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.grace())
+		defer cancel()
+		h.releaseAll(rctx)
+		h.stopBg()
+	}
 	names := slices.Clone(x.Locks)
 	slices.Sort(names)
 	names = append([]string{ClaimPrefix + runID}, slices.Compact(names)...)
@@ -71,12 +84,12 @@ func (x *Executor) acquire(ctx context.Context, holder, runID string) (*heldLock
 				break
 			}
 			if !errors.As(err, &held) || !x.Wait {
-				h.releaseAll()
+				giveBack()
 				return nil, err
 			}
 			select {
 			case <-ctx.Done():
-				h.releaseAll()
+				giveBack()
 				return nil, ErrInterrupted
 			case <-time.After(250 * time.Millisecond):
 			}
@@ -86,7 +99,7 @@ func (x *Executor) acquire(ctx context.Context, holder, runID string) (*heldLock
 	// The first leases may have aged while later ones were waited for:
 	// renew them all before anything relies on them.
 	if err := h.renewBy(ctx, time.Now().Add(ttl/3)); err != nil {
-		h.releaseAll()
+		giveBack()
 		if errors.Is(err, ErrLeaseLost) {
 			return nil, fmt.Errorf("%w while waiting for the other locks", err)
 		}
@@ -193,7 +206,7 @@ func (h *heldLocks) heartbeat() {
 			return
 		case <-t.C:
 			expiry.Stop()
-			if err := h.renew(context.Background()); err != nil && h.over() {
+			if err := h.renew(h.bg); err != nil && h.over() {
 				h.markLost()
 				return
 			}
@@ -247,21 +260,31 @@ func (h *heldLocks) fence(ctx context.Context) error {
 	return nil
 }
 
-func (h *heldLocks) release() {
+// release stops the heartbeat and gives the leases back within ctx. It
+// reports whether they are free now or were lost anyway; false says they
+// stay held until they lapse, within one TTL.
+func (h *heldLocks) release(ctx context.Context) bool {
+	h.stopBg()
 	close(h.stop)
 	<-h.done
 	if h.over() {
 		// Lost or expired: there is nothing to give back, and the store
 		// may be what did not answer.
-		return
+		return true
 	}
-	h.releaseAll()
+	return h.releaseAll(ctx)
 }
 
-func (h *heldLocks) releaseAll() {
+// releaseAll gives back every lease taken, each within 5 s and all within
+// ctx, and reports whether every one got through.
+func (h *heldLocks) releaseAll(ctx context.Context) bool {
+	ok := true
 	for _, l := range h.leases {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = h.store.ReleaseLease(ctx, l)
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := h.store.ReleaseLease(rctx, l); err != nil {
+			ok = false
+		}
 		cancel()
 	}
+	return ok
 }

@@ -21,6 +21,10 @@ type logWriter struct {
 	// timeout bounds each store write: a store that does not answer must
 	// not hold the node (its command's output, then its exit) for ever.
 	timeout time.Duration
+	// base, when set, is the context each write derives from: the
+	// executor's, which ends a short grace after a signal, so that the
+	// last lines of an interrupted node do not hold up the exit.
+	base context.Context
 
 	mu      sync.Mutex
 	partial []byte
@@ -65,7 +69,11 @@ func (w *logWriter) emit(lines []LogLine) {
 	}
 	// A log line that cannot be stored must not fail the stage: the
 	// status changes are what resume depends on.
-	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+	base := w.base
+	if base == nil {
+		base = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(base, w.timeout)
 	_ = w.store.AppendLog(ctx, w.runID, lines)
 	cancel()
 	if w.tee != nil {

@@ -101,7 +101,11 @@ func (e *Engine) Cancel(ctx context.Context, req CancelRequest, obs Observer) (*
 	case err != nil:
 		return r, err
 	}
-	defer e.Store.ReleaseLease(context.WithoutCancel(ctx), claim)
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pipeline.DefaultGrace)
+		defer cancel()
+		_ = e.Store.ReleaseLease(rctx, claim)
+	}()
 	if r, err = e.Store.Run(ctx, r.ID); err != nil {
 		return nil, err
 	}

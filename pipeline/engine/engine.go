@@ -217,7 +217,10 @@ func (e *Engine) execute(ctx context.Context, p *pipeline.Pipeline, plan *pipeli
 	if errors.As(err, &held) && create && run.Kind == "run" && run.Version != "" {
 		// Refused before it was recorded: nothing was published under
 		// its version, which the next run may take.
-		_ = e.Store.FreeVersion(context.WithoutCancel(ctx), run.Pipeline, run.Version, run.ID)
+		// Within a grace: a signal may be what ended the wait.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pipeline.DefaultGrace)
+		_ = e.Store.FreeVersion(fctx, run.Pipeline, run.Version, run.ID)
+		cancel()
 	}
 	return err
 }
