@@ -159,7 +159,7 @@ func (f *Factory) Store(ctx context.Context) (pipeline.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(ctx, dsn)
+	db, err := store.OpenWith(ctx, dsn, f.storeOptions())
 	if errors.Is(err, store.ErrRefused) {
 		return nil, &codedError{code: exitUsage, err: err}
 	}

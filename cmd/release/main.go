@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
@@ -36,11 +38,19 @@ func runWith(reg func() *stages.Registry) int {
 	defer stop()
 	cmd := NewCmdRoot(f)
 	cmd.SetArgs(os.Args[1:])
+	if c, _, err := cmd.Find(os.Args[1:]); err != nil || c.Name() != "serve" {
+		// serve stops its runs at their next safe point, as it documents.
+		defer context.AfterFunc(ctx, func() { hardStop(f.IO.ErrOut) })()
+	}
 	err := cmd.ExecuteContext(ctx)
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command") {
 		err = &codedError{code: exitUsage, err: err}
 	}
 	code := exitCode(err)
+	if err != nil && ctx.Err() != nil {
+		// A signal ended it, whatever the call it cut short said.
+		code = exitInterrupted
+	}
 	var invalid pipeline.Errors
 	switch {
 	case err == nil, errors.Is(err, errSilent):
@@ -49,7 +59,30 @@ func runWith(reg func() *stages.Registry) int {
 	default:
 		fmt.Fprintf(f.IO.ErrOut, "release: %v\n", err)
 	}
+	var unrecorded *pipeline.UnrecordedError
+	if errors.As(err, &unrecorded) {
+		for _, line := range unrecorded.Lines() {
+			fmt.Fprintln(f.IO.ErrOut, line)
+		}
+	}
 	return code
+}
+
+// hardStopAfter is how long after SIGINT or SIGTERM the process ends
+// whatever is still in flight: the executor gives its nodes and the store a
+// grace of about two seconds (pipeline.DefaultGrace), and the exit
+// promised is within 5 s.
+const hardStopAfter = 4500 * time.Millisecond
+
+// hardStop ends the process hardStopAfter from now, unless it ended by
+// then: a peer that holds a call past every deadline must not hold the
+// exit. What was not recorded stays as the record has it; the run's lease
+// lapses and a resume goes on from the record.
+func hardStop(errOut io.Writer) {
+	time.AfterFunc(hardStopAfter, func() {
+		fmt.Fprintf(errOut, "release: still not stopped %s after the signal: exiting now; what was not recorded stays as the record has it, and the run resumes from there (release resume RUN_ID)\n", hardStopAfter)
+		os.Exit(exitInterrupted)
+	})
 }
 
 // errSilent marks an error whose message the command already printed.
