@@ -33,7 +33,7 @@ stages:
     uses: exec
     environment: staging
     needs: [one]
-    with: {command: [sh, -c, 'if [ -e resumed ]; then echo slow >> effects; exit 0; fi; touch started; sleep 60; echo slow >> effects']}
+    with: {command: [sh, -c, 'if [ -e resumed ]; then grep -qx slow effects || echo slow >> effects; exit 0; fi; touch started; sleep 60; echo slow >> effects']}
   three:
     uses: exec
     needs: [slow]
@@ -199,5 +199,68 @@ func TestStoreUnreachableAtStart(t *testing.T) {
 				t.Errorf("a stage ran with the store unreachable")
 			}
 		})
+	}
+}
+
+// TestStoreRefusedMidRun shuts the store's door while a node runs: the
+// proxy closes every connection and refuses new ones. When the node ends,
+// its status cannot be recorded; release gives up after its retries and
+// exits naming the store (no password) and the resume command, and the
+// resume completes the run.
+func TestStoreRefusedMidRun(t *testing.T) {
+	bin := buildRelease(t)
+	dsn := postgresSchema(t)
+	_, upstream := viaProxy(t, dsn, "")
+	proxy := newBlackHole(t, upstream)
+	proxied, _ := viaProxy(t, dsn, proxy.addr())
+	dir := t.TempDir()
+	// slow's effect is made once it is done, and the store cannot record
+	// that: the resume runs it again, and it finds its effect made (as an
+	// exec stage's command must when it can be run twice).
+	writeFile(t, filepath.Join(dir, "pipeline.yaml"), strings.Replace(storeDownPipeline,
+		"sleep 60; echo slow >> effects", "sleep 2; grep -qx slow effects || echo slow >> effects", 1))
+
+	cmd := exec.Command(bin, "run")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "RELEASE_STATE="+proxied, "NO_COLOR=1", "RELEASE_USER=tester")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slow never started:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	proxy.close()
+	start := time.Now()
+	r := resultOf(t, cmd.Args, cmd.Wait(), &stdout, &stderr)
+	t.Logf("store refused mid-run: exit %d %s later\n%s", r.code, time.Since(start).Round(time.Millisecond), r.stderr)
+	id := r.id()
+	if r.code != 1 && r.code != wantExitFenced {
+		t.Errorf("exit %d, want 1 (a write the store refused) or %d (the leases lapsed first):\n%s", r.code, wantExitFenced, r)
+	}
+	if !strings.Contains(r.stderr, "resume with: release resume "+id) {
+		t.Errorf("stderr does not give the resume command:\n%s", r.stderr)
+	}
+	if strings.Contains(r.stderr, "state store ") && !strings.Contains(r.stderr, "state store postgres://release:***@") {
+		t.Errorf("stderr names the store otherwise than without its password:\n%s", r.stderr)
+	}
+
+	resume := exec.Command(bin, "resume", id)
+	resume.Dir, resume.Env = dir, append(os.Environ(), "RELEASE_STATE="+dsn, "NO_COLOR=1")
+	var rout, rerr bytes.Buffer
+	resume.Stdout, resume.Stderr = &rout, &rerr
+	if rr := resultOf(t, resume.Args, resume.Run(), &rout, &rerr); rr.code != wantExitOK {
+		t.Fatalf("resume with the store back: %s", rr)
+	}
+	if diff := cmp.Diff([]string{"one", "slow", "three"}, readLines(t, filepath.Join(dir, "effects"))); diff != "" {
+		t.Errorf("effects (-want +got):\n%s", diff)
 	}
 }

@@ -37,8 +37,9 @@ type Options struct {
 	// waits (a lock held by another session, a server that does not
 	// answer); 0 is 5 s.
 	SlowAfter time.Duration
-	// Notify, when set, is told of each retry of a store call and of each
-	// call that waits longer than SlowAfter, as a line for people.
+	// Notify, when set, is told of each call that waits longer than
+	// SlowAfter (and again at each doubling of the wait), with why: the
+	// last attempt's failure, or no answer yet. A line for people.
 	Notify func(string)
 }
 
@@ -69,9 +70,6 @@ func newCalls(o Options) calls {
 			Budget:     cmp.Or(o.Budget, 3*d.Connect),
 			Classify:   []retry.Classifier{classify},
 		},
-	}
-	if o.Notify != nil {
-		c.policy.Report = func(w retry.Wait) { o.Notify(w.String()) }
 	}
 	return c
 }
@@ -157,8 +155,11 @@ func (s *DB) do(ctx context.Context, what string, f func(ctx context.Context) er
 
 // try is do without its last step: the error is the call's own.
 func (s *DB) try(ctx context.Context, what string, f func(ctx context.Context) error) error {
-	defer s.slow(what)()
-	return s.calls.policy.Do(ctx, "state store "+s.name+": "+what, func(ctx context.Context) error {
+	w := s.slow(what)
+	defer w.stop()
+	p := s.calls.policy
+	p.Report = w.failed
+	return p.Do(ctx, "state store "+s.name+": "+what, func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, s.calls.attempt)
 		defer cancel()
 		err := f(actx)
@@ -255,40 +256,60 @@ func (s *DB) failed(what string, err error, under bool) error {
 	return &pipeline.StoreError{Store: s.name, Op: what, Err: s.scrub(err)}
 }
 
-// slow tells Notify when a call waits longer than SlowAfter, then again
-// at each doubling of the wait, until the returned stop is called.
-func (s *DB) slow(what string) (stop func()) {
+// waiter watches one call: it tells Notify when the call waits longer
+// than SlowAfter, then again at each doubling of the wait, until stop.
+type waiter struct {
+	mu      sync.Mutex
+	start   time.Time
+	t       *time.Timer
+	stopped bool
+	last    string // the last attempt's failure; "" while none failed
+}
+
+func (s *DB) slow(what string) *waiter {
+	w := &waiter{start: time.Now()}
 	if s.calls.notify == nil {
-		return func() {}
+		return w
 	}
-	start := time.Now()
-	var mu sync.Mutex
-	var t *time.Timer
-	stopped := false
 	var arm func(after time.Duration)
 	arm = func(after time.Duration) {
-		t = time.AfterFunc(after, func() {
-			mu.Lock()
-			defer mu.Unlock()
-			if stopped {
+		w.t = time.AfterFunc(after, func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if w.stopped {
 				return
 			}
-			waited := time.Since(start)
+			waited := time.Since(w.start)
 			shown := waited.Round(time.Second)
 			if waited < time.Second {
 				shown = waited.Round(10 * time.Millisecond)
 			}
-			s.calls.notify(fmt.Sprintf("state store slow: waiting %s for %s (%s): a lock held by another session, or a server that does not answer?", shown, what, s.name))
+			why := "no answer yet: a lock held by another session, or a server that does not answer?"
+			if w.last != "" {
+				why = "the last attempt failed (" + w.last + "); trying again"
+			}
+			s.calls.notify(fmt.Sprintf("state store slow: waiting %s for %s (%s): %s", shown, what, s.name, why))
 			arm(waited) // next at twice the wait so far
 		})
 	}
-	mu.Lock()
+	w.mu.Lock()
 	arm(s.calls.slowAfter)
-	mu.Unlock()
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		t.Stop()
+	w.mu.Unlock()
+	return w
+}
+
+// failed notes an attempt's failure, for the next report.
+func (w *waiter) failed(r retry.Wait) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last = r.Reason
+}
+
+func (w *waiter) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	if w.t != nil {
+		w.t.Stop()
 	}
 }

@@ -104,7 +104,7 @@ func TestSlowCallReported(t *testing.T) {
 // TestOpenUnreachable opens a PostgreSQL store that refuses connections,
 // and one that accepts them and never answers: each fails within its
 // budget (three connect bounds) with an error that names the store, never
-// its password, and the retries were reported.
+// its password.
 func TestOpenUnreachable(t *testing.T) {
 	const password = "pw-s3cr3t-42"
 	refused := func(t *testing.T) string {
@@ -172,9 +172,6 @@ func TestOpenUnreachable(t *testing.T) {
 			}
 			if strings.Contains(msg, password) {
 				t.Errorf("the password shows: %s", msg)
-			}
-			if !told.has("attempt 1 of 5 failed") {
-				t.Errorf("no retry was reported: %q", told.all())
 			}
 			// The budget bounds the whole call; a second of slack for a
 			// loaded machine.
