@@ -22,7 +22,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
@@ -201,6 +200,7 @@ func StreamError(r io.Reader) error {
 type Spec struct {
 	Name        string
 	Image       string
+	Cmd         []string // the image's CMD when empty
 	Env         []string
 	Labels      map[string]string
 	Port        int // the container port, published on an ephemeral host port when > 0
@@ -210,8 +210,10 @@ type Spec struct {
 	Restart     string // unless-stopped when empty
 	Memory      int64
 	CPUs        float64
-	// Network is joined at creation, without aliases: a container gets
-	// its DNS name with Connect, once healthy.
+	// Network is joined once created, without aliases: a container gets
+	// its DNS name with Alias, once healthy. Its published ports live on
+	// the engine's default bridge, so that they stay when it joins the
+	// network again with an alias.
 	Network string
 }
 
@@ -221,6 +223,7 @@ func (h *Host) Create(ctx context.Context, s Spec) (Container, error) {
 	stop := int(s.StopTimeout / time.Second)
 	cfg := &container.Config{
 		Image:       s.Image,
+		Cmd:         s.Cmd,
 		Env:         s.Env,
 		Labels:      s.Labels,
 		StopTimeout: &stop,
@@ -245,20 +248,21 @@ func (h *Host) Create(ctx context.Context, s Spec) (Container, error) {
 		}
 		hc.PortBindings = nat.PortMap{p: {bind}}
 	}
-	var nc *network.NetworkingConfig
-	if s.Network != "" {
-		nc = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{s.Network: {}}}
-		hc.NetworkMode = container.NetworkMode(s.Network)
-	}
-	resp, err := h.cli.ContainerCreate(ctx, cfg, hc, nc, nil, s.Name)
+	resp, err := h.cli.ContainerCreate(ctx, cfg, hc, nil, nil, s.Name)
 	if cerrdefs.IsConflict(err) {
 		if rmErr := h.Remove(ctx, s.Name); rmErr != nil {
 			return Container{}, rmErr
 		}
-		resp, err = h.cli.ContainerCreate(ctx, cfg, hc, nc, nil, s.Name)
+		resp, err = h.cli.ContainerCreate(ctx, cfg, hc, nil, nil, s.Name)
 	}
 	if err != nil {
 		return Container{}, fmt.Errorf("create container %s on %s: %w", s.Name, h.addr, err)
+	}
+	if s.Network != "" {
+		if err := h.connect(ctx, s.Network, resp.ID); err != nil {
+			_ = h.Remove(context.WithoutCancel(ctx), resp.ID)
+			return Container{}, err
+		}
 	}
 	return Container{ID: resp.ID, Name: s.Name, Labels: s.Labels, Created: time.Now()}, nil
 }
@@ -330,8 +334,9 @@ type State struct {
 	Running  bool
 	ExitCode int
 	Status   string
-	HostPort string // the published host port of the service port, or ""
-	Image    string // the image reference it was created from
+	HostPort string   // the published host port of the service port, or ""
+	Image    string   // the image reference it was created from
+	Env      []string // NAME=VALUE, the image's and the container's
 	// Health is the engine's own health status ("starting", "healthy",
 	// "unhealthy") when the image has a HEALTHCHECK, else "".
 	Health string
@@ -357,6 +362,7 @@ func (h *Host) State(ctx context.Context, id string, port int) (State, error) {
 	}
 	if c.Config != nil {
 		st.Image = c.Config.Image
+		st.Env = c.Config.Env
 	}
 	if c.NetworkSettings != nil {
 		if port > 0 {
