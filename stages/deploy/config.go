@@ -1,11 +1,18 @@
 package deploy
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
 	"slices"
+	"strings"
 
+	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/deploy/target"
 )
 
@@ -21,22 +28,28 @@ const (
 	LabelConfig      = target.LabelConfig
 )
 
+// Variables every container gets, for the release it runs.
+const (
+	EnvVersion     = "RELEASE_VERSION"     // the release version; absent for a build that is not a release
+	EnvEnvironment = "RELEASE_ENVIRONMENT" // the environment's name
+)
+
 // want is a service as this deploy wants it in its environment.
 func (d *deployer) want(name string) (target.Service, error) {
 	cfg := d.env.Spec.ServiceIn(d.env.Environment, name)
-	envList := make([]string, 0, len(cfg.Env))
-	for k, v := range cfg.Service.Env {
-		envList = append(envList, k+"="+v)
+	env, secrets, err := containerEnv(cfg, d.env.Environment, d.env.Version, d.stage.lookupEnv)
+	if err != nil {
+		return target.Service{}, err
 	}
-	slices.Sort(envList)
+	d.addSecrets(secrets)
 	s := target.Service{
 		Name:        name,
 		Config:      cfg,
 		Image:       d.images[name],
-		Env:         envList,
+		Env:         env,
 		StopTimeout: d.stage.stopTimeout(),
 	}
-	s.Hash = configHash(s)
+	s.Hash = configHash(s, d.env.Spec.NetworkName(d.env.Environment))
 	s.Labels = map[string]string{
 		LabelPipeline:    d.pipeline,
 		LabelEnvironment: d.env.Environment,
@@ -49,15 +62,109 @@ func (d *deployer) want(name string) (target.Service, error) {
 	return s, nil
 }
 
+// containerEnv is a service's environment in a container, NAME=VALUE and
+// sorted by name, each name once. Later sources win:
+//
+//  1. the env_file files (the service's, then the environment's), read now;
+//  2. env, the environment's over the service's;
+//  3. env_from: variables of this process, by name (secrets);
+//  4. RELEASE_VERSION (when there is a version) and RELEASE_ENVIRONMENT.
+//
+// secrets are the env_from values, for the log to hide. An error names
+// the file and line or the variable, never a value.
+func containerEnv(cfg stages.ServiceConfig, environment, version string, lookup func(string) (string, bool)) (env, secrets []string, err error) {
+	vars := map[string]string{}
+	for _, f := range cfg.EnvFiles {
+		if err := readEnvFile(f, vars); err != nil {
+			return nil, nil, err
+		}
+	}
+	maps.Copy(vars, cfg.Env)
+	for _, name := range cfg.EnvFrom {
+		v, ok := lookup(name)
+		if !ok {
+			return nil, nil, fmt.Errorf("env_from: variable %s is not set", name)
+		}
+		vars[name] = v
+		if v != "" {
+			secrets = append(secrets, v)
+		}
+	}
+	if version != "" {
+		vars[EnvVersion] = version
+	}
+	vars[EnvEnvironment] = environment
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		env = append(env, k+"="+vars[k])
+	}
+	return env, secrets, nil
+}
+
+// readEnvFile reads NAME=VALUE lines into vars, as docker run --env-file
+// does: blank lines and lines starting with # are skipped, the value is
+// taken as it is (no quotes removed, no expansion).
+func readEnvFile(path string, vars map[string]string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("env_file: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimRight(sc.Text(), "\r")
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || strings.HasPrefix(trimmed, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		name = strings.TrimSpace(name)
+		if !ok || !validName(name) {
+			// The line may hold a secret: only its place is named.
+			return fmt.Errorf("env_file %s:%d: not NAME=VALUE", path, n)
+		}
+		vars[name] = value
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("env_file %s: %w", path, err)
+	}
+	return nil
+}
+
+// validName is a variable name: letters, digits and _, not starting with
+// a digit.
+func validName(s string) bool {
+	if s == "" || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
 // configHash identifies what makes two containers of a service the same:
-// a running one with the same hash is adopted instead of replaced.
-func configHash(s target.Service) string {
+// a running one with the same hash (and, as the engine reports, the same
+// image and environment) is adopted instead of replaced. Labels that only
+// say where a container came from (version, run) do not count; the
+// version does through RELEASE_VERSION. Only 48 bits of the hash are
+// kept, in a label: the env_from values it covers cannot be read back.
+func configHash(s target.Service, network string) string {
+	c := s.Config
 	b, _ := json.Marshal(struct {
-		Image   string
-		Env     []string
-		Port    int
-		Volumes []string
-	}{s.Image, s.Env, s.Port(), s.Config.Service.Volumes})
+		Image    string
+		Env      []string
+		Port     int
+		Volumes  []string
+		Health   stages.Health
+		Publish  string
+		Restart  string
+		Memory   int64
+		CPUs     float64
+		Replicas int
+		Network  string
+	}{s.Image, s.Env, s.Port(), c.Service.Volumes, c.Service.Health, c.Publish, c.Restart, c.Memory, c.CPUs, c.Replicas, network})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:6])
 }

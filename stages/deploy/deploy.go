@@ -73,6 +73,16 @@ type Stage struct {
 	hook func(point, service string)
 	// targets, when set (by a test), replaces Targets.
 	targets target.Registry
+	// getenv, when set (by a test), replaces os.LookupEnv for env_from.
+	getenv func(string) (string, bool)
+}
+
+// lookupEnv reads a variable of this process for env_from.
+func (s *Stage) lookupEnv(name string) (string, bool) {
+	if s.getenv != nil {
+		return s.getenv(name)
+	}
+	return os.LookupEnv(name)
 }
 
 // Validate checks the stage's `with:` fields.
@@ -227,8 +237,16 @@ type deployer struct {
 	reg      *registry.Client
 	images   map[string]string
 
-	logMu sync.Mutex
-	log   io.Writer
+	logMu   sync.Mutex
+	log     io.Writer
+	secrets []string // env_from values: never in the log
+}
+
+// addSecrets adds values the log must hide.
+func (d *deployer) addSecrets(values []string) {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
+	d.secrets = append(d.secrets, values...)
 }
 
 func (s *Stage) deployer(ctx context.Context, env *stages.Env) (*deployer, error) {
@@ -355,6 +373,7 @@ func (d *deployer) logf(format string, args ...any) {
 	msg = redact.String(msg, d.reg.Secrets()...)
 	d.logMu.Lock()
 	defer d.logMu.Unlock()
+	msg = redact.String(msg, d.secrets...)
 	io.WriteString(d.log, msg)
 }
 

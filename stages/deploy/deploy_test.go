@@ -61,12 +61,18 @@ func TestConfigHash(t *testing.T) {
 		{"env", func(s *target.Service) { s.Env = []string{"A=2"} }, false},
 		{"port", func(s *target.Service) { s.Config.Service.Port = 9090 }, false},
 		{"volumes", func(s *target.Service) { s.Config.Service.Volumes = nil }, false},
+		{"publish", func(s *target.Service) { s.Config.Publish = "8080" }, false},
+		{"restart", func(s *target.Service) { s.Config.Restart = "always" }, false},
+		{"memory", func(s *target.Service) { s.Config.Memory = 1 << 20 }, false},
+		{"cpus", func(s *target.Service) { s.Config.CPUs = 0.5 }, false},
+		{"replicas", func(s *target.Service) { s.Config.Replicas = 3 }, false},
+		{"health", func(s *target.Service) { s.Config.Service.Health.HTTP = "/up" }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := base
 			tt.change(&s)
-			if got := configHash(s) == configHash(base); got != tt.same {
+			if got := configHash(s, "net") == configHash(base, "net"); got != tt.same {
 				t.Errorf("configHash equal = %v, want %v", got, tt.same)
 			}
 		})
@@ -171,9 +177,11 @@ func checkDeployed(t *testing.T, spec *stages.Spec, environment string, hosts []
 	}
 }
 
-func TestDeployRecreate(t *testing.T) {
+// TestDeployWithoutProxy: start-first without a proxy, on the environment
+// network.
+func TestDeployWithoutProxy(t *testing.T) {
 	needParts(t, host1)
-	environment := envName("t-recreate")
+	environment := envName("t-noproxy")
 	spec := testSpec(t, environment, []string{host1}, false)
 	failFast(spec, "api")
 	v1 := release(t, "v1", services)
@@ -211,8 +219,10 @@ func TestDeployRecreate(t *testing.T) {
 	}
 	checkDeployed(t, spec, environment, []string{host1}, v2)
 
-	// A version that never gets healthy: removed, and the old one started
-	// again.
+	checkNetwork(t, spec, environment, host1, "v2")
+
+	// A version that never gets healthy: removed, and the old one serves
+	// on.
 	bad := release(t, "v3", services, "api")
 	r = deploy(t, s, spec, environment, "v3", bad)
 	if r.err == nil {

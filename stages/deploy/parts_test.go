@@ -236,12 +236,28 @@ func pushTo(tb testing.TB, reg, auth, service, version string, failHealth bool) 
 		dockerfile += "COPY fail-health /fail-health\n"
 	}
 	files["Dockerfile"] = []byte(dockerfile)
+	tag := fmt.Sprintf("%s/%s/%s:%s", reg, pipeline, service, version)
+	if failHealth {
+		tag += "-unhealthy"
+	}
+	ref := buildPush(tb, tag, auth, files)
+	if images.refs == nil {
+		images.refs = map[string]string{}
+	}
+	images.refs[key] = ref
+	return ref
+}
 
+// buildPush builds an image of files (a Dockerfile among them; the files
+// "server" and any name starting with "bin-" executable) on host1, pushes
+// it as tag and returns its digest reference.
+func buildPush(tb testing.TB, tag, auth string, files map[string][]byte) string {
+	tb.Helper()
 	var ctxTar bytes.Buffer
 	tw := tar.NewWriter(&ctxTar)
 	for name, data := range files {
 		mode := int64(0o644)
-		if name == "server" {
+		if name == "server" || strings.HasPrefix(name, "bin-") {
 			mode = 0o755
 		}
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data))}); err != nil {
@@ -258,10 +274,6 @@ func pushTo(tb testing.TB, reg, auth, service, version string, failHealth bool) 
 	ctx := context.Background()
 	cli := dockerClient(tb, host1)
 	began := time.Now()
-	tag := fmt.Sprintf("%s/%s/%s:%s", reg, pipeline, service, version)
-	if failHealth {
-		tag += "-unhealthy"
-	}
 	resp, err := cli.ImageBuild(ctx, &ctxTar, build.ImageBuildOptions{Tags: []string{tag}, Remove: true, ForceRemove: true})
 	if err != nil {
 		tb.Fatalf("build %s: %v", tag, err)
@@ -303,12 +315,8 @@ func pushTo(tb testing.TB, reg, auth, service, version string, failHealth bool) 
 	if digest == "" {
 		tb.Fatalf("push %s: no digest in the engine's answer", tag)
 	}
-	ref := fmt.Sprintf("%s/%s/%s@%s", reg, pipeline, service, digest)
+	ref := tag[:strings.LastIndex(tag, ":")] + "@" + digest
 	tb.Logf("built and pushed %s in %s", ref, time.Since(began).Round(time.Millisecond))
-	if images.refs == nil {
-		images.refs = map[string]string{}
-	}
-	images.refs[key] = ref
 	return ref
 }
 
@@ -380,6 +388,12 @@ func cleanup(tb testing.TB, spec *stages.Spec, environment string) {
 			if err := h.Remove(ctx, b.ID); err != nil {
 				tb.Logf("cleanup: %v", err)
 			}
+		}
+		for _, c := range probes(tb, h, environment) {
+			_ = h.Remove(ctx, c.ID)
+		}
+		if err := h.RemoveNetwork(ctx, spec.NetworkName(environment)); err != nil {
+			tb.Logf("cleanup: %v", err)
 		}
 		h.Close()
 	}

@@ -2,21 +2,35 @@
 // containers on every plain Docker host of an environment (or the hosts
 // its environment settings pin it to).
 //
+// Every host has the environment network, a user-defined bridge named
+// after the pipeline and environment (labels release.pipeline and
+// release.environment), on which each healthy container answers to its
+// service's name: http://SERVICE:PORT reaches a healthy container from any
+// container of the environment on that host, during deploys too, with or
+// without a proxy. A container's port is also published on an ephemeral
+// host port of the engine's default bridge, where the deploy's health
+// checks and a proxy on the host reach it; no fixed host port is bound
+// unless the service's `publish:` asks for one.
+//
 // A deploy of one service, on all its hosts at once, is three steps:
 //
 //  1. Inventory: look at what runs, by labels. A running container with
-//     the intended configuration (digest, env, volumes, port) is adopted
-//     once healthy; stopped or duplicate ones are removed (see sortOut).
-//  2. With a proxy (strategy start-first): start the new container beside
-//     the old one on each host and wait for its health check; check it once
-//     more and switch the service's upstreams in the proxy to the new
+//     the intended configuration (see target.Service.Hash) is adopted once
+//     healthy; stopped or duplicate ones are removed (see sortOut).
+//  2. Boot, start-first: create the new container on the network without
+//     its name, start it beside the old one and wait for its health check;
+//     then it takes the service's name on the network, and with a proxy,
+//     once checked again, the proxy's upstreams are switched to the new
 //     containers, all hosts in one change. A new container that does not
-//     become healthy is removed and the old ones keep serving.
-//     Without a proxy (strategy recreate): stop the old container, start
-//     the new one and wait for its health; remove the old one, or, when the
-//     new one is not healthy, remove it and start the old one again.
-//  3. Retire: let in-flight requests drain, stop the old containers with a
-//     grace period and remove them.
+//     become healthy is removed and the old ones keep serving, name and
+//     proxy route included.
+//  3. Retire: the old containers lose the name (they stay on the network,
+//     to finish what they do), in-flight requests drain, and they are
+//     stopped with a grace period and removed.
+//
+// A service that publishes a fixed host port (`publish:`) cannot run two
+// containers at once on a host: its old container stops right before the
+// new one starts, and starts again when the new one is not healthy.
 package docker
 
 import (
@@ -44,11 +58,13 @@ type Target struct {
 
 	mu       sync.Mutex
 	prepared map[string][]*onHost // by service, what Prepare made
+	netMu    sync.Mutex
+	networks map[string]bool // by host address, the network is there
 }
 
 // Open connects to every host of the environment.
 func Open(_ context.Context, cfg target.Config) (target.Target, error) {
-	t := &Target{cfg: cfg, prepared: map[string][]*onHost{}}
+	t := &Target{cfg: cfg, prepared: map[string][]*onHost{}, networks: map[string]bool{}}
 	for _, addr := range cfg.Hosts {
 		h, err := dockerhost.Open(addr, cfg.Engine...)
 		if err != nil {
@@ -97,9 +113,37 @@ func (t *Target) spec(s target.Service) dockerhost.Spec {
 		Env:         s.Env,
 		Labels:      s.Labels,
 		Port:        s.Port(),
+		Publish:     s.Config.Publish,
 		Volumes:     slices.Clone(s.Config.Service.Volumes),
 		StopTimeout: s.StopTimeout,
+		Restart:     s.Config.Restart,
+		Memory:      s.Config.Memory,
+		CPUs:        s.Config.CPUs,
+		Network:     t.cfg.Network,
 	}
+}
+
+// NetworkLabels are the labels of an environment network.
+func NetworkLabels(pipeline, environment string) map[string]string {
+	return map[string]string{target.LabelPipeline: pipeline, target.LabelEnvironment: environment}
+}
+
+// network makes sure the environment network is on h, once per deploy.
+// The services of a deploy go in parallel: one at a time asks for it.
+func (t *Target) network(ctx context.Context, h *dockerhost.Host) error {
+	t.netMu.Lock()
+	defer t.netMu.Unlock()
+	if t.networks[h.Addr()] {
+		return nil
+	}
+	if _, err := h.EnsureNetwork(ctx, t.cfg.Network, dockerhost.Bridge, NetworkLabels(t.cfg.Pipeline, t.cfg.Environment)); err != nil {
+		if t.cfg.IsTransient(err) {
+			return err
+		}
+		return stages.Permanent(err)
+	}
+	t.networks[h.Addr()] = true
+	return nil
 }
 
 // pull pulls an image with the credentials the registry chain finds for
@@ -132,7 +176,7 @@ func (t *Target) Deploy(ctx context.Context, s target.Service) (retire func(cont
 	if parts == nil {
 		parts = t.parts()
 	}
-	if t.cfg.Proxy == nil {
+	if s.Config.Publish != "" {
 		err = t.recreate(ctx, s, parts)
 	} else {
 		retire, err = t.startFirst(ctx, s, parts)
@@ -151,8 +195,11 @@ func (t *Target) Prepare(ctx context.Context, s target.Service) {
 	w := t.spec(s)
 	parts := t.parts()
 	_ = eachHost(parts, func(p *onHost) error {
-		if err := t.inventory(ctx, p, s); err != nil || p.cur != nil {
-			return err // or adopted as it runs
+		if err := t.inventory(ctx, p, s); err != nil || p.cur != nil || s.Config.Publish != "" {
+			return err // or adopted as it runs, or not made ahead
+		}
+		if err := t.network(ctx, p.h); err != nil {
+			return err
 		}
 		if err := t.pull(ctx, p.h, w.Image); err != nil {
 			return err
@@ -208,6 +255,9 @@ func (t *Target) inventory(ctx context.Context, p *onHost, s target.Service) err
 	if p.known {
 		return nil
 	}
+	if err := t.network(ctx, p.h); err != nil {
+		return err
+	}
 	list, err := p.h.List(ctx, map[string]string{
 		target.LabelPipeline:    t.cfg.Pipeline,
 		target.LabelEnvironment: t.cfg.Environment,
@@ -222,9 +272,40 @@ func (t *Target) inventory(ctx context.Context, p *onHost, s target.Service) err
 			return err
 		}
 	}
+	if inv.cur != nil {
+		// The labels say it is the intended container; the engine must
+		// say so too.
+		st, err := p.h.State(ctx, inv.cur.ID, 0)
+		if err != nil {
+			return err
+		}
+		if why := impostor(st, s); why != "" {
+			t.cfg.Log("%s on %s: %s is not adopted: %s; it is replaced", s.Name, p.h.Addr(), inv.cur.Name, why)
+			inv.old = append([]container{*inv.cur}, inv.old...)
+			inv.cur = nil
+		}
+	}
 	p.cur, p.old = inv.cur, inv.old
 	p.known = true
 	return nil
+}
+
+// impostor says why a container whose labels name the intended
+// configuration is not what the deploy intends, as the engine reports it:
+// another image than the digest, or its environment lacks a variable the
+// deploy sets. "" is a container to adopt.
+func impostor(st dockerhost.State, s target.Service) string {
+	if st.Image != s.Image {
+		return fmt.Sprintf("it runs %s, not %s", st.Image, s.Image)
+	}
+	for _, kv := range s.Env {
+		if !slices.Contains(st.Env, kv) {
+			name, _, _ := strings.Cut(kv, "=")
+			// The value may be a secret: only the name is told.
+			return fmt.Sprintf("its variable %s is not the intended one", name)
+		}
+	}
+	return ""
 }
 
 // inventory is what a host runs of one service, sorted out.
@@ -268,7 +349,19 @@ func (t *Target) ensureNew(ctx context.Context, p *onHost, s target.Service) err
 			return err
 		}
 	}
-	return t.awaitNew(ctx, p, s)
+	if err := t.awaitNew(ctx, p, s); err != nil {
+		return err
+	}
+	return t.name(ctx, p, s)
+}
+
+// name gives p.cur, healthy, the service's name on the network.
+func (t *Target) name(ctx context.Context, p *onHost, s target.Service) error {
+	if err := p.h.Alias(ctx, t.cfg.Network, p.cur.ID, s.Name); err != nil {
+		return err
+	}
+	t.cfg.Log("%s on %s: %s answers to %s on %s", s.Name, p.h.Addr(), p.cur.Name, s.Name, t.cfg.Network)
+	return nil
 }
 
 // create returns the service's new container on p's host, not started:
@@ -360,7 +453,7 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 		}
 		return t.ensureNew(ctx, p, s)
 	})
-	routed := t.cfg.Proxy.Routes(s.Name) && s.Port() > 0
+	routed := t.cfg.Proxy != nil && t.cfg.Proxy.Routes(s.Name) && s.Port() > 0
 	if err != nil {
 		return nil, errors.Join(err, t.abandon(context.WithoutCancel(ctx), s, parts))
 	}
@@ -396,15 +489,33 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 		t.cfg.At("switched", s.Name)
 	}
 
-	anyOld := false
+	anyOld, anyRunning := false, false
 	for _, p := range parts {
 		anyOld = anyOld || len(p.old) > 0
+		anyRunning = anyRunning || slices.ContainsFunc(p.old, func(c container) bool { return c.Running })
 	}
 	if !anyOld {
 		return nil, nil
 	}
 	return func(ctx context.Context) error {
-		if routed {
+		// The old containers lose the name first: new requests on the
+		// network go to the new ones only, while the old ones finish
+		// theirs.
+		err := eachHost(parts, func(p *onHost) error {
+			for _, c := range p.old {
+				if !c.Running {
+					continue
+				}
+				if err := p.h.Unalias(ctx, t.cfg.Network, c.ID, s.Name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if anyRunning {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -449,6 +560,10 @@ func (t *Target) abandon(ctx context.Context, s target.Service, parts []*onHost)
 			continue
 		}
 		oldRunning = true
+		// A killed earlier attempt may have taken the name from it.
+		if err := p.h.Alias(ctx, t.cfg.Network, p.old[i].ID, s.Name); err != nil {
+			return err
+		}
 		if s.Port() == 0 {
 			continue
 		}
@@ -525,6 +640,9 @@ func (t *Target) recreate(ctx context.Context, s target.Service, parts []*onHost
 		if err == nil {
 			err = t.awaitNew(ctx, p, s)
 		}
+		if err == nil {
+			err = t.name(ctx, p, s)
+		}
 		if err != nil {
 			if prev != nil {
 				bg := context.WithoutCancel(ctx)
@@ -533,6 +651,9 @@ func (t *Target) recreate(ctx context.Context, s target.Service, parts []*onHost
 				}
 				if _, healthErr := waitHealthy(bg, p.h, *prev, s.Port(), s.Health()); healthErr != nil {
 					return errors.Join(err, fmt.Errorf("start %s again: %w", prev.Name, healthErr))
+				}
+				if aliasErr := p.h.Alias(bg, t.cfg.Network, prev.ID, s.Name); aliasErr != nil {
+					return errors.Join(err, aliasErr)
 				}
 				t.cfg.Log("%s on %s: started %s again", s.Name, p.h.Addr(), prev.Name)
 			}

@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sweepboard/release/stages/deploy/target"
+	"github.com/sweepboard/release/stages/internal/dockerhost"
 )
 
 // TestSortOut: the adoption rule on a host's containers of one service,
@@ -54,6 +55,30 @@ func TestSortOut(t *testing.T) {
 			}{tt.cur, tt.stale, tt.old}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("sortOut (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestImpostor: a container is adopted only when the engine reports the
+// intended image and environment.
+func TestImpostor(t *testing.T) {
+	s := target.Service{Image: "r/api@sha256:1", Env: []string{"A=1", "TOKEN=s3cret"}}
+	tests := []struct {
+		name string
+		st   dockerhost.State
+		why  string
+	}{
+		{"the intended one", dockerhost.State{Image: "r/api@sha256:1", Env: []string{"PATH=/bin", "A=1", "TOKEN=s3cret"}}, ""},
+		{"another image", dockerhost.State{Image: "r/api@sha256:2", Env: []string{"A=1", "TOKEN=s3cret"}}, "it runs r/api@sha256:2, not r/api@sha256:1"},
+		{"a tag, not the digest", dockerhost.State{Image: "r/api:latest", Env: []string{"A=1", "TOKEN=s3cret"}}, "it runs r/api:latest, not r/api@sha256:1"},
+		{"another value, not told", dockerhost.State{Image: "r/api@sha256:1", Env: []string{"A=1", "TOKEN=other"}}, "its variable TOKEN is not the intended one"},
+		{"a variable missing", dockerhost.State{Image: "r/api@sha256:1", Env: []string{"TOKEN=s3cret"}}, "its variable A is not the intended one"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := impostor(tt.st, s); got != tt.why {
+				t.Errorf("impostor = %q, want %q", got, tt.why)
 			}
 		})
 	}

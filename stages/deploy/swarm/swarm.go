@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -44,6 +45,9 @@ const Name = "swarm"
 type Target struct {
 	cfg     target.Config
 	manager *dockerhost.Host
+
+	mu        sync.Mutex
+	networkUp bool
 }
 
 // Open connects to the environment's first host and checks that it is a
@@ -57,6 +61,38 @@ func Open(ctx context.Context, cfg target.Config) (target.Target, error) {
 		return nil, err
 	}
 	return &Target{cfg: cfg, manager: h}, nil
+}
+
+// network makes sure the environment's overlay network exists, once per
+// deploy.
+func (t *Target) network(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.networkUp {
+		return nil
+	}
+	labels := map[string]string{target.LabelPipeline: t.cfg.Pipeline, target.LabelEnvironment: t.cfg.Environment}
+	if _, err := t.manager.EnsureNetwork(ctx, t.cfg.Network, dockerhost.Overlay, labels); err != nil {
+		return stages.Permanent(err)
+	}
+	t.networkUp = true
+	return nil
+}
+
+// restartPolicy is a service's restart: as swarm says it.
+func restartPolicy(restart string) *swarm.RestartPolicy {
+	name, count, _ := strings.Cut(restart, ":")
+	p := &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny}
+	switch name {
+	case "no":
+		p.Condition = swarm.RestartPolicyConditionNone
+	case "on-failure":
+		p.Condition = swarm.RestartPolicyConditionOnFailure
+		if n, err := strconv.ParseUint(count, 10, 64); err == nil {
+			p.MaxAttempts = &n
+		}
+	}
+	return p
 }
 
 // Close closes the connection to the manager.
@@ -81,7 +117,7 @@ func ServiceName(pipeline, environment, service string) string {
 func (t *Target) swarmSpec(w target.Service) swarm.ServiceSpec {
 	start := target.HealthTimeout(w.Health())
 	grace := w.StopTimeout
-	replicas := uint64(1)
+	replicas := uint64(max(w.Config.Replicas, 1))
 	var mounts []mount.Mount
 	for _, v := range w.Config.Service.Volumes {
 		parts := strings.Split(v, ":")
@@ -113,7 +149,15 @@ func (t *Target) swarmSpec(w target.Service) swarm.ServiceSpec {
 				},
 				StopGracePeriod: &grace,
 			},
-			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny},
+			RestartPolicy: restartPolicy(w.Config.Restart),
+			Resources: &swarm.ResourceRequirements{Limits: &swarm.Limit{
+				MemoryBytes: w.Config.Memory,
+				NanoCPUs:    int64(w.Config.CPUs * 1e9),
+			}},
+			// On the environment's overlay network the service answers to
+			// its name; swarm's virtual IP sends requests only to tasks
+			// that run, healthy.
+			Networks: []swarm.NetworkAttachmentConfig{{Target: t.cfg.Network, Aliases: []string{w.Name}}},
 		},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
 		UpdateConfig: &swarm.UpdateConfig{
@@ -157,6 +201,9 @@ func (t *Target) deploy(ctx context.Context, w target.Service) error {
 		return stages.Permanent(err)
 	}
 	routed := t.cfg.Proxy != nil && t.cfg.Proxy.Routes(name) && w.Port() > 0
+	if err := t.network(ctx); err != nil {
+		return err
+	}
 
 	began := time.Now()
 	for attempt := 1; ; attempt++ {
@@ -204,7 +251,7 @@ func (t *Target) deployOnce(ctx context.Context, h *dockerhost.Host, w target.Se
 		}
 		t.cfg.Log("%s: updating swarm service %s to %s (start-first)", name, want.Name, w.Image)
 	}
-	if err := t.await(ctx, h, name, cur.ID, w.Image, w.Config.Service, routed); err != nil {
+	if err := t.await(ctx, h, name, cur.ID, w.Image, w.Config.Service, max(w.Config.Replicas, 1), routed); err != nil {
 		return stages.Permanent(err)
 	}
 	return nil
@@ -235,7 +282,7 @@ func findService(ctx context.Context, h *dockerhost.Host, name string) (*swarm.S
 // and no other task does; with a proxy, it keeps the route pointed at the
 // tasks it found healthy itself. A rollback, or a timeout, is an error
 // carrying the failed task's reason.
-func (t *Target) await(ctx context.Context, h *dockerhost.Host, name, id, image string, svc stages.Service, proxied bool) error {
+func (t *Target) await(ctx context.Context, h *dockerhost.Host, name, id, image string, svc stages.Service, replicas int, proxied bool) error {
 	timeout := target.HealthTimeout(svc.Health)
 	// Room for the start period, the checks, the monitor and a rollback.
 	deadline := time.Now().Add(2*timeout + 30*time.Second)
@@ -282,7 +329,7 @@ func (t *Target) await(ctx context.Context, h *dockerhost.Host, name, id, image 
 			// serves when the error is seen.
 			prev := s.Spec.TaskTemplate.ContainerSpec.Image
 			old, _ := t.healthyTasks(ctx, h, tasks, prev, svc)
-			back := len(old) > 0 && settled(tasks, prev)
+			back := len(old) > 0 && settled(tasks, prev, 1)
 			if proxied && len(old) > 0 && !slices.Equal(old, routed) {
 				// The old tasks serve again: route to them.
 				if err := t.switchTo(context.WithoutCancel(ctx), name, old); err != nil {
@@ -301,7 +348,7 @@ func (t *Target) await(ctx context.Context, h *dockerhost.Host, name, id, image 
 				return fmt.Errorf("swarm service %s: update to %s %s: %s", s.Spec.Name, image, strings.ReplaceAll(state, "_", " "), reason)
 			}
 		}
-		if (state == "" || state == string(swarm.UpdateStateCompleted)) && settled(tasks, image) {
+		if (state == "" || state == string(swarm.UpdateStateCompleted)) && settled(tasks, image, replicas) {
 			return nil
 		}
 		if state == "" {
@@ -343,9 +390,9 @@ func serviceTasks(ctx context.Context, h *dockerhost.Host, id string) ([]swarm.T
 	return tasks, nil
 }
 
-// settled says one task of image runs and no task of another image is
-// wanted running or still running.
-func settled(tasks []swarm.Task, image string) bool {
+// settled says at least replicas tasks of image run and no task of
+// another image is wanted running or still running.
+func settled(tasks []swarm.Task, image string, replicas int) bool {
 	n := 0
 	for _, t := range tasks {
 		live := t.Status.State == swarm.TaskStateRunning || t.Status.State == swarm.TaskStateStarting
@@ -356,7 +403,7 @@ func settled(tasks []swarm.Task, image string) bool {
 			return false
 		}
 	}
-	return n > 0
+	return n >= max(replicas, 1)
 }
 
 // failedReason is why the newest failed task of image failed, as swarm
