@@ -19,6 +19,7 @@ const (
 	exitCancelled   = 6   // someone cancelled the run; it is not resumed
 	exitFenced      = 7   // the run lost its lease (expired, taken over); it can be resumed
 	exitNothing     = 8   // version next: no commit asks for a release (its answer is still printed)
+	exitDrift       = 9   // status: an environment drifts from its record or runs an unhealthy service
 	exitInterrupted = 130 // SIGINT or SIGTERM
 )
 
@@ -34,6 +35,8 @@ const exitCodesHelp = `Exit codes:
        its in-flight nodes were stopped and it can be resumed
   8    nothing to release: version next found no feat, fix or breaking
        change since the last release tag (its answer is still printed)
+  9    status: an environment drifts from its record or runs an unhealthy
+       service (the status is still printed)
   130  interrupted by SIGINT or SIGTERM; the run can be resumed`
 
 // codedError carries an exit code with an error.

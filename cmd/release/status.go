@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/pipeline/engine"
 )
 
 // StatusOptions are the inputs of `release status`.
@@ -26,7 +27,11 @@ func NewCmdStatus(f *Factory, runF func(*StatusOptions) error) *cobra.Command {
 actually running on its hosts: the digest of each, its health, and drift where the
 running digest is not the recorded one or a container is missing. With -o json:
 environments (each name, version, runId, deployedAt, services (each name, digest,
-healthy, drift)).`,
+healthy, drift)).
+
+It exits 9 when an environment drifts from its record or runs a service that is
+not healthy (an environment never deployed to, with nothing running, does not),
+so that CI can gate on it; the status is printed all the same.`,
 		Example: `  release status
   release status prod -o json | jq '.environments[0].services[] | select(.drift != "")'`,
 		Args: rangeArgs(0, 1),
@@ -84,8 +89,12 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 		}
 		view.Environments = append(view.Environments, ev)
 	}
+	drifting := driftingEnvironments(envs)
 	if f.JSON() {
-		return writeJSON(f.IO.Out, view)
+		if err := writeJSON(f.IO.Out, view); err != nil {
+			return err
+		}
+		return drifting
 	}
 	w := f.IO.Out
 	for i, ev := range view.Environments {
@@ -107,7 +116,26 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 		}
 		t.flush()
 	}
-	return nil
+	return drifting
+}
+
+// driftingEnvironments is the exit-9 error naming the environments that
+// drift from their record or run an unhealthy service, or nil.
+func driftingEnvironments(envs []*engine.EnvStatus) error {
+	var names []string
+	for _, s := range envs {
+		never := s.Version == ""
+		for _, svc := range s.Services {
+			never = never && svc.State == "missing" && svc.Drift == ""
+		}
+		if s.Drifted() && !never {
+			names = append(names, s.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return &codedError{code: exitDrift, err: fmt.Errorf("status: %s drifts from its record or runs an unhealthy service", strings.Join(names, ", "))}
 }
 
 // ShowOptions are the inputs of `release show`.
