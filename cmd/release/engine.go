@@ -204,20 +204,30 @@ func (w *watch) report(run *pipeline.Run, err error) error {
 		if hint := engine.NotResumable(fe); hint != "" {
 			fmt.Fprintf(f.IO.ErrOut, "release: %v\n%s\n", err, hint)
 		} else {
-			fmt.Fprintf(f.IO.ErrOut, "release: %v\nresume with: release resume %s\n", err, run.ID)
+			fmt.Fprintf(f.IO.ErrOut, "release: %v%s\n", err, resumeHint(err, run.ID, "\n"))
 		}
 		return silent(err)
 	case errors.Is(err, pipeline.ErrInterrupted):
-		fmt.Fprintf(f.IO.ErrOut, "interrupted; resume with: release resume %s\n", run.ID)
+		fmt.Fprintf(f.IO.ErrOut, "interrupted%s\n", resumeHint(err, run.ID, "; "))
 		return silent(err)
 	case errors.As(err, &fenced):
-		fmt.Fprintf(f.IO.ErrOut, "release: %v\nresume with: release resume %s\n", err, run.ID)
+		fmt.Fprintf(f.IO.ErrOut, "release: %v%s\n", err, resumeHint(err, run.ID, "\n"))
 		return silent(err)
 	case errors.As(err, &cancelled):
 		fmt.Fprintf(f.IO.ErrOut, "release: %v\n", err)
 		return silent(err)
 	}
 	return err
+}
+
+// resumeHint is how the run is resumed, after sep; "" when err is an
+// UnrecordedError, whose own lines (printed last, by main) end with it.
+func resumeHint(err error, id, sep string) string {
+	var unrecorded *pipeline.UnrecordedError
+	if errors.As(err, &unrecorded) {
+		return ""
+	}
+	return sep + "resume with: release resume " + id
 }
 
 // ran reports whether this process started the run's execution (its
