@@ -3,7 +3,10 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -317,5 +320,127 @@ func TestDeployInNetworkUnderLoad(t *testing.T) {
 			version = ""
 		}
 		checkNetwork(t, spec, environment, host1, version)
+	}
+}
+
+// TestDeployEnvironmentConfig: per-environment settings on two engines: a
+// secret passed by name reaches the container and nothing else, a service
+// pinned to one engine runs only there, health exec and the image's
+// HEALTHCHECK gate a start, and an impostor is replaced.
+func TestDeployEnvironmentConfig(t *testing.T) {
+	needParts(t, host1, host2)
+	environment := envName("t-config")
+	secret := fmt.Sprintf("hunter2-%d", time.Now().UnixNano())
+	spec := &stages.Spec{Name: pipeline, Services: map[string]stages.Service{
+		"front": {Image: pipeline + "/chain-front", Port: 8080, Health: stages.Health{HTTP: "/healthz", Timeout: 20 * time.Second},
+			Env: map[string]string{"REPORT_SECRET": "RELEASE_TEST_SECRET", "LEVEL": "file"}, EnvFrom: []string{"RELEASE_TEST_SECRET"}},
+		"back":  {Image: pipeline + "/chain-back", Port: 8080, Health: stages.Health{Exec: []string{"/back", "-healthcheck"}, Timeout: 20 * time.Second}},
+		"store": {Image: pipeline + "/chain-store", Port: 8080, Health: stages.Health{Timeout: 20 * time.Second}},
+	}, Environments: map[string]stages.Environment{environment: {
+		Hosts: []string{host1, host2},
+		Services: map[string]stages.EnvService{
+			"front": {Env: map[string]string{"LEVEL": "env"}, Memory: "64m", Restart: "on-failure:3"},
+			"back":  {Hosts: []string{host1}},
+		},
+	}}}
+	t.Cleanup(func() { cleanup(t, spec, environment) })
+	cleanup(t, spec, environment)
+	refs := map[string]string{}
+	for _, n := range []string{"front", "back", "store"} {
+		refs[n] = pushFixture(t, n, "v1")
+	}
+	s := &Stage{StopTimeout: 2 * time.Second, getenv: func(name string) (string, bool) {
+		if name == "RELEASE_TEST_SECRET" {
+			return secret, true
+		}
+		return "", false
+	}}
+	r := deploy(t, s, spec, environment, "1.0.0", refs)
+	if r.err != nil {
+		t.Fatalf("deploy: %v", r.err)
+	}
+
+	// The secret reaches the container, by name.
+	want := fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(secret)))
+	if out, code := runProbe(t, host1, spec, environment, "get", "http://front:8080/secret"); code != 0 || out != want {
+		t.Errorf("%s: /secret answers %q (exit %d), want %q", host1, out, code, want)
+	}
+	// The second engine of this machine runs without iptables, under the
+	// first one's forwarding rules: its containers are reached on their
+	// published ports.
+	for _, l := range mustInspect(t, spec, environment) {
+		if l.Service != "front" || l.Host != host2 {
+			continue
+		}
+		resp, err := http.Get("http://" + liveAddr(t, l) + "/secret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := strings.TrimSpace(string(body)); got != want {
+			t.Errorf("%s: /secret answers %q, want %q", host2, got, want)
+		}
+	}
+	// And nothing else: the log, the outputs, the labels, the names.
+	if strings.Contains(r.log, secret) {
+		t.Errorf("the deploy log carries the secret")
+	}
+	for k, v := range r.out {
+		if strings.Contains(k+fmt.Sprint(v), secret) {
+			t.Errorf("output %s carries the secret", k)
+		}
+	}
+	for _, h := range []string{host1, host2} {
+		for svc, cs := range running(t, h, environment) {
+			for _, c := range cs {
+				if strings.Contains(fmt.Sprint(c.Config.Labels)+c.Name, secret) {
+					t.Errorf("%s: %s carries the secret in its labels or name", h, svc)
+				}
+				if svc == "front" && (!slices.Contains(c.Config.Env, "LEVEL=env") || c.HostConfig.Memory != 64<<20 || c.HostConfig.RestartPolicy.Name != "on-failure") {
+					t.Errorf("%s: front: env %v, memory %d, restart %v", h, c.Config.Env, c.HostConfig.Memory, c.HostConfig.RestartPolicy)
+				}
+			}
+		}
+	}
+
+	// back runs on host1 only.
+	if n1, n2 := len(running(t, host1, environment)["back"]), len(running(t, host2, environment)["back"]); n1 != 1 || n2 != 0 {
+		t.Errorf("back: %d containers on %s and %d on %s, want 1 and 0", n1, host1, n2, host2)
+	}
+	for _, l := range mustInspect(t, spec, environment) {
+		if !l.Healthy {
+			t.Errorf("%s on %s: not healthy: %s", l.Service, l.Host, l.Health)
+		}
+	}
+
+	// An impostor: front's name and labels on host1, another image.
+	h, err := dockerhost.Open(host1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx := context.Background()
+	real := running(t, host1, environment)["front"][0]
+	if err := h.Remove(ctx, real.ID); err != nil {
+		t.Fatal(err)
+	}
+	fake, err := h.Create(ctx, dockerhost.Spec{Name: strings.TrimPrefix(real.Name, "/"), Image: refs["back"], Labels: real.Config.Labels, Port: 8080, Network: spec.NetworkName(environment)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(ctx, fake); err != nil {
+		t.Fatal(err)
+	}
+	r = deploy(t, s, spec, environment, "1.0.0", refs)
+	if r.err != nil {
+		t.Fatalf("deploy again: %v", r.err)
+	}
+	if !strings.Contains(r.log, "is not adopted: it runs "+refs["back"]) {
+		t.Errorf("the deploy did not say it replaced the impostor:\n%s", r.log)
+	}
+	fronts := running(t, host1, environment)["front"]
+	if len(fronts) != 1 || fronts[0].ID == fake.ID || runningDigest(t, host1, fronts[0]) != refs["front"] {
+		t.Errorf("after the impostor: %d front containers on %s, want one of %s", len(fronts), host1, refs["front"])
 	}
 }

@@ -102,7 +102,10 @@ type onHost struct {
 	ready *container // created ahead for the intended configuration, not started
 	addr  string     // where cur is reached, when it publishes a port
 	old   []container
-	err   error
+	// off is a host of the environment that does not run the service
+	// (environments.ENV.services.NAME.hosts): what runs there of it goes.
+	off bool
+	err error
 }
 
 // spec is the container the deploy creates for s.
@@ -159,12 +162,17 @@ func (t *Target) pull(ctx context.Context, h *dockerhost.Host, ref string) error
 }
 
 // parts returns a fresh part of a service deploy for every host.
-func (t *Target) parts() []*onHost {
+func (t *Target) parts(s target.Service) []*onHost {
 	parts := make([]*onHost, len(t.hosts))
 	for i, h := range t.hosts {
-		parts[i] = &onHost{h: h}
+		parts[i] = &onHost{h: h, off: !runsOn(s, h.Addr())}
 	}
 	return parts
+}
+
+// runsOn says whether the service runs on the host at addr.
+func runsOn(s target.Service, addr string) bool {
+	return len(s.Config.Hosts) == 0 || slices.Contains(s.Config.Hosts, addr)
 }
 
 // Deploy deploys one service to all hosts.
@@ -174,7 +182,7 @@ func (t *Target) Deploy(ctx context.Context, s target.Service) (retire func(cont
 	delete(t.prepared, s.Name)
 	t.mu.Unlock()
 	if parts == nil {
-		parts = t.parts()
+		parts = t.parts(s)
 	}
 	if s.Config.Publish != "" {
 		err = t.recreate(ctx, s, parts)
@@ -193,9 +201,9 @@ func (t *Target) Deploy(ctx context.Context, s target.Service) (retire func(cont
 // deploy reports what fails then.
 func (t *Target) Prepare(ctx context.Context, s target.Service) {
 	w := t.spec(s)
-	parts := t.parts()
+	parts := t.parts(s)
 	_ = eachHost(parts, func(p *onHost) error {
-		if err := t.inventory(ctx, p, s); err != nil || p.cur != nil || s.Config.Publish != "" {
+		if err := t.inventory(ctx, p, s); err != nil || p.cur != nil || p.off || s.Config.Publish != "" {
 			return err // or adopted as it runs, or not made ahead
 		}
 		if err := t.network(ctx, p.h); err != nil {
@@ -266,24 +274,32 @@ func (t *Target) inventory(ctx context.Context, p *onHost, s target.Service) err
 	if err != nil {
 		return err
 	}
-	inv := sortOut(list, s.Hash)
+	// The labels say a container is the intended one; the engine must say
+	// so too.
+	var verr error
+	inv := sortOut(list, s.Hash, func(c container) string {
+		st, err := p.h.State(ctx, c.ID, 0)
+		if err != nil {
+			verr = err
+			return err.Error()
+		}
+		why := impostor(st, s)
+		if why != "" {
+			t.cfg.Log("%s on %s: %s is not adopted: %s; it is replaced", s.Name, p.h.Addr(), c.Name, why)
+		}
+		return why
+	})
+	if verr != nil {
+		return verr
+	}
 	for _, c := range inv.stale {
 		if err := p.h.Remove(ctx, c.ID); err != nil {
 			return err
 		}
 	}
-	if inv.cur != nil {
-		// The labels say it is the intended container; the engine must
-		// say so too.
-		st, err := p.h.State(ctx, inv.cur.ID, 0)
-		if err != nil {
-			return err
-		}
-		if why := impostor(st, s); why != "" {
-			t.cfg.Log("%s on %s: %s is not adopted: %s; it is replaced", s.Name, p.h.Addr(), inv.cur.Name, why)
-			inv.old = append([]container{*inv.cur}, inv.old...)
-			inv.cur = nil
-		}
+	if p.off && inv.cur != nil {
+		inv.old = append([]container{*inv.cur}, inv.old...)
+		inv.cur = nil
 	}
 	p.cur, p.old = inv.cur, inv.old
 	p.known = true
@@ -312,24 +328,28 @@ func impostor(st dockerhost.State, s target.Service) string {
 type inventory struct {
 	cur   *container  // running with the intended configuration: adopted once healthy
 	stale []container // with the intended configuration, but stopped or a duplicate: removed
-	old   []container // any other configuration, newest first: replaced
+	old   []container // any other configuration, or an impostor, newest first: replaced
 }
 
 // sortOut sorts a host's containers of one service (newest first) by the
 // adoption rule: the newest running container whose configuration hash is
-// the intended one is kept; the other containers of that hash go at once;
-// every other container is old, replaced once the new one serves.
-func sortOut(list []container, hash string) inventory {
+// the intended one, and that verify finds to be what it claims ("" is no
+// objection), is kept; the other containers of that hash go at once, but
+// impostors, which may serve, only once the new one does; every other
+// container is old, replaced once the new one serves.
+func sortOut(list []container, hash string, verify func(container) string) inventory {
 	var inv inventory
 	for _, c := range list {
 		switch {
-		case c.Labels[target.LabelConfig] == hash && c.Running && inv.cur == nil:
+		case c.Labels[target.LabelConfig] != hash:
+			inv.old = append(inv.old, c)
+		case !c.Running || inv.cur != nil:
+			inv.stale = append(inv.stale, c)
+		case verify(c) != "":
+			inv.old = append(inv.old, c)
+		default:
 			c := c
 			inv.cur = &c
-		case c.Labels[target.LabelConfig] == hash:
-			inv.stale = append(inv.stale, c)
-		default:
-			inv.old = append(inv.old, c)
 		}
 	}
 	return inv
@@ -448,7 +468,7 @@ func eachHost(parts []*onHost, f func(p *onHost) error) error {
 
 func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHost) (retire func(context.Context) error, err error) {
 	err = eachHost(parts, func(p *onHost) error {
-		if err := t.inventory(ctx, p, s); err != nil {
+		if err := t.inventory(ctx, p, s); err != nil || p.off {
 			return err
 		}
 		return t.ensureNew(ctx, p, s)
@@ -464,6 +484,9 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 		// their health check (a restarted engine publishes their ports
 		// anew): check again, right before they get the traffic.
 		err := eachHost(parts, func(p *onHost) error {
+			if p.off {
+				return nil
+			}
 			addr, err := waitHealthy(ctx, p.h, *p.cur, s.Port(), s.Health())
 			if err != nil && !t.cfg.IsTransient(err) {
 				return fmt.Errorf("%s: %w", p.h.Addr(), err)
@@ -476,7 +499,9 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 		}
 		ups := make([]string, 0, len(parts))
 		for _, p := range parts {
-			ups = append(ups, p.addr)
+			if !p.off {
+				ups = append(ups, p.addr)
+			}
 		}
 		// Fencing: the switch is the side effect that matters; only a run
 		// that still holds the environment makes it.
@@ -599,6 +624,14 @@ func (t *Target) recreate(ctx context.Context, s target.Service, parts []*onHost
 	return eachHost(parts, func(p *onHost) error {
 		if err := t.inventory(ctx, p, s); err != nil {
 			return err
+		}
+		if p.off {
+			for _, c := range p.old {
+				if err := t.retire(ctx, p.h, s.Name, c); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 		if p.cur != nil {
 			// A killed earlier attempt got this far: keep its container if

@@ -3,7 +3,7 @@ package docker
 import (
 	"context"
 	"fmt"
-	"net"
+	"slices"
 	"sync"
 
 	"github.com/sweepboard/release/stages/deploy/target"
@@ -42,7 +42,9 @@ func (t *Target) inspectHost(ctx context.Context, h *dockerhost.Host) []Live {
 	if err != nil {
 		var ls []Live
 		for _, name := range spec.ServiceNames() {
-			ls = append(ls, Live{Host: h.Addr(), Service: name, State: "missing", Health: err.Error()})
+			if slices.Contains(spec.ServiceIn(t.cfg.Environment, name).Hosts, h.Addr()) {
+				ls = append(ls, Live{Host: h.Addr(), Service: name, State: "missing", Health: err.Error()})
+			}
 		}
 		return ls
 	}
@@ -71,18 +73,16 @@ func (t *Target) inspectHost(ctx context.Context, h *dockerhost.Host) []Live {
 			l.State, l.Health = "unknown", err.Error()
 		case !st.Running:
 			l.State, l.Health = st.Status, "not running"
-		case svc.Port == 0:
-			l.State, l.Healthy, l.Health = st.Status, true, "running"
-		case st.HostPort == "":
+		case svc.Port > 0 && st.HostPort == "" && (svc.Health.Kind() == "http" || svc.Health.Kind() == "tcp"):
 			l.State, l.Health = st.Status, fmt.Sprintf("port %d not published", svc.Port)
 		default:
 			l.State = st.Status
-			l.Healthy, l.Health = target.Probe(ctx, net.JoinHostPort(h.DialIP(), st.HostPort), svc.Health)
+			l.Healthy, l.Health, _ = check(ctx, h, c.ID, st, svc.Port, svc.Health)
 		}
 		ls = append(ls, l)
 	}
 	for _, name := range spec.ServiceNames() {
-		if !seen[name] {
+		if hosts := spec.ServiceIn(t.cfg.Environment, name).Hosts; !seen[name] && slices.Contains(hosts, h.Addr()) {
 			ls = append(ls, Live{Host: h.Addr(), Service: name, State: "missing", Health: "no container"})
 		}
 	}

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ func TestSortOut(t *testing.T) {
 	tests := []struct {
 		name       string
 		list       []container
+		impostors  []string
 		cur        string
 		stale, old []string
 	}{
@@ -37,10 +39,17 @@ func TestSortOut(t *testing.T) {
 		{name: "two of the intended one: the newest running kept", list: []container{c("a", "h1", false, 0), c("b", "h1", true, 1), c("c", "h1", true, 2)}, cur: "b", stale: []string{"a", "c"}},
 		{name: "old ones stay newest first", list: []container{c("a", "h1", true, 0), c("b", "h0", true, 1), c("c", "h9", false, 2)}, cur: "a", old: []string{"b", "c"}},
 		{name: "no label: replaced", list: []container{{ID: "x", Name: "x", Running: true}}, old: []string{"x"}},
+		{name: "an impostor: replaced once the new one serves", list: []container{c("a", "h1", true, 0)}, impostors: []string{"a"}, old: []string{"a"}},
+		{name: "an impostor beside the real one", list: []container{c("a", "h1", true, 0), c("b", "h1", true, 1)}, impostors: []string{"a"}, cur: "b", old: []string{"a"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			inv := sortOut(tt.list, "h1")
+			inv := sortOut(tt.list, "h1", func(c container) string {
+				if slices.Contains(tt.impostors, c.Name) {
+					return "an impostor"
+				}
+				return ""
+			})
 			cur := ""
 			if inv.cur != nil {
 				cur = inv.cur.Name

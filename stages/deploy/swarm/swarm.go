@@ -79,6 +79,15 @@ func (t *Target) network(ctx context.Context) error {
 	return nil
 }
 
+// healthTest is the command swarm checks a task with: health exec: when
+// the file gives one, else the image's HEALTHCHECK (nil).
+func healthTest(h stages.Health) []string {
+	if h.Kind() != "exec" {
+		return nil
+	}
+	return append([]string{"CMD"}, h.Exec...)
+}
+
 // restartPolicy is a service's restart: as swarm says it.
 func restartPolicy(restart string) *swarm.RestartPolicy {
 	name, count, _ := strings.Cut(restart, ":")
@@ -138,10 +147,12 @@ func (t *Target) swarmSpec(w target.Service) swarm.ServiceSpec {
 				Env:    w.Env,
 				Labels: w.Labels,
 				Mounts: mounts,
-				// The image's HEALTHCHECK command, checked every second:
-				// swarm holds a task "starting" until it passes, and fails
-				// it after three misses once start has passed.
+				// The image's HEALTHCHECK command (or health exec:), checked
+				// every second: swarm holds a task "starting" until it
+				// passes, and fails it after three misses once start has
+				// passed.
 				Healthcheck: &container.HealthConfig{
+					Test:        healthTest(w.Health()),
 					Interval:    swarmHealthInterval,
 					Timeout:     swarmHealthTimeout,
 					Retries:     swarmHealthRetries,

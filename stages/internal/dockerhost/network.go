@@ -133,6 +133,9 @@ func (h *Host) Alias(ctx context.Context, net, id, alias string) error {
 // network is left off it.
 func (h *Host) Unalias(ctx context.Context, net, id, alias string) error {
 	st, err := h.State(ctx, id, 0)
+	if cerrdefs.IsNotFound(err) {
+		return nil // gone, and its name with it
+	}
 	if err != nil {
 		return err
 	}
