@@ -22,7 +22,9 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/sweepboard/release/fixtures/parts"
+	"github.com/sweepboard/release/pipeline/deadline"
 	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/internal/caddy"
 	"github.com/sweepboard/release/stages/internal/dockerhost"
 )
 
@@ -443,4 +445,53 @@ func TestDeployEnvironmentConfig(t *testing.T) {
 	if len(fronts) != 1 || fronts[0].ID == fake.ID || runningDigest(t, host1, fronts[0]) != refs["front"] {
 		t.Errorf("after the impostor: %d front containers on %s, want one of %s", len(fronts), host1, refs["front"])
 	}
+}
+
+// TestDeployReplicas: replicas: 3 runs three containers of api on the host,
+// each under api's name on the network, rolled one at a time start-first
+// with no failed request through Caddy or from inside the network.
+func TestDeployReplicas(t *testing.T) {
+	needParts(t, host1)
+	needReloadSafety(t)
+	environment := envName("t-replicas")
+	spec := testSpec(t, environment, []string{host1}, true)
+	e := spec.Environments[environment]
+	e.Services = map[string]stages.EnvService{"api": {Replicas: 3}}
+	spec.Environments[environment] = e
+	v1, v2 := release(t, "v1", services), release(t, "v2", services)
+	s := &Stage{Drain: time.Second, StopTimeout: 5 * time.Second}
+	if r := deploy(t, s, spec, environment, "v1", v1); r.err != nil {
+		t.Fatalf("deploy v1: %v", r.err)
+	}
+	checkReplicas := func(version string, refs map[string]string) {
+		t.Helper()
+		apis := running(t, host1, environment)["api"]
+		if len(apis) != 3 {
+			t.Fatalf("%d api containers, want 3", len(apis))
+		}
+		for _, c := range apis {
+			if !c.State.Running || runningDigest(t, host1, c) != refs["api"] {
+				t.Errorf("%s: %s, %s, want running %s", c.Name, c.State.Status, runningDigest(t, host1, c), refs["api"])
+			}
+		}
+		checkNetwork(t, spec, environment, host1, version)
+		ups, err := caddy.New(caddyAdmin, deadline.Deadlines{}).Upstreams(context.Background(), routeID(pipeline, environment, "api"))
+		if err != nil || len(ups) != 3 {
+			t.Errorf("caddy proxies api to %v (%v), want 3 upstreams", ups, err)
+		}
+	}
+	checkReplicas("v1", v1)
+
+	h, load := startProbe(t, host1, spec, environment, "load", "http://api:8080/")
+	time.Sleep(500 * time.Millisecond)
+	r, st := deployUnderLoad(t, s, spec, environment, "v1", "v2", v2)
+	ok, failed, first := loadSummary(t, h, load)
+	if r.err != nil {
+		t.Fatalf("deploy v2: %v", r.err)
+	}
+	t.Logf("through caddy: %v; from inside the network: %d ok, %d failed", st, ok, failed)
+	if st.failed != 0 || failed != 0 || ok == 0 {
+		t.Errorf("failed requests: %d through caddy (%v), %d of %d from inside the network (%s)", st.failed, st.errs, failed, ok+failed, first)
+	}
+	checkReplicas("v2", v2)
 }

@@ -34,11 +34,14 @@
 package docker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -111,7 +114,7 @@ type onHost struct {
 // spec is the container the deploy creates for s.
 func (t *Target) spec(s target.Service) dockerhost.Spec {
 	return dockerhost.Spec{
-		Name:        ContainerName(t.cfg.Pipeline, t.cfg.Environment, s.Name, s.Hash),
+		Name:        ContainerName(t.cfg.Pipeline, t.cfg.Environment, s.Name, s.Hash) + replicaSuffix(s.Labels[LabelReplica]),
 		Image:       s.Image,
 		Env:         s.Env,
 		Labels:      s.Labels,
@@ -124,6 +127,18 @@ func (t *Target) spec(s target.Service) dockerhost.Spec {
 		CPUs:        s.Config.CPUs,
 		Network:     t.cfg.Network,
 	}
+}
+
+// LabelReplica numbers the containers of a service with replicas on a
+// host: 1, 2, …
+const LabelReplica = "release.replica"
+
+// replicaSuffix tells a replica's container name from the first one's.
+func replicaSuffix(slot string) string {
+	if slot == "" || slot == "1" {
+		return ""
+	}
+	return "-" + slot
 }
 
 // NetworkLabels are the labels of an environment network.
@@ -184,10 +199,13 @@ func (t *Target) Deploy(ctx context.Context, s target.Service) (retire func(cont
 	if parts == nil {
 		parts = t.parts(s)
 	}
-	if s.Config.Publish != "" {
+	switch {
+	case s.Config.Publish != "":
 		err = t.recreate(ctx, s, parts)
-	} else {
-		retire, err = t.startFirst(ctx, s, parts)
+	case s.Config.Replicas > 1:
+		retire, err = t.roll(ctx, s, parts)
+	default:
+		retire, err = t.startFirst(ctx, s, parts, nil)
 	}
 	// A container made ahead that a failure left unused goes.
 	t.dropAhead(context.WithoutCancel(ctx), s.Name, parts)
@@ -329,6 +347,7 @@ type inventory struct {
 	cur   *container  // running with the intended configuration: adopted once healthy
 	stale []container // with the intended configuration, but stopped or a duplicate: removed
 	old   []container // any other configuration, or an impostor, newest first: replaced
+	more  []container // the intended configuration in other replica slots: kept
 }
 
 // sortOut sorts a host's containers of one service (newest first) by the
@@ -337,19 +356,28 @@ type inventory struct {
 // objection), is kept; the other containers of that hash go at once, but
 // impostors, which may serve, only once the new one does; every other
 // container is old, replaced once the new one serves.
+//
+// With replicas, each slot (LabelReplica; none is slot 1) keeps its own
+// newest running container: cur is the first kept, more the others.
 func sortOut(list []container, hash string, verify func(container) string) inventory {
 	var inv inventory
+	kept := map[string]bool{}
 	for _, c := range list {
+		slot := cmp.Or(c.Labels[LabelReplica], "1")
 		switch {
 		case c.Labels[target.LabelConfig] != hash:
 			inv.old = append(inv.old, c)
-		case !c.Running || inv.cur != nil:
+		case !c.Running || kept[slot]:
 			inv.stale = append(inv.stale, c)
 		case verify(c) != "":
 			inv.old = append(inv.old, c)
-		default:
+		case inv.cur == nil:
+			kept[slot] = true
 			c := c
 			inv.cur = &c
+		default:
+			kept[slot] = true
+			inv.more = append(inv.more, c)
 		}
 	}
 	return inv
@@ -466,7 +494,10 @@ func eachHost(parts []*onHost, f func(p *onHost) error) error {
 	return errors.Join(errs...)
 }
 
-func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHost) (retire func(context.Context) error, err error) {
+// startFirst deploys one container per host of s start-first; keep are
+// the upstreams of the service's other containers, which serve on beside
+// the new ones (the other replicas).
+func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHost, keep []string) (retire func(context.Context) error, err error) {
 	err = eachHost(parts, func(p *onHost) error {
 		if err := t.inventory(ctx, p, s); err != nil || p.off {
 			return err
@@ -475,7 +506,7 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 	})
 	routed := t.cfg.Proxy != nil && t.cfg.Proxy.Routes(s.Name) && s.Port() > 0
 	if err != nil {
-		return nil, errors.Join(err, t.abandon(context.WithoutCancel(ctx), s, parts))
+		return nil, errors.Join(err, t.abandon(context.WithoutCancel(ctx), s, parts, keep))
 	}
 	t.cfg.At("started", s.Name)
 
@@ -495,9 +526,9 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 			return err
 		})
 		if err != nil {
-			return nil, errors.Join(err, t.abandon(context.WithoutCancel(ctx), s, parts))
+			return nil, errors.Join(err, t.abandon(context.WithoutCancel(ctx), s, parts, keep))
 		}
-		ups := make([]string, 0, len(parts))
+		ups := slices.Clone(keep)
 		for _, p := range parts {
 			if !p.off {
 				ups = append(ups, p.addr)
@@ -506,7 +537,7 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 		// Fencing: the switch is the side effect that matters; only a run
 		// that still holds the environment makes it.
 		if err := t.cfg.CheckFence(ctx); err != nil {
-			return nil, errors.Join(fmt.Errorf("switch %s: %w", s.Name, err), t.abandon(context.WithoutCancel(ctx), s, parts))
+			return nil, errors.Join(fmt.Errorf("switch %s: %w", s.Name, err), t.abandon(context.WithoutCancel(ctx), s, parts, keep))
 		}
 		if err := t.cfg.Proxy.Switch(ctx, s.Name, ups); err != nil {
 			return nil, err
@@ -576,8 +607,8 @@ func (t *Target) retire(ctx context.Context, h *dockerhost.Host, service string,
 // points at the old containers (a killed earlier attempt may have switched
 // it already) and the new containers are removed. When no old container
 // runs anywhere, the healthy new ones are all there is and stay.
-func (t *Target) abandon(ctx context.Context, s target.Service, parts []*onHost) error {
-	var oldUps []string
+func (t *Target) abandon(ctx context.Context, s target.Service, parts []*onHost, keep []string) error {
+	oldUps := slices.Clone(keep)
 	oldRunning := false
 	for _, p := range parts {
 		i := slices.IndexFunc(p.old, func(c container) bool { return c.Running })
@@ -597,7 +628,7 @@ func (t *Target) abandon(ctx context.Context, s target.Service, parts []*onHost)
 			oldUps = append(oldUps, net.JoinHostPort(p.h.DialIP(), st.HostPort))
 		}
 	}
-	if !oldRunning {
+	if !oldRunning && len(keep) == 0 {
 		return nil
 	}
 	if t.cfg.Proxy != nil && t.cfg.Proxy.Routes(s.Name) && len(oldUps) > 0 {
@@ -618,6 +649,105 @@ func (t *Target) abandon(ctx context.Context, s target.Service, parts []*onHost)
 		p.cur = nil
 	}
 	return errors.Join(errs...)
+}
+
+// roll deploys a service with replicas: on every host at once, one
+// replica after the other, each start-first (a new container beside an old
+// one, healthy, named, in the proxy, then the old one retired), so that
+// the others serve throughout. The last old containers are retired by the
+// returned retire.
+func (t *Target) roll(ctx context.Context, s target.Service, parts []*onHost) (retire func(context.Context) error, err error) {
+	n := s.Config.Replicas
+	if err := eachHost(parts, func(p *onHost) error { return t.inventory(ctx, p, s) }); err != nil {
+		return nil, err
+	}
+	// What inventory took as the one intended container is any of the
+	// slots: sort the intended ones by slot, over again.
+	type hostRoll struct {
+		cur []*container // by slot - 1
+		old []container  // to replace, newest first
+	}
+	rolls := make([]hostRoll, len(parts))
+	for i, p := range parts {
+		r := hostRoll{cur: make([]*container, n), old: slices.Clone(p.old)}
+		list, err := p.h.List(ctx, map[string]string{
+			target.LabelPipeline: t.cfg.Pipeline, target.LabelEnvironment: t.cfg.Environment,
+			target.LabelService: s.Name, target.LabelConfig: s.Hash,
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range list {
+			slot := 1
+			fmt.Sscan(c.Labels[LabelReplica], &slot)
+			if !c.Running || p.off || slot < 1 || slot > n || r.cur[slot-1] != nil || slices.ContainsFunc(r.old, func(o container) bool { return o.ID == c.ID }) {
+				continue // stale ones went in inventory; an impostor is old
+			}
+			r.cur[slot-1] = &c
+		}
+		rolls[i] = r
+	}
+	for slot := 1; slot <= n; slot++ {
+		s := s
+		s.Labels = maps.Clone(s.Labels)
+		s.Labels[LabelReplica] = strconv.Itoa(slot)
+		step := make([]*onHost, len(parts))
+		var keep []string
+		for i, p := range parts {
+			r := &rolls[i]
+			q := &onHost{h: p.h, known: true, off: p.off, cur: r.cur[slot-1]}
+			if slot == n {
+				q.old, r.old = r.old, nil
+			} else if len(r.old) > 0 {
+				q.old, r.old = r.old[len(r.old)-1:], r.old[:len(r.old)-1] // the oldest first
+			}
+			if q.cur == nil && slot == 1 && p.ready != nil {
+				q.ready, p.ready = p.ready, nil
+			}
+			step[i] = q
+			// The other replicas serve on meanwhile, new and old.
+			for j, c := range r.cur {
+				if j != slot-1 && c != nil {
+					keep = append(keep, t.upstream(ctx, p.h, *c, s.Port())...)
+				}
+			}
+			for _, c := range r.old {
+				keep = append(keep, t.upstream(ctx, p.h, c, s.Port())...)
+			}
+		}
+		retire, err := t.startFirst(ctx, s, step, keep)
+		for i, q := range step {
+			if q.cur != nil {
+				rolls[i].cur[slot-1] = q.cur
+			}
+		}
+		t.dropAhead(context.WithoutCancel(ctx), s.Name, step)
+		if err != nil {
+			return nil, fmt.Errorf("replica %d of %d: %w", slot, n, err)
+		}
+		if slot == n {
+			return retire, nil
+		}
+		if retire != nil {
+			if err := retire(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return nil, nil
+}
+
+// upstream is where a running container's port is published, for the
+// proxy: none when it does not run or publish.
+func (t *Target) upstream(ctx context.Context, h *dockerhost.Host, c container, port int) []string {
+	if port == 0 || !c.Running {
+		return nil
+	}
+	st, err := h.State(ctx, c.ID, port)
+	if err != nil || !st.Running || st.HostPort == "" {
+		return nil
+	}
+	return []string{net.JoinHostPort(h.DialIP(), st.HostPort)}
 }
 
 func (t *Target) recreate(ctx context.Context, s target.Service, parts []*onHost) error {

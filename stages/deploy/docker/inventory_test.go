@@ -18,6 +18,10 @@ func TestSortOut(t *testing.T) {
 	c := func(name, hash string, running bool, age int) container {
 		return container{ID: name, Name: name, Labels: map[string]string{target.LabelConfig: hash}, Running: running, Created: at.Add(-time.Duration(age) * time.Second)}
 	}
+	slot := func(c container, n string) container {
+		c.Labels[LabelReplica] = n
+		return c
+	}
 	names := func(cs []container) []string {
 		var out []string
 		for _, c := range cs {
@@ -26,11 +30,11 @@ func TestSortOut(t *testing.T) {
 		return out
 	}
 	tests := []struct {
-		name       string
-		list       []container
-		impostors  []string
-		cur        string
-		stale, old []string
+		name             string
+		list             []container
+		impostors        []string
+		cur              string
+		stale, old, more []string
 	}{
 		{name: "nothing runs"},
 		{name: "the intended one runs: adopted", list: []container{c("a", "h1", true, 0)}, cur: "a"},
@@ -40,6 +44,7 @@ func TestSortOut(t *testing.T) {
 		{name: "old ones stay newest first", list: []container{c("a", "h1", true, 0), c("b", "h0", true, 1), c("c", "h9", false, 2)}, cur: "a", old: []string{"b", "c"}},
 		{name: "no label: replaced", list: []container{{ID: "x", Name: "x", Running: true}}, old: []string{"x"}},
 		{name: "an impostor: replaced once the new one serves", list: []container{c("a", "h1", true, 0)}, impostors: []string{"a"}, old: []string{"a"}},
+		{name: "replicas keep a container per slot", list: []container{c("a", "h1", true, 0), slot(c("b", "h1", true, 1), "2"), slot(c("c", "h1", true, 2), "2")}, cur: "a", more: []string{"b"}, stale: []string{"c"}},
 		{name: "an impostor beside the real one", list: []container{c("a", "h1", true, 0), c("b", "h1", true, 1)}, impostors: []string{"a"}, cur: "b", old: []string{"a"}},
 	}
 	for _, tt := range tests {
@@ -55,13 +60,13 @@ func TestSortOut(t *testing.T) {
 				cur = inv.cur.Name
 			}
 			got := struct {
-				Cur        string
-				Stale, Old []string
-			}{cur, names(inv.stale), names(inv.old)}
+				Cur              string
+				Stale, Old, More []string
+			}{cur, names(inv.stale), names(inv.old), names(inv.more)}
 			want := struct {
-				Cur        string
-				Stale, Old []string
-			}{tt.cur, tt.stale, tt.old}
+				Cur              string
+				Stale, Old, More []string
+			}{tt.cur, tt.stale, tt.old, tt.more}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("sortOut (-want +got):\n%s", diff)
 			}
