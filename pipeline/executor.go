@@ -684,7 +684,8 @@ func (x *Executor) record(ctx context.Context, st Store, p *Pipeline, run *Run, 
 			return err
 		}
 		*imagesChanged = false
-		if n := len(p.Spec.Services); n > 0 && len(run.Images) >= n && !*released {
+		// A branch deployment has no version and makes no release.
+		if n := len(p.Spec.Services); n > 0 && len(run.Images) >= n && !*released && run.Kind != KindDeploy {
 			rel := &Release{Version: run.Version, Pipeline: run.Pipeline, RunID: run.ID, Commits: run.Commits, Images: run.Images, CreatedAt: now().UTC()}
 			if err := st.RecordRelease(ctx, rel); err != nil {
 				return err
@@ -701,6 +702,9 @@ func (x *Executor) record(ctx context.Context, st Store, p *Pipeline, run *Run, 
 			continue
 		}
 		d := &Deployment{Environment: n.Environment, Version: run.Version, RunID: run.ID, Kind: run.Kind, Images: run.Images, At: now().UTC()}
+		if run.Kind == KindDeploy {
+			d.Refs, d.Commits = run.Refs, run.Commits
+		}
 		if err := st.RecordDeployment(ctx, d); err != nil {
 			return err
 		}

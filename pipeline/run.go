@@ -51,7 +51,7 @@ func (s Status) Done() bool {
 // Run is one execution of a pipeline or of a slice of it.
 type Run struct {
 	ID          string            `json:"id"`
-	Kind        string            `json:"kind"` // run, promote, rollback, tag
+	Kind        string            `json:"kind"` // run, promote, rollback, tag, deploy
 	Pipeline    string            `json:"pipeline"`
 	Environment string            `json:"environment,omitempty"` // of a promote or rollback
 	Version     string            `json:"version"`
@@ -79,6 +79,11 @@ type Run struct {
 	// Stages limits the run to these stages (a rollback runs only the
 	// environment's deploy stages); empty means the whole slice.
 	Stages []string `json:"sliceStages,omitempty"`
+	// Refs are the branches (or commits) given with --ref, by repo: a
+	// hotfix release built from release branches, or a branch deployment
+	// (kind deploy) that is no release. Empty for a run of the file's
+	// branches.
+	Refs map[string]string `json:"refs,omitempty"`
 }
 
 // Cancel is who asked a run to stop, and when.
@@ -289,10 +294,23 @@ type Deployment struct {
 	Environment string            `json:"environment"`
 	Version     string            `json:"version"`
 	RunID       string            `json:"runId"`
-	Kind        string            `json:"kind"` // run, promote, rollback
+	Kind        string            `json:"kind"` // run, promote, rollback, deploy
 	Images      map[string]string `json:"images"`
 	At          time.Time         `json:"deployedAt"`
+	// Refs and Commits are what a branch deployment (kind deploy, no
+	// version) built: the ref given for each repo and the commit it
+	// pointed at. Refs is empty for a release.
+	Refs    map[string]string `json:"refs,omitempty"`
+	Commits map[string]string `json:"commits,omitempty"`
 }
+
+// Branch reports whether d is a branch deployment: no release, never
+// promoted.
+func (d *Deployment) Branch() bool { return d.Kind == KindDeploy }
+
+// KindDeploy is the kind of a run that deploys branches to an environment
+// (release deploy ENV --ref …): no version, no tags, no release record.
+const KindDeploy = "deploy"
 
 // Lease is a lock with an expiry, held by one owner (see Owner) and kept
 // alive by renewing it. Fence grows by one with every acquisition, so a

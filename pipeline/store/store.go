@@ -390,6 +390,14 @@ INSERT INTO versions (pipeline, version, run_id, allocated_at)
 	`
 CREATE INDEX logs_run_seq ON logs (run_id, seq);
 CREATE INDEX runs_status ON runs (status, started_at);`,
+	// 5: branches. A run records the refs it was started with (a hotfix
+	// from a release branch, a branch deployment), and an environment's
+	// history the refs and commits of a branch deployment, which has no
+	// release record to look them up in.
+	`
+ALTER TABLE runs ADD COLUMN refs TEXT NOT NULL DEFAULT '';
+ALTER TABLE deployments ADD COLUMN refs TEXT NOT NULL DEFAULT '';
+ALTER TABLE deployments ADD COLUMN commits TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrationSteps are the parts of migrations that SQL alone cannot do in
@@ -533,6 +541,25 @@ func toJSON(v any) string {
 	return string(b)
 }
 
+// mapOrBlank is m as JSON, or "" for an empty map: the columns of
+// migration 5 are blank for the rows from before it and for a run without
+// refs.
+func mapOrBlank(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	return toJSON(m)
+}
+
+// blankOrMap reads a column that mapOrBlank wrote.
+func blankOrMap(s string, m *map[string]string) error {
+	if s == "" {
+		*m = nil
+		return nil
+	}
+	return json.Unmarshal([]byte(s), m)
+}
+
 // scrub hides the store's passwords in err.
 func (s *DB) scrub(err error) error { return s.loc.Scrub(err) }
 
@@ -543,11 +570,11 @@ func (s *DB) CreateRun(ctx context.Context, r *pipeline.Run) error {
 		again := tried
 		tried = true
 		res, err := tx.ExecContext(ctx, s.rebind(`INSERT INTO runs (id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at,
-				owner, cancel, override, skip_reason, schedule, slice_stages)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
+				owner, cancel, override, skip_reason, schedule, slice_stages, refs)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
 			r.ID, r.Kind, r.Pipeline, r.Environment, r.Version, string(r.Status), r.PlanHash,
 			toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stamp(r.StartedAt), stampPtr(r.FinishedAt),
-			r.Owner, jsonOrNil(r.Cancel), jsonOrNil(r.Override), r.SkipReason, r.Schedule, strings.Join(r.Stages, ","))
+			r.Owner, jsonOrNil(r.Cancel), jsonOrNil(r.Override), r.SkipReason, r.Schedule, strings.Join(r.Stages, ","), mapOrBlank(r.Refs))
 		if err != nil {
 			return err
 		}
@@ -649,9 +676,9 @@ func (s *DB) RequestCancel(ctx context.Context, id string, c pipeline.Cancel) er
 func (s *DB) SaveRun(ctx context.Context, r *pipeline.Run) error {
 	return s.wtx(ctx, "record run "+r.ID, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.rebind(`UPDATE runs SET version = ?, status = ?, plan_hash = ?, commits = ?, images = ?, params = ?, finished_at = ?,
-				owner = ?, override = ?, skip_reason = ?, schedule = ?, slice_stages = ? WHERE id = ?`),
+				owner = ?, override = ?, skip_reason = ?, schedule = ?, slice_stages = ?, refs = ? WHERE id = ?`),
 			r.Version, string(r.Status), r.PlanHash, toJSON(r.Commits), toJSON(r.Images), toJSON(r.Params), stampPtr(r.FinishedAt),
-			r.Owner, jsonOrNil(r.Override), r.SkipReason, r.Schedule, strings.Join(r.Stages, ","), r.ID)
+			r.Owner, jsonOrNil(r.Override), r.SkipReason, r.Schedule, strings.Join(r.Stages, ","), mapOrBlank(r.Refs), r.ID)
 		if err != nil {
 			return err
 		}
@@ -683,15 +710,18 @@ func (s *DB) SaveNodes(ctx context.Context, runID string, nodes ...*pipeline.Nod
 }
 
 const runColumns = `id, kind, pipeline, environment, version, status, plan_hash, commits, images, params, started_at, finished_at,
-	owner, cancel, override, skip_reason, schedule, slice_stages`
+	owner, cancel, override, skip_reason, schedule, slice_stages, refs`
 
 func scanRun(row interface{ Scan(...any) error }) (*pipeline.Run, error) {
 	var r pipeline.Run
-	var status, commits, images, params, started, sliceStages string
+	var status, commits, images, params, started, sliceStages, refs string
 	var finished, cancel, override sql.NullString
 	if err := row.Scan(&r.ID, &r.Kind, &r.Pipeline, &r.Environment, &r.Version, &status, &r.PlanHash, &commits, &images, &params, &started, &finished,
-		&r.Owner, &cancel, &override, &r.SkipReason, &r.Schedule, &sliceStages); err != nil {
+		&r.Owner, &cancel, &override, &r.SkipReason, &r.Schedule, &sliceStages, &refs); err != nil {
 		return nil, err
+	}
+	if err := blankOrMap(refs, &r.Refs); err != nil {
+		return nil, fmt.Errorf("run %s: corrupt record: %w", r.ID, err)
 	}
 	if sliceStages != "" {
 		r.Stages = strings.Split(sliceStages, ",")
@@ -1007,8 +1037,8 @@ func (s *DB) release(ctx context.Context, version string) (*pipeline.Release, er
 // RecordDeployment adds to an environment's history.
 func (s *DB) RecordDeployment(ctx context.Context, d *pipeline.Deployment) error {
 	return s.wtx(ctx, "record deployment of "+d.Version+" to "+d.Environment, func(ctx context.Context, tx *sql.Tx) error {
-		return s.exec(ctx, tx, `INSERT INTO deployments (environment, version, run_id, kind, images, at) VALUES (?, ?, ?, ?, ?, ?)`,
-			d.Environment, d.Version, d.RunID, d.Kind, toJSON(orEmpty(d.Images)), stamp(d.At))
+		return s.exec(ctx, tx, `INSERT INTO deployments (environment, version, run_id, kind, images, at, refs, commits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			d.Environment, d.Version, d.RunID, d.Kind, toJSON(orEmpty(d.Images)), stamp(d.At), mapOrBlank(d.Refs), mapOrBlank(d.Commits))
 	})
 }
 
@@ -1018,7 +1048,7 @@ func (s *DB) Deployments(ctx context.Context, env string, limit int) ([]*pipelin
 }
 
 func (s *DB) deployments(ctx context.Context, env string, limit int) ([]*pipeline.Deployment, error) {
-	q := `SELECT seq, environment, version, run_id, kind, images, at FROM deployments`
+	q := `SELECT seq, environment, version, run_id, kind, images, at, refs, commits FROM deployments`
 	var args []any
 	if env != "" {
 		q += ` WHERE environment = ?`
@@ -1036,11 +1066,11 @@ func (s *DB) deployments(ctx context.Context, env string, limit int) ([]*pipelin
 	var out []*pipeline.Deployment
 	for rows.Next() {
 		var d pipeline.Deployment
-		var images, at string
-		if err := rows.Scan(&d.Seq, &d.Environment, &d.Version, &d.RunID, &d.Kind, &images, &at); err != nil {
+		var images, at, refs, commits string
+		if err := rows.Scan(&d.Seq, &d.Environment, &d.Version, &d.RunID, &d.Kind, &images, &at, &refs, &commits); err != nil {
 			return nil, fmt.Errorf("read deployments: %w", err)
 		}
-		if err := json.Unmarshal([]byte(images), &d.Images); err != nil {
+		if err := errors.Join(json.Unmarshal([]byte(images), &d.Images), blankOrMap(refs, &d.Refs), blankOrMap(commits, &d.Commits)); err != nil {
 			return nil, fmt.Errorf("read deployments: corrupt record: %w", err)
 		}
 		d.At = parseStamp(at)
