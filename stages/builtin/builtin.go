@@ -7,7 +7,9 @@ import (
 	"github.com/sweepboard/release/stages/approval"
 	"github.com/sweepboard/release/stages/deploy"
 	"github.com/sweepboard/release/stages/dockerbuild"
+	"github.com/sweepboard/release/stages/dockerexec"
 	"github.com/sweepboard/release/stages/dockerpush"
+	"github.com/sweepboard/release/stages/dockerrun"
 	"github.com/sweepboard/release/stages/exec"
 	"github.com/sweepboard/release/stages/githubrelease"
 	"github.com/sweepboard/release/stages/gittag"
@@ -18,7 +20,9 @@ var Kinds = []stages.Kind{
 	approval.Kind,
 	deploy.Kind,
 	dockerbuild.Kind,
+	dockerexec.Kind,
 	dockerpush.Kind,
+	dockerrun.Kind,
 	exec.Kind,
 	githubrelease.Kind,
 	gittag.Kind,
