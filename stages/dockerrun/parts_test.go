@@ -417,3 +417,51 @@ func TestFenced(t *testing.T) {
 		t.Errorf("job containers left: %v", left)
 	}
 }
+
+// TestStopWaiting: when the stage's context is cancelled (SIGINT, a lost
+// lease) the job runs on, for a resume to await; when the stage's timeout
+// ends it, the job is stopped and removed.
+func TestStopWaiting(t *testing.T) {
+	jobtest.Need(t, jobtest.Host1)
+	t.Setenv(secretVar, "stop-secret")
+	environment := jobtest.EnvName("t-stop")
+	data := jobtest.DataDir(t)
+	spec := dbSpec(t, environment, data)
+	images := dbImages(t)
+	cmd := []string{"/job", "once", "/data/runs", "/data/never", "0"}
+
+	for _, c := range []struct {
+		name    string
+		stop    func(ctx context.Context) (context.Context, context.CancelFunc)
+		running bool
+	}{
+		{"cancelled", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(ctx)
+			time.AfterFunc(3*time.Second, cancel)
+			return ctx, cancel
+		}, true},
+		{"timed out", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			return context.WithTimeout(ctx, 3*time.Second)
+		}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			runID := fmt.Sprintf("run-stop-%d", time.Now().UnixNano())
+			log := &jobtest.Log{}
+			env := nodeEnv(spec, environment, runID, images, log)
+			ctx, cancel := c.stop(context.Background())
+			defer cancel()
+			_, err := (&Stage{Service: "api", Command: cmd}).Run(ctx, env)
+			t.Logf("%v\n%s", err, log)
+			if err == nil || errors.Is(err, stages.ErrFenced) {
+				t.Fatalf("error %v", err)
+			}
+			left := jobtest.Jobs(t, jobtest.Host1, runID, "migrate")
+			switch {
+			case c.running && (len(left) != 1 || !left[0].Running || !strings.Contains(err.Error(), "left running for a resume")):
+				t.Errorf("cancelled: job containers %v, error %v: want the job running on", left, err)
+			case !c.running && (len(left) != 0 || !strings.Contains(err.Error(), "stopped")):
+				t.Errorf("timed out: job containers %v, error %v: want it stopped and removed", left, err)
+			}
+		})
+	}
+}
