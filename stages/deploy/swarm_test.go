@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"regexp"
 	"strconv"
@@ -205,4 +206,33 @@ func TestSwarmHostPortTaken(t *testing.T) {
 	}
 	checkProxy(t, spec, env, "auth", "auth v2")
 	t.Logf("measured: v1 on port %d; %d of the next 15 ports held here; v2 updated %d times", p1, held, again+1)
+}
+
+// TestSwarmChain: the eight chained services as Swarm services, on the
+// environment's overlay network: a request through the whole chain from a
+// container on the network answers with every service.
+func TestSwarmChain(t *testing.T) {
+	needSwarm(t)
+	environment := envName("t-swarmchain")
+	spec, names := chainSpec(t, environment, []string{host2})
+	e := spec.Environments[environment]
+	e.Target = "swarm"
+	spec.Environments[environment] = e
+	t.Cleanup(func() { removeSwarm(t, environment) })
+	removeSwarm(t, environment)
+	refs := map[string]string{}
+	for _, n := range names {
+		refs[n] = pushFixture(t, n, "v1")
+	}
+	if r := deploy(t, &Stage{StopTimeout: 2 * time.Second}, spec, environment, "1.0.0", refs); r.err != nil {
+		t.Fatalf("deploy: %v", r.err)
+	}
+	out, code := runProbe(t, host2, spec, environment, "get", "http://front:8080/chain")
+	var want strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&want, "%s v1\n", n)
+	}
+	if code != 0 || out != strings.TrimSpace(want.String()) {
+		t.Errorf("GET http://front:8080/chain on the overlay: exit %d\n%s\nwant\n%s", code, out, want.String())
+	}
 }

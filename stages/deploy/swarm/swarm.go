@@ -187,12 +187,18 @@ func (t *Target) swarmSpec(w target.Service) swarm.ServiceSpec {
 			Monitor:       time.Duration(swarmHealthRetries+2) * swarmHealthInterval,
 		},
 	}
+	// The service's name on the overlay resolves to its tasks' addresses
+	// (DNS round robin), not to a virtual IP: the virtual IP needs the
+	// engine's iptables and IPVS rules, which an engine run without them
+	// lacks, and DNS answers only with tasks that run (healthy, with a
+	// health check).
+	s.EndpointSpec = &swarm.EndpointSpec{Mode: swarm.ResolutionModeDNSRR}
 	if w.Port() > 0 {
-		s.EndpointSpec = &swarm.EndpointSpec{Ports: []swarm.PortConfig{{
+		s.EndpointSpec.Ports = []swarm.PortConfig{{
 			Protocol:    swarm.PortConfigProtocolTCP,
 			TargetPort:  uint32(w.Port()),
 			PublishMode: swarm.PortConfigPublishModeHost,
-		}}}
+		}}
 	}
 	return s
 }
