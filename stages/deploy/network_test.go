@@ -261,6 +261,34 @@ func TestDeployChain(t *testing.T) {
 	if code != 0 || out != strings.TrimSpace(want.String()) {
 		t.Errorf("GET http://front:8080/chain from the network: exit %d\n%s\nwant\n%s", code, out, want.String())
 	}
+
+	// Every service of the chain again, under load from inside the
+	// network through the whole chain.
+	v2 := map[string]string{}
+	for _, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ref := pushFixture(t, n, "v2")
+			mu.Lock()
+			v2[n] = ref
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	h, load := startProbe(t, host1, spec, environment, "load", "http://front:8080/chain")
+	time.Sleep(time.Second)
+	r := deploy(t, &Stage{Drain: time.Second, StopTimeout: 2 * time.Second}, spec, environment, "2.0.0", v2)
+	time.Sleep(500 * time.Millisecond)
+	ok, failed, first := loadSummary(t, h, load)
+	if r.err != nil {
+		t.Fatalf("deploy 2.0.0: %v", r.err)
+	}
+	t.Logf("redeploy of the chain: %d requests through it from inside the network, %d failed", ok+failed, failed)
+	if failed != 0 || ok == 0 {
+		t.Errorf("%d of %d requests through the chain failed, first: %s", failed, ok+failed, first)
+	}
+	checkNetwork(t, spec, environment, host1, "2.0.0")
 }
 
 // loadSummary stops a netprobe load and returns its counts.
