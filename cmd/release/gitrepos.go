@@ -34,4 +34,20 @@ func (g gitRepos) Log(ctx context.Context, repo, from, to string) ([]engine.Comm
 	return out, nil
 }
 
-var _ engine.Repos = gitRepos{}
+func (g gitRepos) Resolve(ctx context.Context, repo, ref string) (engine.Ref, error) {
+	r, err := repos.New(g.spec, g.workDir).Resolve(ctx, repo, ref)
+	return engine.Ref{Repo: r.Repo, Ref: r.Ref, Commit: r.Commit, Branch: r.Branch}, err
+}
+
+func (g gitRepos) Base(ctx context.Context, repo, commit string) (string, error) {
+	return repos.New(g.spec, g.workDir).Base(ctx, repo, commit)
+}
+
+func (g gitRepos) Versions(ctx context.Context) ([]string, error) {
+	return repos.New(g.spec, g.workDir).Versions(ctx)
+}
+
+var (
+	_ engine.Repos    = gitRepos{}
+	_ engine.Branches = gitRepos{}
+)

@@ -21,6 +21,7 @@ type RunOptions struct {
 	Wait     bool
 	Force    bool
 	Reason   string
+	Refs     []string
 }
 
 // NewCmdRun builds `release run`.
@@ -33,10 +34,18 @@ func NewCmdRun(f *Factory, runF func(*RunOptions) error) *cobra.Command {
 version, and run every stage as soon as the stages it needs have succeeded, up to
 --parallel at once. The run id is printed first; progress goes to stderr, live on a
 terminal and one line per change otherwise. A failed run can be resumed; a run
-that reaches an approval gate stops with exit code 5 until it is approved.`,
+that reaches an approval gate stops with exit code 5 until it is approved.
+
+With --ref REPO=BRANCH (repeatable) the run is a hotfix release from other
+branches, a release branch say: its version is a patch on the newest release
+those branches descend from (release/1.4 cut at 1.4.0 gives 1.4.1 while main is
+at 1.6.0-to-be), the repos without a --ref are built at that release's commits,
+and every repo is tagged at the commit built. Refs are checked before anything
+is made. The next run without --ref continues the main line.`,
 		Example: `  release run
   release run --bump major --yes
-  release run --version 2.0.0-rc.1 --parallel 4`,
+  release run --version 2.0.0-rc.1 --parallel 4
+  release run --ref api=release/1.4 --yes`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Parallel < 0 {
@@ -55,6 +64,7 @@ that reaches an approval gate stops with exit code 5 until it is approved.`,
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for locked environments instead of exiting 4")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "run into frozen environments (needs --reason, recorded)")
 	cmd.Flags().StringVar(&opts.Reason, "reason", "", "why a freeze is overridden, recorded in the run")
+	cmd.Flags().StringArrayVar(&opts.Refs, "ref", nil, "REPO=BRANCH: a hotfix release from this branch of the repo (repeatable)")
 	return cmd
 }
 
@@ -64,9 +74,13 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 	if err != nil {
 		return err
 	}
+	refs, err := engine.ParseRefs(opts.Refs)
+	if err != nil {
+		return err
+	}
 	w := f.watch()
 	run, err := e.Run(ctx, engine.RunRequest{
-		Bump: opts.Bump, Version: opts.Version, Yes: opts.Yes, Force: opts.Force, Reason: opts.Reason, By: f.User(),
+		Bump: opts.Bump, Version: opts.Version, Refs: refs, Yes: opts.Yes, Force: opts.Force, Reason: opts.Reason, By: f.User(),
 		Exec: engine.Exec{Parallel: opts.Parallel, Wait: opts.Wait},
 	}, w.observer())
 	if errors.Is(err, engine.ErrNothingToRelease) {

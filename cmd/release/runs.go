@@ -163,6 +163,10 @@ func runsShow(ctx context.Context, opts *RunsShowOptions) error {
 	if len(r.Commits) > 0 {
 		fmt.Fprintln(w, "\ncommits")
 		for _, k := range sortedKeys(r.Commits) {
+			if ref := r.Refs[k]; ref != "" {
+				fmt.Fprintf(w, "  %-12s %s (--ref %s)\n", k, r.Commits[k], ref)
+				continue
+			}
 			fmt.Fprintf(w, "  %-12s %s\n", k, r.Commits[k])
 		}
 	}

@@ -20,8 +20,11 @@ type runView struct {
 	FinishedAt  *time.Time        `json:"finishedAt"`
 	Commits     map[string]string `json:"commits"`
 	Images      map[string]string `json:"images"`
-	Override    *overrideView     `json:"override,omitempty"`
-	Stages      []nodeView        `json:"stages"`
+	// Refs are the --ref values a hotfix run or a branch deployment was
+	// started with, by repo; absent for a run of the file's branches.
+	Refs     map[string]string `json:"refs,omitempty"`
+	Override *overrideView     `json:"override,omitempty"`
+	Stages   []nodeView        `json:"stages"`
 }
 
 // overrideView records a freeze window a run went through with --force.
@@ -53,7 +56,7 @@ func newRunView(r *pipeline.Run) runView {
 	v := runView{
 		ID: r.ID, Kind: r.Kind, Status: string(r.Status), Version: r.Version, Environment: r.Environment,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
-		Commits: orEmpty(r.Commits), Images: orEmpty(r.Images), Stages: []nodeView{},
+		Commits: orEmpty(r.Commits), Images: orEmpty(r.Images), Refs: r.Refs, Stages: []nodeView{},
 	}
 	if o := r.Override; o != nil {
 		v.Override = &overrideView{Windows: strings.Join(o.Windows, ","), By: o.By, Reason: o.Reason, At: o.At}

@@ -19,6 +19,10 @@ import (
 type RunRequest struct {
 	Bump    string // major, minor, patch or auto; "" is the file's version.bump
 	Version string // release exactly this version instead of bumping
+	// Refs build a hotfix release from other branches, by repo: the
+	// version is a patch on the newest release those branches descend
+	// from, and the other repos are at that release's commits.
+	Refs map[string]string
 	// Yes approves every approval gate up front, recorded as such.
 	Yes bool
 	// Force goes through the freeze windows active now; Reason says why.
@@ -42,15 +46,34 @@ func (e *Engine) Run(ctx context.Context, req RunRequest, obs Observer) (*pipeli
 	if err != nil {
 		return nil, err
 	}
+	var hot *hotfix
+	if len(req.Refs) > 0 {
+		// Bad refs are refused before a run is made.
+		if hot, err = e.prepareHotfix(ctx, req); err != nil {
+			return nil, err
+		}
+		p = withBranches(p, req.Refs)
+	}
 	run := pipeline.NewRun("run", p, plan, e.now())
 	if obs.Created != nil {
 		obs.Created(run.ID)
 	}
-	commits, err := e.fetchHeads(ctx, obs)
-	if err != nil {
-		return nil, err
+	var commits map[string]string
+	var v Version
+	if hot != nil {
+		commits = hot.commits
+		if req.Version != "" {
+			v, err = e.allocate(ctx, run.ID, "", req.Version, commits)
+		} else {
+			v, err = e.allocateHotfix(ctx, run.ID, hot)
+		}
+		run.Refs = maps.Clone(req.Refs)
+	} else {
+		if commits, err = e.fetchHeads(ctx, obs); err != nil {
+			return nil, err
+		}
+		v, err = e.allocate(ctx, run.ID, req.Bump, req.Version, commits)
 	}
-	v, err := e.allocate(ctx, run.ID, req.Bump, req.Version, commits)
 	if err != nil {
 		return nil, err
 	}
@@ -118,11 +141,11 @@ type ResumeRequest struct {
 // may go on (succeeded already, cancelled, owned by another process) is
 // decided once this process holds its claim.
 func (e *Engine) Resume(ctx context.Context, req ResumeRequest, obs Observer) (*pipeline.Run, error) {
-	p := e.Pipeline
 	run, err := e.Store.Run(ctx, req.RunID)
 	if err != nil {
 		return nil, err
 	}
+	p := e.pipelineOf(run)
 	switch {
 	case run.Status == pipeline.Succeeded:
 		return run, &pipeline.DoneError{RunID: run.ID}

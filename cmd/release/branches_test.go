@@ -1,0 +1,123 @@
+package main
+
+// The branches of #17 against the real parts, as TestFlow runs them (the
+// real binary, Docker engine, registry, Caddy, bare git remotes, the fake
+// GitHub API):
+//
+//	TestHotfix   a hotfix from release/1.4 while main has moved on
+//
+// As root:
+//
+//	eval "$(fixtures/up.sh)"
+//	go test -count=1 -timeout 20m -run 'TestHotfix' ./cmd/release
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// git runs git in the flow's work clone of repo (fixtures/mkrepos.sh
+// made it) and returns its output.
+func (f *flow) git(repo string, args ...string) string {
+	f.t.Helper()
+	cmd := exec.Command("git", append([]string{"-c", "commit.gpgsign=false"}, args...)...)
+	cmd.Dir = filepath.Join(f.dir, "repos", "work", repo)
+	cmd.Env = append(f.env(), "GIT_AUTHOR_NAME=Fixture Dev", "GIT_AUTHOR_EMAIL=dev@sweepboard.test",
+		"GIT_COMMITTER_NAME=Fixture Dev", "GIT_COMMITTER_EMAIL=dev@sweepboard.test", "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		f.t.Fatalf("git %s in %s: %v\n%s", strings.Join(args, " "), repo, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// branch makes branch in repo's remote at from with one commit on it, and
+// returns that commit; main is left checked out.
+func (f *flow) branch(repo, branch, from, subject string) string {
+	f.t.Helper()
+	f.git(repo, "fetch", "-q", "--tags", "origin")
+	f.git(repo, "checkout", "-q", "-B", branch, from)
+	f.git(repo, "commit", "-q", "--allow-empty", "-m", subject)
+	sha := f.git(repo, "rev-parse", "HEAD")
+	f.git(repo, "push", "-q", "origin", branch)
+	f.git(repo, "checkout", "-q", "main")
+	return sha
+}
+
+// commitMain adds a commit to repo's main and pushes it.
+func (f *flow) commitMain(repo, subject string) string {
+	f.t.Helper()
+	f.git(repo, "checkout", "-q", "main")
+	f.git(repo, "pull", "-q", "--ff-only", "origin", "main")
+	f.git(repo, "commit", "-q", "--allow-empty", "-m", subject)
+	f.git(repo, "push", "-q", "origin", "main")
+	return f.git(repo, "rev-parse", "HEAD")
+}
+
+// TestHotfix: 1.4.0 is released, main moves on to 1.5.0, and a fix on
+// release/1.4 of api is released with --ref: 1.4.1, tagged at the release
+// branch's head in api and at 1.4.0's commits in auth and web, deployed to
+// prod by digest, its GitHub releases not the latest; the next regular
+// release is 1.6.0, from main.
+func TestHotfix(t *testing.T) {
+	f := newFlow(t, "hotfix")
+	v140 := f.run(f.mustRelease("run", "--version", "1.4.0", "--yes").id())
+	if v140.Status != "succeeded" {
+		t.Fatalf("1.4.0: %s", v140.Status)
+	}
+	fix := f.branch("api", "release/1.4", "v1.4.0", "fix: the hotfix of 1.4")
+	mainAPI := f.commitMain("api", "feat: what 1.5.0 brings")
+	v150 := f.run(f.mustRelease("run", "--yes").id())
+	if v150.Version != "1.5.0" || v150.Commits["api"] != mainAPI {
+		t.Fatalf("the release from main: %s at api %s, want 1.5.0 at %s", v150.Version, v150.Commits["api"], mainAPI)
+	}
+
+	// Bad refs: refused before anything is made, naming repo and ref.
+	before := len(f.runs())
+	for _, tc := range []struct{ ref, msg string }{
+		{"api=release/9.9", `release: --ref api=release/9.9: repo api has no branch, tag or commit "release/9.9"`},
+		{"db=main", "release: --ref db=main: the pipeline has no repo db (repos: api, auth, web)"},
+	} {
+		r := f.release("run", "--ref", tc.ref, "--yes")
+		if r.code != 2 || !strings.Contains(r.stderr, tc.msg) || r.stdout != "" {
+			t.Errorf("run --ref %s: want exit 2 and %q, got\n%s", tc.ref, tc.msg, r)
+		}
+	}
+	if n := len(f.runs()); n != before {
+		t.Errorf("bad refs made %d runs", n-before)
+	}
+
+	r := f.mustRelease("run", "--ref", "api=release/1.4", "--yes")
+	hot := f.run(r.id())
+	if hot.Version != "1.4.1" || hot.Status != "succeeded" {
+		t.Fatalf("hotfix: version %s status %s, want 1.4.1 succeeded\n%s", hot.Version, hot.Status, r)
+	}
+	if hot.Refs["api"] != "release/1.4" {
+		t.Errorf("hotfix run refs %v, want api=release/1.4", hot.Refs)
+	}
+	want := map[string]string{"api": fix, "auth": v140.Commits["auth"], "web": v140.Commits["web"]}
+	for repo, c := range want {
+		if hot.Commits[repo] != c {
+			t.Errorf("hotfix built %s at %s, want %s", repo, hot.Commits[repo], c)
+		}
+		if got := f.tagCommit(repo, "v1.4.1"); got != c {
+			t.Errorf("v1.4.1 of %s is at %s, want %s", repo, got, c)
+		}
+		if got := f.tagCommit(repo, "v1.5.0"); got != v150.Commits[repo] {
+			t.Errorf("v1.5.0 of %s moved to %s", repo, got)
+		}
+		if l, ok := f.gh.Latest("sweepboard", repo); !ok || l.TagName != "v1.5.0" {
+			t.Errorf("the latest GitHub release of %s is %q, want v1.5.0", repo, l.TagName)
+		}
+	}
+	f.checkRunning("prod", hot.Images)
+	f.checkStatus(f.status(), "prod", "1.4.1", hot.Images)
+
+	next := f.run(f.mustRelease("run", "--yes").id())
+	if next.Version != "1.6.0" || next.Commits["api"] != mainAPI || len(next.Refs) != 0 {
+		t.Errorf("the next release from main: %s at api %s refs %v, want 1.6.0 at %s", next.Version, next.Commits["api"], next.Refs, mainAPI)
+	}
+	f.checkRunning("prod", next.Images)
+}
