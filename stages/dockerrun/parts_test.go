@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/deploy"
 	"github.com/sweepboard/release/stages/internal/dockerhost"
 	"github.com/sweepboard/release/stages/internal/jobtest"
 )
@@ -463,5 +464,38 @@ func TestStopWaiting(t *testing.T) {
 				t.Errorf("timed out: job containers %v, error %v: want it stopped and removed", left, err)
 			}
 		})
+	}
+}
+
+// TestDeployLeavesJob: a job carries its service's labels, but a deploy of
+// the service while the job runs leaves it running, and what the
+// environment runs (release status) does not count it.
+func TestDeployLeavesJob(t *testing.T) {
+	jobtest.Need(t, jobtest.Host1)
+	t.Setenv(secretVar, "deploy-secret")
+	environment := jobtest.EnvName("t-deployjob")
+	spec := dbSpec(t, environment, jobtest.DataDir(t))
+	images := dbImages(t)
+	jobtest.Deploy(t, spec, environment, "1.0.0", images)
+	runID := fmt.Sprintf("run-deployjob-%d", time.Now().UnixNano())
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(2*time.Second, cancel)
+	s := &Stage{Service: "api", Command: []string{"/job", "once", "/data/runs", "/data/never", "0"}}
+	if _, err := s.Run(ctx, nodeEnv(spec, environment, runID, images, &jobtest.Log{})); err == nil {
+		t.Fatal("a job that never ends: no error when the stage is cancelled")
+	}
+	v2 := map[string]string{"database": images["database"], "api": jobtest.Image(t, "api", "v2")}
+	jobtest.Deploy(t, spec, environment, "2.0.0", v2)
+	if left := jobtest.Jobs(t, jobtest.Host1, runID, "migrate"); len(left) != 1 || !left[0].Running {
+		t.Errorf("after a deploy of api: job containers %v, want the job running", left)
+	}
+	lives, err := deploy.Inspect(context.Background(), spec, environment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lives {
+		if strings.Contains(l.Container, "-job-") || l.Service == "api" && l.Digest != v2["api"] {
+			t.Errorf("status counts %s (%s) as a container of %s", l.Container, l.Digest, l.Service)
+		}
 	}
 }

@@ -292,6 +292,9 @@ func (t *Target) inventory(ctx context.Context, p *onHost, s target.Service) err
 	if err != nil {
 		return err
 	}
+	// A job of docker-run carries the service's labels; it is none of its
+	// containers, and runs on through the deploy.
+	list = slices.DeleteFunc(list, func(c container) bool { return target.IsJob(c.Labels) })
 	// The labels say a container is the intended one; the engine must say
 	// so too.
 	var verr error

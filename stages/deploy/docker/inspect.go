@@ -48,6 +48,8 @@ func (t *Target) inspectHost(ctx context.Context, h *dockerhost.Host) []Live {
 		}
 		return ls
 	}
+	// Jobs of docker-run are no containers of their service.
+	list = slices.DeleteFunc(list, func(c dockerhost.Container) bool { return target.IsJob(c.Labels) })
 	seen := map[string]bool{}
 	var ls []Live
 	for _, c := range list {
