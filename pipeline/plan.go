@@ -68,12 +68,17 @@ func NodeID(stage, item string) string {
 
 // Slice selects the stages a plan contains.
 type Slice struct {
-	// Environment, when set, keeps only the stages of that environment;
-	// edges to stages outside the slice are dropped.
+	// Environment, when set, keeps only the stages of that environment.
+	// A stage that needs one outside the slice waits for what that one
+	// needs inside it, if anything.
 	Environment string
 	// Stages, when set, keeps only the named stages (and drops edges to
 	// the others).
 	Stages []string
+	// Services, when set, fans `for_each: service` stages out to these
+	// services only: a branch deployment builds the services of the repos
+	// it was given.
+	Services []string
 }
 
 func (s Slice) keeps(st *Stage) bool {
@@ -91,6 +96,9 @@ func (s Slice) keeps(st *Stage) bool {
 // needs another per-service stage waits only for the same service there.
 func (p *Pipeline) Plan(slice Slice) (*Plan, error) {
 	services := p.Spec.ServiceNames()
+	if len(slice.Services) > 0 {
+		services = slices.DeleteFunc(services, func(s string) bool { return !slices.Contains(slice.Services, s) })
+	}
 	items := func(st *Stage) []string {
 		if st.ForEach == "service" {
 			return services
@@ -105,21 +113,38 @@ func (p *Pipeline) Plan(slice Slice) (*Plan, error) {
 		}
 		for _, item := range items(st) {
 			n := PlanNode{ID: NodeID(name, item), Stage: name, Uses: st.Uses, Item: item, Environment: st.Environment, Needs: []string{}}
-			for _, need := range st.Needs {
-				up := p.Stages[need]
-				if !slice.keeps(up) {
-					continue
-				}
-				switch {
-				case item != "" && up.ForEach == st.ForEach:
-					n.Needs = append(n.Needs, NodeID(need, item))
-				default:
-					for _, upItem := range items(up) {
-						n.Needs = append(n.Needs, NodeID(need, upItem))
+			var needs func(st *Stage, item string)
+			seen := map[string]bool{}
+			needs = func(st *Stage, item string) {
+				for _, need := range st.Needs {
+					up := p.Stages[need]
+					same := item != "" && up.ForEach == st.ForEach
+					if !slice.keeps(up) {
+						// What it waits for, it waits for through the
+						// stage left out.
+						upItem := ""
+						if same {
+							upItem = item
+						}
+						if k := need + "\x00" + upItem; !seen[k] {
+							seen[k] = true
+							needs(up, upItem)
+						}
+						continue
+					}
+					switch {
+					case same:
+						n.Needs = append(n.Needs, NodeID(need, item))
+					default:
+						for _, upItem := range items(up) {
+							n.Needs = append(n.Needs, NodeID(need, upItem))
+						}
 					}
 				}
 			}
+			needs(st, item)
 			slices.Sort(n.Needs)
+			n.Needs = slices.Compact(n.Needs)
 			nodes = append(nodes, n)
 		}
 	}

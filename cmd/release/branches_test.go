@@ -4,18 +4,21 @@ package main
 // real binary, Docker engine, registry, Caddy, bare git remotes, the fake
 // GitHub API):
 //
-//	TestHotfix   a hotfix from release/1.4 while main has moved on
+//	TestHotfix        a hotfix from release/1.4 while main has moved on
+//	TestBranchDeploy  a feature branch of one repo on dev, beside a release
 //
 // As root:
 //
 //	eval "$(fixtures/up.sh)"
-//	go test -count=1 -timeout 20m -run 'TestHotfix' ./cmd/release
+//	go test -count=1 -timeout 20m -run 'TestHotfix|TestBranchDeploy' ./cmd/release
 
 import (
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // git runs git in the flow's work clone of repo (fixtures/mkrepos.sh
@@ -120,4 +123,81 @@ func TestHotfix(t *testing.T) {
 		t.Errorf("the next release from main: %s at api %s refs %v, want 1.6.0 at %s", next.Version, next.Commits["api"], next.Refs, mainAPI)
 	}
 	f.checkRunning("prod", next.Images)
+}
+
+// TestBranchDeploy: a feature branch of api deployed to dev while dev
+// keeps auth and web: its commit runs, no tag appears in any repo, no
+// version is consumed, the build is reused the second time, status and
+// history show the ref and commit, and promote staging refuses it.
+func TestBranchDeploy(t *testing.T) {
+	f := newFlow(t, "branch")
+	rel := f.run(f.mustRelease("run", "--yes").id())
+	if rel.Status != "succeeded" {
+		t.Fatalf("the release: %s", rel.Status)
+	}
+	feat := f.branch("api", "feature/login", "main", "feat: login")
+	before := f.snapshot()
+	nextBefore := f.mustRelease("version", "next").stdout
+
+	r := f.mustRelease("deploy", "dev", "--ref", "api=feature/login", "--yes")
+	d := f.run(r.id())
+	if d.Kind != "deploy" || d.Version != "" || d.Status != "succeeded" || d.Refs["api"] != "feature/login" || d.Commits["api"] != feat {
+		t.Fatalf("the branch deployment: kind %s version %q status %s refs %v commits %v\n%s", d.Kind, d.Version, d.Status, d.Refs, d.Commits, r)
+	}
+	for _, svc := range []string{"auth", "web"} {
+		if d.Images[svc] != rel.Images[svc] {
+			t.Errorf("dev's %s went from %s to %s", svc, rel.Images[svc], d.Images[svc])
+		}
+	}
+	if d.Images["api"] == rel.Images["api"] {
+		t.Errorf("dev's api is still %s", d.Images["api"])
+	}
+	ids := f.checkRunning("dev", d.Images)
+	if c := f.docker("image", "inspect", "--format", `{{index .Config.Labels "release.commit"}}`, ids["api"]); c != feat {
+		t.Errorf("dev's api runs an image of commit %s, want %s", c, feat)
+	}
+	f.checkStatus(f.status(), "dev", "", d.Images)
+	for _, e := range f.status().Environments {
+		if e.Name == "dev" && (e.Refs["api"] != "feature/login" || e.Commits["api"] != feat || e.RunID != d.ID) {
+			t.Errorf("status of dev: refs %v commits %v run %s", e.Refs, e.Commits, e.RunID)
+		}
+	}
+	var hist historyView
+	f.jsonOf(&hist, "history", "dev", "--limit", "1")
+	if len(hist.Deployments) != 1 || hist.Deployments[0].Kind != "deploy" || hist.Deployments[0].Refs["api"] != "feature/login" || hist.Deployments[0].Commits["api"] != feat {
+		t.Errorf("history of dev: %+v", hist.Deployments)
+	}
+	text := f.mustRelease("history", "dev").stdout
+	if !strings.Contains(text, "branch api=feature/login@"+feat[:7]) {
+		t.Errorf("history of dev does not show the branch:\n%s", text)
+	}
+
+	after := f.snapshot()
+	if diff := cmp.Diff(before.Tags, after.Tags); diff != "" {
+		t.Errorf("tags after a branch deployment (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(before.Releases, after.Releases); diff != "" {
+		t.Errorf("GitHub releases after a branch deployment (-before +after):\n%s", diff)
+	}
+	if next := f.mustRelease("version", "next").stdout; next != nextBefore {
+		t.Errorf("version next went from %q to %q", nextBefore, next)
+	}
+
+	// Built once per commit: the second time the image is reused.
+	again := f.run(f.mustRelease("deploy", "dev", "--ref", "api=feature/login", "--yes").id())
+	for _, n := range again.Stages {
+		if n.ID == "build[api]" && n.Outputs["reused"] != "true" {
+			t.Errorf("build[api] of the same commit again: outputs %v, want reused", n.Outputs)
+		}
+	}
+	if again.Images["api"] != d.Images["api"] {
+		t.Errorf("the same commit again gave %s, want %s", again.Images["api"], d.Images["api"])
+	}
+
+	p := f.release("promote", "staging", "--yes")
+	want := "release: nothing to promote: dev runs branch deployment " + again.ID + " (api=feature/login@" + feat[:7] + "), which is never promoted; staging runs " + rel.Version + " already"
+	if p.code != 1 || !strings.Contains(p.stderr, want) || p.stdout != "" {
+		t.Errorf("promote staging: want exit 1 and %q, got\n%s", want, p)
+	}
+	f.checkRunning("staging", rel.Images)
 }

@@ -23,9 +23,11 @@ func NewCmdHistory(f *Factory, runF func(*HistoryOptions) error) *cobra.Command 
 		Use:   "history ENV",
 		Short: "An environment's deployments, newest first, and the images each changed",
 		Long: `List what was deployed to ENV, newest first: the version, the run, its kind (run,
-promote, rollback), when, and the services whose image changed from the deployment
-before it. With -o json: environment, deployments (each version, runId, kind,
-deployedAt, images, changed (each service, from, to)).`,
+promote, rollback, deploy), when, and the services whose image changed from the
+deployment before it. A branch deployment (release deploy, kind deploy) has no
+version: it shows the ref and commit of each repo it built. With -o json:
+environment, deployments (each version, runId, kind, deployedAt, images, changed
+(each service, from, to), and for a branch deployment refs and commits by repo).`,
 		Example: `  release history prod
   release history staging --limit 5 -o json`,
 		Args: exactArgs(1),
@@ -69,7 +71,11 @@ func historyRun(ctx context.Context, opts *HistoryOptions) error {
 		for _, c := range d.Changed {
 			changed = append(changed, c.Service)
 		}
-		t.row(orDash(d.Version), d.RunID, d.Kind, fmtTime(&d.DeployedAt), orDash(strings.Join(changed, ",")))
+		version := orDash(d.Version)
+		if len(d.Refs) > 0 {
+			version = "branch " + branchLabel(d.Refs, d.Commits)
+		}
+		t.row(version, d.RunID, d.Kind, fmtTime(&d.DeployedAt), orDash(strings.Join(changed, ",")))
 	}
 	t.flush()
 	return nil

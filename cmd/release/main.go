@@ -153,6 +153,7 @@ in a state store, and can resume, promote, roll back and report.
 		NewCmdLogs(f, nil),
 		NewCmdTag(f, nil),
 		NewCmdVersion(f, nil),
+		NewCmdDeploy(f, nil),
 		NewCmdPromote(f, nil),
 		NewCmdRollback(f, nil),
 		NewCmdStatus(f, nil),

@@ -313,7 +313,14 @@ type serveEnvView struct {
 	Windows     []pipeline.Window  `json:"windows"`
 	InspectedAt *time.Time         `json:"inspectedAt"`
 	InspectErr  string             `json:"inspectError,omitempty"`
+	// Refs and Commits are what a branch deployment built, by repo, as
+	// release status -o json has them; absent for a release.
+	Refs    map[string]string `json:"refs,omitempty"`
+	Commits map[string]string `json:"commits,omitempty"`
 }
+
+// Branch is a branch deployment for people, "" for a release.
+func (v serveEnvView) Branch() string { return branchLabel(v.Refs, v.Commits) }
 
 type serveServiceView struct {
 	serviceStatusView
@@ -343,6 +350,9 @@ func (s *server) environments(ctx context.Context) (serveStatusView, error) {
 		if len(hist) > 0 {
 			d := hist[0]
 			ev.Version, ev.RunID, ev.DeployedAt, recorded = d.Version, d.RunID, &d.At, d.Images
+			if d.Branch() {
+				ev.Refs, ev.Commits = d.Refs, d.Commits
+			}
 		}
 		s.mu.Lock()
 		live, inspected := s.live[name]

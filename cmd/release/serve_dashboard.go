@@ -98,6 +98,7 @@ type dashEnv struct {
 type dashDeployment struct {
 	Version, Kind, RunID string
 	At                   time.Time
+	Branch               string // what a branch deployment built; "" for a release
 }
 
 // dashFilter is one row of the runs list's filters: the choices, each a
@@ -260,7 +261,7 @@ func (s *server) dashEnvironments(ctx context.Context) ([]dashEnv, error) {
 			return out, err
 		}
 		for _, h := range hist {
-			de.History = append(de.History, dashDeployment{Version: h.Version, Kind: h.Kind, RunID: h.RunID, At: h.At})
+			de.History = append(de.History, dashDeployment{Version: h.Version, Kind: h.Kind, RunID: h.RunID, At: h.At, Branch: branchLabel(h.Refs, h.Commits)})
 		}
 		out = append(out, de)
 	}

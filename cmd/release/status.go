@@ -57,6 +57,10 @@ type envStatusView struct {
 	RunID      string              `json:"runId"`
 	DeployedAt *time.Time          `json:"deployedAt"`
 	Services   []serviceStatusView `json:"services"`
+	// Refs and Commits are what a branch deployment built, by repo (the
+	// environment runs no release: version is ""); absent otherwise.
+	Refs    map[string]string `json:"refs,omitempty"`
+	Commits map[string]string `json:"commits,omitempty"`
 }
 
 type serviceStatusView struct {
@@ -83,7 +87,7 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	}
 	view := statusView{Environments: []envStatusView{}}
 	for _, s := range envs {
-		ev := envStatusView{Name: s.Name, Version: s.Version, RunID: s.RunID, DeployedAt: s.DeployedAt, Services: []serviceStatusView{}}
+		ev := envStatusView{Name: s.Name, Version: s.Version, RunID: s.RunID, DeployedAt: s.DeployedAt, Services: []serviceStatusView{}, Refs: s.Refs, Commits: s.Commits}
 		for _, svc := range s.Services {
 			ev.Services = append(ev.Services, serviceStatusView{Name: svc.Name, Host: svc.Host, Digest: svc.Digest, Healthy: svc.Healthy, Drift: svc.Drift})
 		}
@@ -101,9 +105,12 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		if ev.Version == "" {
+		switch {
+		case len(ev.Refs) > 0:
+			fmt.Fprintf(w, "%s: branch deployment %s (run %s, %s)\n", ev.Name, branchLabel(ev.Refs, ev.Commits), ev.RunID, fmtTime(ev.DeployedAt))
+		case ev.Version == "":
 			fmt.Fprintf(w, "%s: nothing deployed yet\n", ev.Name)
-		} else {
+		default:
 			fmt.Fprintf(w, "%s: %s (run %s, %s)\n", ev.Name, ev.Version, ev.RunID, fmtTime(ev.DeployedAt))
 		}
 		t := newTable(w, f.IO.OutTTY, "SERVICE", "HOST", "DIGEST", "HEALTH", "DRIFT")
@@ -119,12 +126,26 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	return drifting
 }
 
+// branchLabel is what a branch deployment built, for people:
+// "api=feature/login@1a2b3c4, web=…".
+func branchLabel(refs, commits map[string]string) string {
+	var parts []string
+	for _, repo := range sortedKeys(refs) {
+		s := repo + "=" + refs[repo]
+		if c := commits[repo]; c != "" && !strings.HasPrefix(c, refs[repo]) {
+			s += "@" + c[:min(7, len(c))]
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // driftingEnvironments is the exit-9 error naming the environments that
 // drift from their record or run an unhealthy service, or nil.
 func driftingEnvironments(envs []*engine.EnvStatus) error {
 	var names []string
 	for _, s := range envs {
-		never := s.Version == ""
+		never := s.Version == "" && s.RunID == ""
 		for _, svc := range s.Services {
 			never = never && svc.State == "missing" && svc.Drift == ""
 		}

@@ -15,9 +15,13 @@ import (
 type Deployment struct {
 	Version    string            `json:"version"`
 	RunID      string            `json:"runId"`
-	Kind       string            `json:"kind"` // run, promote, rollback
+	Kind       string            `json:"kind"` // run, promote, rollback, deploy
 	DeployedAt time.Time         `json:"deployedAt"`
 	Images     map[string]string `json:"images"`
+	// Refs and Commits are what a branch deployment (kind deploy, no
+	// version) built, by repo; absent for a release.
+	Refs    map[string]string `json:"refs,omitempty"`
+	Commits map[string]string `json:"commits,omitempty"`
 	// Changed are the services whose image differs from the entry before
 	// (every service, for the first entry).
 	Changed []ImageChange `json:"changed"`
@@ -56,10 +60,14 @@ func (e *Engine) History(ctx context.Context, env string, limit int) ([]Deployme
 		if i+1 < len(hist) {
 			before = hist[i+1].Images
 		}
-		out = append(out, Deployment{
+		dep := Deployment{
 			Version: d.Version, RunID: d.RunID, Kind: d.Kind, DeployedAt: d.At,
 			Images: orEmpty(d.Images), Changed: changes(before, d.Images),
-		})
+		}
+		if d.Branch() {
+			dep.Refs, dep.Commits = d.Refs, d.Commits
+		}
+		out = append(out, dep)
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -41,7 +42,7 @@ func (e *Engine) Promote(ctx context.Context, req PromoteRequest, obs Observer) 
 	if err != nil {
 		return nil, err
 	}
-	version, err := e.promotable(ctx, env.From, req.Version)
+	version, err := e.promotable(ctx, name, env.From, req.Version, obs)
 	if err != nil {
 		return nil, err
 	}
@@ -81,8 +82,11 @@ func (e *Engine) checkImages(ctx context.Context, images map[string]string, what
 }
 
 // promotable is the version to promote from env: the one given, which must
-// be in its history, or the one live there now.
-func (e *Engine) promotable(ctx context.Context, from, given string) (string, error) {
+// be in its history, or the newest release deployed there. Branch
+// deployments are never promoted: the newest release before them is, and
+// obs is told which were skipped; when env runs that release already,
+// there is nothing to promote and the refusal names the branch deployment.
+func (e *Engine) promotable(ctx context.Context, env, from, given string, obs Observer) (string, error) {
 	history, err := e.Store.Deployments(ctx, from, 0)
 	if err != nil {
 		return "", err
@@ -91,14 +95,34 @@ func (e *Engine) promotable(ctx context.Context, from, given string) (string, er
 		if len(history) == 0 {
 			return "", refusedf("nothing to promote: no release was ever deployed to %s", from)
 		}
-		return history[0].Version, nil
+		var skipped *pipeline.Deployment
+		for _, d := range history {
+			if d.Branch() {
+				if skipped == nil {
+					skipped = d
+				}
+				continue
+			}
+			if skipped == nil {
+				return d.Version, nil
+			}
+			what := fmt.Sprintf("%s runs branch deployment %s (%s), which is never promoted", from, skipped.RunID, describeRefs(skipped.Refs, skipped.Commits))
+			if cur, err := e.Store.Deployments(ctx, env, 1); err != nil {
+				return "", err
+			} else if len(cur) == 1 && !cur[0].Branch() && cur[0].Version == d.Version {
+				return "", refusedf("nothing to promote: %s; %s runs %s already, the newest release %s ran; merge the branch and release it (release run)", what, env, d.Version, from)
+			}
+			obs.notice("%s; promoting %s, the newest release %s ran", what, d.Version, from)
+			return d.Version, nil
+		}
+		return "", refusedf("nothing to promote: %s has had only branch deployments (the newest: %s, %s), and a branch deployment is never promoted; release it (release run) first", from, skipped.RunID, describeRefs(skipped.Refs, skipped.Commits))
 	}
 	v, err := parseVersion(given, e.Pipeline.Spec.Version.TagPrefix)
 	if err != nil {
 		return "", usagef("--version: %v", err)
 	}
 	for _, d := range history {
-		if d.Version == v.String() {
+		if !d.Branch() && d.Version == v.String() {
 			return d.Version, nil
 		}
 	}
@@ -108,7 +132,7 @@ func (e *Engine) promotable(ctx context.Context, from, given string) (string, er
 func versions(ds []*pipeline.Deployment) string {
 	var vs []string
 	for _, d := range ds {
-		if !slices.Contains(vs, d.Version) {
+		if !d.Branch() && !slices.Contains(vs, d.Version) {
 			vs = append(vs, d.Version)
 		}
 	}
@@ -148,7 +172,7 @@ func (e *Engine) Rollback(ctx context.Context, req RollbackRequest, obs Observer
 			return nil, usagef("--to: %v", err)
 		}
 		for _, d := range history {
-			if d.Version == v.String() {
+			if !d.Branch() && d.Version == v.String() {
 				target = d
 				break
 			}
@@ -157,14 +181,16 @@ func (e *Engine) Rollback(ctx context.Context, req RollbackRequest, obs Observer
 			return nil, refusedf("version %s was never deployed to %s (it has had: %s)", v, name, versions(history))
 		}
 	} else {
+		// A branch deployment live now is rolled back to the newest
+		// release before it; one further back is no release to go to.
 		for _, d := range history[1:] {
-			if d.Version != history[0].Version {
+			if !d.Branch() && (history[0].Branch() || d.Version != history[0].Version) {
 				target = d
 				break
 			}
 		}
 		if target == nil {
-			return nil, refusedf("nothing to roll back to: %s has only had %s", name, history[0].Version)
+			return nil, refusedf("nothing to roll back to: %s has only had %s", name, versions(history))
 		}
 	}
 	if err := e.checkImages(ctx, target.Images, "cannot roll "+name+" back to "+target.Version); err != nil {

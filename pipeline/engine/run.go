@@ -167,7 +167,7 @@ func (e *Engine) Resume(ctx context.Context, req ResumeRequest, obs Observer) (*
 		}
 		run.Override = mergeOverride(run.Override, o)
 	}
-	plan, err := p.Plan(SliceOf(run))
+	plan, err := p.Plan(e.sliceOf(run))
 	if err != nil {
 		return run, err
 	}

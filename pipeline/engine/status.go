@@ -16,6 +16,10 @@ type EnvStatus struct {
 	RunID      string          `json:"runId"`
 	DeployedAt *time.Time      `json:"deployedAt"`
 	Services   []ServiceStatus `json:"services"`
+	// Refs and Commits say what a branch deployment built, by repo: the
+	// environment runs no release then (Version is ""). Absent otherwise.
+	Refs    map[string]string `json:"refs,omitempty"`
+	Commits map[string]string `json:"commits,omitempty"`
 	// Recorded are the digests the newest deployment put there.
 	Recorded map[string]string `json:"-"`
 }
@@ -83,6 +87,9 @@ func (e *Engine) recorded(ctx context.Context, name string) (*EnvStatus, error) 
 	if len(hist) > 0 {
 		d := hist[0]
 		s.Version, s.RunID, s.DeployedAt, s.Recorded = d.Version, d.RunID, &d.At, d.Images
+		if d.Branch() {
+			s.Refs, s.Commits = d.Refs, d.Commits
+		}
 	}
 	return s, nil
 }
