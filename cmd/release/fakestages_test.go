@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -48,7 +49,8 @@ func (*fakePush) Run(ctx context.Context, env *stages.Env) (stages.Outputs, erro
 		return nil, err
 	}
 	repo := env.Spec.Registry.URL + "/" + svc.Image
-	tag, err := name.NewTag(repo+":"+env.Version, name.Insecure)
+	// A branch deployment has no version: its image is tagged by commit.
+	tag, err := name.NewTag(repo+":"+cmp.Or(env.Version, "git-"+env.Commits[svc.Repo][:7]), name.Insecure)
 	if err != nil {
 		return nil, err
 	}
