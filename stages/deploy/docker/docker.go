@@ -28,9 +28,18 @@
 //     to finish what they do), in-flight requests drain, and they are
 //     stopped with a grace period and removed.
 //
+// With replicas, a service runs that many containers on each of its hosts,
+// all under its name, and the three steps go replica after replica (see
+// roll). A service pinned to some of the environment's hosts runs only
+// there; what ran of it elsewhere is retired.
+//
 // A service that publishes a fixed host port (`publish:`) cannot run two
 // containers at once on a host: its old container stops right before the
 // new one starts, and starts again when the new one is not healthy.
+//
+// A limit of the engine: an old container leaves the network to lose its
+// name (an endpoint's aliases cannot change), which cuts a request in
+// flight to its address on the network at that instant.
 package docker
 
 import (
