@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sweepboard/release/fixtures/fakegithub"
+	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/pipeline/deadline"
 	"github.com/sweepboard/release/stages"
 )
@@ -240,32 +240,8 @@ func TestCheckGitHub(t *testing.T) {
 	}
 
 	// A listener that accepts and never answers.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	set.spec.GitHub.APIURL = "http://" + ln.Addr().String() + "/"
+	silent := parts.SilentPeer(t)
+	set.spec.GitHub.APIURL = "http://" + silent + "/"
 	set.spec.Timeouts = deadline.Deadlines{FirstByte: 300 * time.Millisecond}
 	for _, tok := range []string{"", ghToken} {
 		env["TEST_GH_TOKEN"] = tok

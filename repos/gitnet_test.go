@@ -1,7 +1,6 @@
 package repos
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/pipeline/deadline"
 	"github.com/sweepboard/release/pipeline/retry"
 	"github.com/sweepboard/release/stages"
@@ -68,44 +68,10 @@ func TestClassifyGit(t *testing.T) {
 // second of an HTTP answer that never ends its headers; without it,
 // nothing at all.
 func silentPeer(t *testing.T, trickle bool) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if trickle {
+		return parts.TricklePeer(t, time.Second)
 	}
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done); l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if !trickle {
-					<-done
-					return
-				}
-				// The answer starts once the request is in.
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				msg := "HTTP/1.1 200 OK\r\nX-Slow: " + strings.Repeat("a", 1000)
-				for i := 0; i < len(msg); i++ {
-					if _, err := c.Write([]byte{msg[i]}); err != nil {
-						return
-					}
-					select {
-					case <-done:
-						return
-					case <-time.After(time.Second):
-					}
-				}
-			}()
-		}
-	}()
-	return l.Addr().String()
+	return parts.SilentPeer(t)
 }
 
 // TestGitDeadlines: an HTTP remote that accepts and never answers, or

@@ -4,12 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sweepboard/release/fixtures/parts"
 	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/pipeline/deadline"
 	"github.com/sweepboard/release/pipeline/store"
@@ -107,43 +107,8 @@ func TestSlowCallReported(t *testing.T) {
 // its password.
 func TestOpenUnreachable(t *testing.T) {
 	const password = "pw-s3cr3t-42"
-	refused := func(t *testing.T) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		return addr
-	}
-	silent := func(t *testing.T) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var held []net.Conn
-		var mu sync.Mutex
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				held = append(held, c)
-				mu.Unlock()
-			}
-		}()
-		t.Cleanup(func() {
-			ln.Close()
-			mu.Lock()
-			defer mu.Unlock()
-			for _, c := range held {
-				c.Close()
-			}
-		})
-		return ln.Addr().String()
-	}
+	refused := func(t *testing.T) string { return parts.RefusedAddr(t) }
+	silent := func(t *testing.T) string { return parts.SilentPeer(t) }
 	const connect = 500 * time.Millisecond
 	budget := 3 * connect
 	for _, c := range []struct {

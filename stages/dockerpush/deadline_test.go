@@ -3,7 +3,6 @@ package dockerpush
 import (
 	"bytes"
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -19,21 +18,7 @@ import (
 // registry, and may be resumed.
 func TestPushSilentRegistry(t *testing.T) {
 	cli := parts.Docker(t, parts.DockerHost)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
-	addr := ln.Addr().String()
+	addr := parts.SilentPeer(t)
 	imageID := loadRandomImage(t, cli, 1024)
 	spec := &stages.Spec{
 		Name:     "silenttest",
@@ -53,7 +38,7 @@ func TestPushSilentRegistry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	began := time.Now()
-	_, err = s.Run(ctx, env)
+	_, err := s.Run(ctx, env)
 	took := time.Since(began)
 	t.Logf("push to a silent registry failed after %s: %v\n%s", took.Round(time.Millisecond), err, log.String())
 	if err == nil {

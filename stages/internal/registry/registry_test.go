@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -166,21 +165,7 @@ func TestClientRetryAfter(t *testing.T) {
 // timeouts (the plain-HTTP attempt of an insecure registry included),
 // naming the registry.
 func TestClientSilentRegistry(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
-	host := ln.Addr().String()
+	host := parts.SilentPeer(t)
 	spec := &stages.Spec{
 		Registry: stages.ImageRegistry{URL: host, Insecure: true},
 		Timeouts: deadline.Deadlines{Connect: 300 * time.Millisecond, TLS: 300 * time.Millisecond, FirstByte: 300 * time.Millisecond, Idle: 300 * time.Millisecond},
