@@ -49,10 +49,10 @@ func TestPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.host != "tcp://prod-2:2376" {
-		t.Errorf("host %s, want the first host that runs api in prod", j.host)
+	if j.Host != "tcp://prod-2:2376" {
+		t.Errorf("host %s, want the first host that runs api in prod", j.Host)
 	}
-	s := j.spec
+	s := j.Spec
 	if s.Image != ref || s.Network != "release-demo-prod" || s.Memory != 64<<20 || strings.Join(s.Argv, " ") != "/api migrate" {
 		t.Errorf("job %+v", s)
 	}
@@ -72,8 +72,8 @@ func TestPlan(t *testing.T) {
 	if !strings.HasPrefix(s.Name, "demo-prod-api-job-") || !strings.HasSuffix(s.Name, "-2") {
 		t.Errorf("name %s", s.Name)
 	}
-	if len(j.secrets) == 0 || j.secrets[0] != "s3cr3t-value" {
-		t.Errorf("secrets to hide: %d, want the env_from value first", len(j.secrets))
+	if len(j.Secrets) == 0 || j.Secrets[0] != "s3cr3t-value" {
+		t.Errorf("secrets to hide: %d, want the env_from value first", len(j.Secrets))
 	}
 
 	for _, c := range []struct {
