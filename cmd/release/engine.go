@@ -121,6 +121,8 @@ type watch struct {
 	// shown is the run id printed: a new run's comes as soon as it is
 	// made (Created), any other's once it is owned (Started).
 	shown string
+	// fetch says what a new run still fetches, while it does.
+	fetch *fetchWatch
 }
 
 func (f *Factory) watch() *watch {
@@ -130,11 +132,18 @@ func (f *Factory) watch() *watch {
 func (w *watch) observer() engine.Observer {
 	f := w.f
 	o := engine.Observer{
-		Created: w.showID,
+		Created:  w.showID,
+		Fetching: func(repos []string) { w.fetch = w.prog.fetching(repos) },
 		Fetched: func(repo, head string, took time.Duration) {
+			w.prog.mu.Lock()
 			fmt.Fprintf(f.IO.ErrOut, "%s fetched %s at %.7s in %s\n", time.Now().UTC().Format("15:04:05"), repo, head, took.Round(time.Millisecond))
+			w.prog.mu.Unlock()
+			if w.fetch != nil {
+				w.fetch.fetched(repo)
+			}
 		},
 		Started: func(run *pipeline.Run) {
+			w.fetch.done()
 			w.prog.start(run)
 			w.showID(run.ID)
 		},
@@ -165,6 +174,7 @@ func (w *watch) showID(id string) {
 // run as JSON with -o json, and what to do next.
 func (w *watch) report(run *pipeline.Run, err error) error {
 	f := w.f
+	w.fetch.done()
 	if err != nil && w.shown != "" && (run == nil || !w.ran()) {
 		// A new run refused before it was recorded (a repo that cannot be
 		// fetched, a held lock): its id, printed already, names no run.

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -136,4 +137,95 @@ func (p *progress) done() {
 func firstLine(s string) string {
 	first, _, _ := strings.Cut(s, "\n")
 	return first
+}
+
+// fetchEvery is how often a fetch that is still on the way says so.
+const fetchEvery = time.Second
+
+// fetchWatch says, every fetchEvery while a new run fetches its repos,
+// which repos are still on the way: a fetch of large repos takes seconds,
+// and a silent command looks hung.
+type fetchWatch struct {
+	w     io.Writer
+	mu    *sync.Mutex // the progress's: lines do not interleave
+	every time.Duration
+	now   func() time.Time
+
+	start   time.Time
+	left    []string // repos not fetched yet, in file order
+	total   int
+	stop    chan struct{}
+	stopped bool
+}
+
+// fetching starts the watch over repos.
+func (p *progress) fetching(repos []string) *fetchWatch {
+	fw := &fetchWatch{w: p.w, mu: &p.mu, every: fetchEvery, now: time.Now}
+	fw.begin(repos)
+	return fw
+}
+
+func (fw *fetchWatch) begin(repos []string) {
+	fw.start, fw.left, fw.total, fw.stop = fw.now(), append([]string(nil), repos...), len(repos), make(chan struct{})
+	go func() {
+		t := time.NewTicker(fw.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-fw.stop:
+				return
+			case <-t.C:
+				fw.tick()
+			}
+		}
+	}()
+}
+
+// fetched marks a repo fetched; the watch ends with the last one.
+func (fw *fetchWatch) fetched(repo string) {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if i := slices.Index(fw.left, repo); i >= 0 {
+		fw.left = slices.Delete(fw.left, i, i+1)
+	}
+	if len(fw.left) == 0 {
+		fw.end()
+	}
+}
+
+// done ends the watch, fetched or not (a fetch that failed).
+func (fw *fetchWatch) done() {
+	if fw == nil {
+		return
+	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	fw.end()
+}
+
+func (fw *fetchWatch) end() {
+	if !fw.stopped {
+		fw.stopped = true
+		close(fw.stop)
+	}
+}
+
+func (fw *fetchWatch) tick() {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if fw.stopped {
+		return
+	}
+	fmt.Fprintln(fw.w, fw.line())
+}
+
+// line is "15:04:05 fetching 3 of 8 repos, 2.0s: api, web, auth".
+func (fw *fetchWatch) line() string {
+	const named = 4
+	now := fw.now()
+	names := strings.Join(fw.left[:min(named, len(fw.left))], ", ")
+	if len(fw.left) > named {
+		names += fmt.Sprintf(" and %d more", len(fw.left)-named)
+	}
+	return fmt.Sprintf("%s fetching %d of %d repos, %.1fs: %s", now.UTC().Format("15:04:05"), len(fw.left), fw.total, now.Sub(fw.start).Seconds(), names)
 }

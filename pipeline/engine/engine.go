@@ -133,6 +133,10 @@ type Observer struct {
 	// after that (a repo that cannot be fetched, a held lock) is never
 	// recorded under it.
 	Created func(runID string)
+	// Fetching is called with the repos a new run fetches, before the
+	// first fetch starts, when the Repos report each (HeadsReporter):
+	// a caller can show what is still on the way while it waits.
+	Fetching func(repos []string)
 	// Fetched is called as each repo's head is fetched for a new run, when
 	// the Repos can tell (HeadsReporter).
 	Fetched func(repo, head string, took time.Duration)

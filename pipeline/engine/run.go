@@ -108,6 +108,9 @@ func (e *Engine) fetchHeads(ctx context.Context, obs Observer) (map[string]strin
 	if !ok || obs.Fetched == nil || len(e.Pipeline.Spec.Repos) == 0 {
 		return e.heads(ctx)
 	}
+	if obs.Fetching != nil {
+		obs.Fetching(e.Pipeline.Spec.RepoNames())
+	}
 	return hr.HeadsEach(ctx, obs.Fetched)
 }
 
