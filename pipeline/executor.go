@@ -382,6 +382,7 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 	// everything it depends on is durable, and a burst of finishing nodes
 	// costs one commit, not one each.
 	var batch, deployed []*Node
+	var rolledBack []rollback
 	imagesChanged := false
 	released := false
 	handle := func(res result) {
@@ -415,6 +416,11 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 			}
 		case Failed:
 			failed = append(failed, n.ID)
+			var rb *stages.RolledBack
+			if d, ok := p.Stages[n.Stage].Impl.(stages.Deployer); ok && d.DeploysRelease() && n.Environment != "" && errors.As(res.err, &rb) {
+				deployed = append(deployed, n)
+				rolledBack = append(rolledBack, rollback{n.Environment, rb})
+			}
 			for _, d := range plan.Graph.Downstream(n.ID) {
 				if dn := nodes[d]; dn.Status == Pending {
 					dn.Status, dn.Error = Skipped, "upstream "+n.ID+" failed"
@@ -483,9 +489,12 @@ func (x *Executor) execute(ctx context.Context, p *Pipeline, plan *Plan, run *Ru
 		if werr == nil {
 			bctx, cancel := x.bounded(wctx)
 			werr = x.record(bctx, st, p, run, &imagesChanged, &released, deployed, now)
+			if werr == nil {
+				werr = x.recordRollbacks(bctx, st, run, rolledBack, now)
+			}
 			cancel()
 		}
-		deployed = deployed[:0]
+		deployed, rolledBack = deployed[:0], rolledBack[:0]
 		if len(batch) > 0 {
 			if werr == nil {
 				bctx, cancel := x.bounded(wctx)
@@ -705,6 +714,26 @@ func (x *Executor) record(ctx context.Context, st Store, p *Pipeline, run *Run, 
 		if run.Kind == KindDeploy {
 			d.Refs, d.Commits = run.Refs, run.Commits
 		}
+		if err := st.RecordDeployment(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rollback is a deploy node's environment put back on what ran before
+// (stages.RolledBack).
+type rollback struct {
+	environment string
+	to          *stages.RolledBack
+}
+
+// recordRollbacks adds to the history of each environment a deploy node
+// rolled back the release it runs again, after the failed release that
+// record wrote: kind rollback, by this run.
+func (x *Executor) recordRollbacks(ctx context.Context, st Store, run *Run, rbs []rollback, now func() time.Time) error {
+	for _, rb := range rbs {
+		d := &Deployment{Environment: rb.environment, Version: rb.to.Version, RunID: run.ID, Kind: KindRollback, Images: rb.to.Images, At: now().UTC()}
 		if err := st.RecordDeployment(ctx, d); err != nil {
 			return err
 		}

@@ -312,6 +312,10 @@ func (d *Deployment) Branch() bool { return d.Kind == KindDeploy }
 // (release deploy ENV --ref …): no version, no tags, no release record.
 const KindDeploy = "deploy"
 
+// KindRollback is the kind of a run that rolls an environment back, and
+// of the history entry of a deploy that verification rolled back.
+const KindRollback = "rollback"
+
 // Lease is a lock with an expiry, held by one owner (see Owner) and kept
 // alive by renewing it. Fence grows by one with every acquisition, so a
 // holder that lost its lease can tell, and the store refuses its renewals

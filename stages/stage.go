@@ -150,6 +150,20 @@ var ErrFenced = errors.New("fenced out: this process no longer owns the run")
 // the run must be started anew with the next version.
 var ErrPublished = errors.New("a published version is never overwritten")
 
+// RolledBack is the error of a Deployer that made the run's release live
+// in its environment, saw it fail its verification and put the
+// environment back on the release that ran before: the engine records
+// both in the environment's history, the failed release and then the
+// rollback to Version and Images, and the node fails with Err.
+type RolledBack struct {
+	Version string            // the release the environment runs again
+	Images  map[string]string // its digests, by service
+	Err     error             // why: the check that failed
+}
+
+func (e *RolledBack) Error() string { return e.Err.Error() }
+func (e *RolledBack) Unwrap() error { return e.Err }
+
 // ErrWaiting is returned by a stage that cannot go on until someone approves
 // it. The node becomes "waiting" and the run stops, resumable.
 var ErrWaiting = errors.New("waiting for approval")
