@@ -64,6 +64,14 @@ type Stage struct {
 	// StopTimeout is how long an old container's process gets between
 	// SIGTERM and SIGKILL.
 	StopTimeout time.Duration `yaml:"stop_timeout"`
+	// Before are jobs run from the new images before any new container
+	// takes traffic (a migration); After, jobs run once every service is
+	// switched and verified (hooks.go).
+	Before []Job `yaml:"before"`
+	After  []Job `yaml:"after"`
+	// Verify checks the environment after the switch, for a bake time,
+	// and puts it back on what ran before when a check fails (verify.go).
+	Verify *Verify `yaml:"verify"`
 
 	// retry, when set (by a test), replaces the retry policy of engine
 	// calls.
@@ -86,12 +94,25 @@ func (s *Stage) lookupEnv(name string) (string, bool) {
 }
 
 // Validate checks the stage's `with:` fields.
-func (s *Stage) Validate(*stages.Spec) error {
+func (s *Stage) Validate(spec *stages.Spec) error {
 	if s.Drain < 0 {
 		return fmt.Errorf("drain: negative duration %s", s.Drain)
 	}
 	if s.StopTimeout < 0 {
 		return fmt.Errorf("stop_timeout: negative duration %s", s.StopTimeout)
+	}
+	for i, j := range s.Before {
+		if err := j.validate(spec, fmt.Sprintf("with.before[%d].", i)); err != nil {
+			return err
+		}
+	}
+	for i, j := range s.After {
+		if err := j.validate(spec, fmt.Sprintf("with.after[%d].", i)); err != nil {
+			return err
+		}
+	}
+	if s.Verify != nil {
+		return s.Verify.validate(spec)
 	}
 	return nil
 }
@@ -105,6 +126,50 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 	defer d.close()
 
 	out := stages.Outputs{"environment": env.Environment}
+	// Before any new container takes traffic: the before: jobs, from the
+	// new images (a migration).
+	if err := d.hooks(ctx, "before", s.Before); err != nil {
+		return out, err
+	}
+	var prev *previous
+	if s.Verify != nil {
+		// What runs now is what a failed verification goes back to.
+		if prev, err = d.previous(ctx); err != nil {
+			return out, err
+		}
+	}
+	if err := d.rollout(ctx, d.want, out); err != nil {
+		return out, err
+	}
+	if s.Verify != nil {
+		if err := d.verify(ctx, s.Verify); err != nil {
+			if ctx.Err() != nil {
+				// Interrupted, not failed: a resume verifies again.
+				return out, err
+			}
+			return out, d.rollback(ctx, prev, err)
+		}
+	}
+	if err := d.hooks(ctx, "after", s.After); err != nil {
+		return out, err
+	}
+	// The registry says what runs where too: the images are tagged with the
+	// environment and the version, by digest, so :staging is what staging
+	// runs. Registry-side: no layer moves.
+	tags := []string{env.Environment}
+	if env.Version != "" {
+		tags = append(tags, env.Version)
+	}
+	if err := retag(ctx, d.reg, d.images, tags); err != nil {
+		return out, fmt.Errorf("deploy to %s: %w", env.Environment, err)
+	}
+	d.logf("tagged %s in the registry", strings.Join(tags, ", "))
+	return out, nil
+}
+
+// rollout deploys every service as wantOf says, in depends_on order,
+// through the target, and notes each digest it made live in out.
+func (d *deployer) rollout(ctx context.Context, wantOf func(string) (target.Service, error), out stages.Outputs) error {
 	var mu sync.Mutex
 	done := make(map[string]chan struct{})
 	ok := make(map[string]bool)
@@ -121,9 +186,9 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 			var once sync.Once
 			release := func() { once.Do(func() { close(done[name]) }) }
 			defer release()
-			want, err := d.want(name)
+			want, err := wantOf(name)
 			if err != nil {
-				errs[i] = stages.Permanent(fmt.Errorf("deploy %s to %s: %w", name, env.Environment, err))
+				errs[i] = stages.Permanent(fmt.Errorf("deploy %s to %s: %w", name, d.env.Environment, err))
 				return
 			}
 			deps := d.graph.Needs(name)
@@ -153,39 +218,25 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) (stages.Outputs, error
 				return err
 			})
 			if err != nil {
-				errs[i] = fmt.Errorf("deploy %s to %s: %w", name, env.Environment, err)
+				errs[i] = fmt.Errorf("deploy %s to %s: %w", name, d.env.Environment, err)
 				return
 			}
 			mu.Lock()
 			ok[name] = true
-			out[name] = d.images[name]
+			out[name] = want.Image
 			mu.Unlock()
 			// The new containers take the traffic: services that depend
 			// on this one go on while the old ones drain and stop.
 			release()
 			if retire != nil {
 				if err := d.retrying(ctx, name, func() error { return retire(ctx) }); err != nil {
-					errs[i] = fmt.Errorf("deploy %s to %s: %w", name, env.Environment, err)
+					errs[i] = fmt.Errorf("deploy %s to %s: %w", name, d.env.Environment, err)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return out, err
-	}
-	// The registry says what runs where too: the images are tagged with the
-	// environment and the version, by digest, so :staging is what staging
-	// runs. Registry-side: no layer moves.
-	tags := []string{env.Environment}
-	if env.Version != "" {
-		tags = append(tags, env.Version)
-	}
-	if err := retag(ctx, d.reg, d.images, tags); err != nil {
-		return out, fmt.Errorf("deploy to %s: %w", env.Environment, err)
-	}
-	d.logf("tagged %s in the registry", strings.Join(tags, ", "))
-	return out, nil
+	return errors.Join(errs...)
 }
 
 // An engine that restarts refuses connections for a while. A service's
