@@ -441,7 +441,7 @@ func deploy(tb testing.TB, s *Stage, spec *stages.Spec, environment, version str
 }
 
 // syncWriter is a run log: each write is one line, stamped with the time
-// since the deploy began.
+// of day and the time since the deploy began.
 type syncWriter struct {
 	mu    sync.Mutex
 	w     io.Writer
@@ -451,7 +451,7 @@ type syncWriter struct {
 func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fmt.Fprintf(s.w, "%6.2fs ", time.Since(s.start).Seconds())
+	fmt.Fprintf(s.w, "%s %6.2fs ", time.Now().UTC().Format("15:04:05.000"), time.Since(s.start).Seconds())
 	return s.w.Write(p)
 }
 

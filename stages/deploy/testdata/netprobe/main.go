@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -27,9 +29,26 @@ func main() {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	url := os.Args[2]
 	get := func() (string, error) {
-		resp, err := hc.Get(url)
+		// What the request went through, told with its error: a failure
+		// says whether it was the DNS, a connect or the answer.
+		var steps []string
+		start := time.Now()
+		step := func(format string, args ...any) {
+			steps = append(steps, fmt.Sprintf("%s %s", time.Since(start).Round(time.Millisecond), fmt.Sprintf(format, args...)))
+		}
+		trace := &httptrace.ClientTrace{
+			DNSDone:      func(i httptrace.DNSDoneInfo) { step("dns %v %v", i.Addrs, i.Err) },
+			ConnectStart: func(_, addr string) { step("connect %s", addr) },
+			ConnectDone:  func(_, addr string, err error) { step("connected %s %v", addr, err) },
+			WroteRequest: func(i httptrace.WroteRequestInfo) { step("wrote %v", i.Err) },
+		}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url, nil)
 		if err != nil {
 			return "", err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return "", fmt.Errorf("%w [at %s: %s]", err, start.UTC().Format("15:04:05.000"), strings.Join(steps, "; "))
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
