@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
@@ -59,7 +58,7 @@ is made. The next run without --ref continues the main line.`,
 	}
 	cmd.Flags().StringVar(&opts.Bump, "bump", "", "major, minor, patch or auto (default: the file's version.bump)")
 	cmd.Flags().StringVar(&opts.Version, "version", "", "release this exact version instead of bumping")
-	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", 0, "nodes run at once (0: every node of the run, up to 32)")
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "approve every approval gate up front (recorded as such)")
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for locked environments instead of exiting 4")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "run into frozen environments (needs --reason, recorded)")
@@ -125,7 +124,7 @@ the run).`,
 			return resumeRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", 0, "nodes run at once (0: every node of the run, up to 32)")
 	cmd.Flags().BoolVar(&opts.AllowChanged, "allow-changed", false, "resume even if the pipeline file changed the DAG")
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for a locked environment or a run another process executes instead of exiting 4")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "go through the freeze windows active now (needs --reason, recorded with who and when)")

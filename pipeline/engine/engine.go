@@ -17,6 +17,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -187,9 +188,16 @@ func (e *Engine) now() time.Time {
 	return time.Now()
 }
 
+// MaxParallel bounds the nodes that run at once when Exec.Parallel is 0.
+const MaxParallel = 32
+
 // Exec says how a run executes.
 type Exec struct {
-	// Parallel is how many nodes run at once; 0 is the number of CPUs.
+	// Parallel is how many nodes run at once; 0 sizes it for the work:
+	// every node of the plan, up to MaxParallel. A node spends its time
+	// waiting on an engine, a registry or a remote, not on this machine's
+	// CPUs: eight builds and eight pushes at two at a time (the CPU count
+	// here) queued pushes behind builds that were only streaming bytes.
 	Parallel int
 	// Wait makes a held claim or environment lock a wait instead of a
 	// *pipeline.HeldError.
@@ -201,7 +209,7 @@ type Exec struct {
 func (e *Engine) execute(ctx context.Context, p *pipeline.Pipeline, plan *pipeline.Plan, run *pipeline.Run, create bool, ex Exec, obs Observer) error {
 	x := &pipeline.Executor{
 		Store:    e.Store,
-		Parallel: ex.Parallel,
+		Parallel: cmp.Or(ex.Parallel, min(len(plan.Nodes), MaxParallel)),
 		WorkDir:  e.WorkDir,
 		Observe:  obs.Event,
 		LogTo:    obs.Log,
