@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/sweepboard/release/stages"
 	"github.com/sweepboard/release/stages/deploy/target"
@@ -37,7 +40,8 @@ const (
 // want is a service as this deploy wants it in its environment.
 func (d *deployer) want(name string) (target.Service, error) {
 	cfg := d.env.Spec.ServiceIn(d.env.Environment, name)
-	env, secrets, err := containerEnv(cfg, d.env.Environment, d.env.Version, d.stage.lookupEnv)
+	version := d.versionOf(name)
+	env, secrets, err := containerEnv(cfg, d.env.Environment, version, d.stage.lookupEnv)
 	if err != nil {
 		return target.Service{}, err
 	}
@@ -54,12 +58,59 @@ func (d *deployer) want(name string) (target.Service, error) {
 		LabelPipeline:    d.pipeline,
 		LabelEnvironment: d.env.Environment,
 		LabelService:     name,
-		LabelVersion:     d.env.Version,
+		LabelVersion:     version,
 		LabelDigest:      s.Image,
 		LabelRunID:       d.env.RunID,
 		LabelConfig:      s.Hash,
 	}
 	return s, nil
+}
+
+// versionOf is the release version the containers of a service get: the
+// deployment's; without one (a branch deployment), the version the
+// service's running containers carry when they run its intended image, so
+// that a service the deployment did not rebuild keeps its containers (its
+// RELEASE_VERSION, and with it its configuration hash, stays).
+func (d *deployer) versionOf(service string) string {
+	if d.env.Version != "" {
+		return d.env.Version
+	}
+	d.live.once.Do(func() {
+		// A read of what runs: a target that does not answer in time
+		// leaves every version empty, and the services are replaced.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d.live.versions = runningVersions(d.target.Inspect(ctx), d.images)
+	})
+	return d.live.versions[service]
+}
+
+// liveVersions is what a deployment without a version learnt of the versions
+// its environment runs, once.
+type liveVersions struct {
+	once     sync.Once
+	versions map[string]string
+}
+
+// runningVersions are the versions that the running containers of each
+// service carry, for the services that run their intended image
+// everywhere at one version.
+func runningVersions(lives []target.Live, images map[string]string) map[string]string {
+	versions := map[string]string{}
+	mixed := map[string]bool{}
+	for _, l := range lives {
+		if l.Container == "" || l.State != "running" || l.Digest != images[l.Service] {
+			continue
+		}
+		if v, seen := versions[l.Service]; seen && v != l.Version {
+			mixed[l.Service] = true
+		}
+		versions[l.Service] = l.Version
+	}
+	for s := range mixed {
+		delete(versions, s)
+	}
+	return versions
 }
 
 // containerEnv is a service's environment in a container, NAME=VALUE and

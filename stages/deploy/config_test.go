@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sweepboard/release/stages"
+	"github.com/sweepboard/release/stages/deploy/target"
 )
 
 // TestContainerEnv: the order of a container's variables' sources, and
@@ -96,5 +97,23 @@ func TestContainerEnv(t *testing.T) {
 				t.Errorf("secrets (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestRunningVersions(t *testing.T) {
+	images := map[string]string{"api": "r/api@sha256:2", "web": "r/web@sha256:1", "auth": "r/auth@sha256:1"}
+	lives := []target.Live{
+		{Host: "h1", Service: "web", Container: "web-1", Digest: "r/web@sha256:1", Version: "1.2.0", State: "running"},
+		{Host: "h2", Service: "web", Container: "web-2", Digest: "r/web@sha256:1", Version: "1.2.0", State: "running"},
+		// Another image than the intended one: its version is not kept.
+		{Host: "h1", Service: "api", Container: "api-1", Digest: "r/api@sha256:1", Version: "1.2.0", State: "running"},
+		// Two versions of one image: none is kept.
+		{Host: "h1", Service: "auth", Container: "auth-1", Digest: "r/auth@sha256:1", Version: "1.1.0", State: "running"},
+		{Host: "h2", Service: "auth", Container: "auth-2", Digest: "r/auth@sha256:1", Version: "1.2.0", State: "running"},
+		{Host: "h1", Service: "stock", State: "missing"},
+	}
+	want := map[string]string{"web": "1.2.0"}
+	if diff := cmp.Diff(want, runningVersions(lives, images)); diff != "" {
+		t.Errorf("runningVersions (-want +got):\n%s", diff)
 	}
 }

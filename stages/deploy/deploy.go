@@ -291,6 +291,8 @@ type deployer struct {
 	logMu   sync.Mutex
 	log     io.Writer
 	secrets []string // env_from values: never in the log
+
+	live liveVersions // the versions that run, for a deployment without one
 }
 
 // addSecrets adds values the log must hide.
