@@ -136,6 +136,7 @@ func TestBranchDeploy(t *testing.T) {
 		t.Fatalf("the release: %s", rel.Status)
 	}
 	feat := f.branch("api", "feature/login", "main", "feat: login")
+	released := f.checkRunning("dev", rel.Images)
 	before := f.snapshot()
 	nextBefore := f.mustRelease("version", "next").stdout
 
@@ -153,6 +154,12 @@ func TestBranchDeploy(t *testing.T) {
 		t.Errorf("dev's api is still %s", d.Images["api"])
 	}
 	ids := f.checkRunning("dev", d.Images)
+	// The services it did not rebuild keep their containers.
+	for _, svc := range []string{"auth", "web"} {
+		if ids[svc] != released[svc] {
+			t.Errorf("dev's %s: container %s replaced by %s", svc, released[svc], ids[svc])
+		}
+	}
 	if c := f.docker("image", "inspect", "--format", `{{index .Config.Labels "release.commit"}}`, ids["api"]); c != feat {
 		t.Errorf("dev's api runs an image of commit %s, want %s", c, feat)
 	}
@@ -185,6 +192,9 @@ func TestBranchDeploy(t *testing.T) {
 
 	// Built once per commit: the second time the image is reused.
 	again := f.run(f.mustRelease("deploy", "dev", "--ref", "api=feature/login", "--yes").id())
+	if diff := cmp.Diff(ids, f.checkRunning("dev", again.Images)); diff != "" {
+		t.Errorf("dev's containers after the same branch deployment again (-before +after):\n%s", diff)
+	}
 	for _, n := range again.Stages {
 		if n.ID == "build[api]" && n.Outputs["reused"] != "true" {
 			t.Errorf("build[api] of the same commit again: outputs %v, want reused", n.Outputs)
