@@ -205,6 +205,11 @@ func (f *flow) cleanup() {
 	if ids := f.docker("ps", "-aq", "--filter", "label=release.pipeline="+f.name); ids != "" {
 		f.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
 	}
+	// The environment networks too: the engine has some thirty address
+	// pools, and networks left behind by earlier runs use them up.
+	if ids := f.docker("network", "ls", "-q", "--filter", "label=release.pipeline="+f.name); ids != "" {
+		f.docker(append([]string{"network", "rm"}, strings.Fields(ids)...)...)
+	}
 	for _, env := range []string{"staging", "prod"} {
 		for _, svc := range flowServices {
 			req, _ := http.NewRequest(http.MethodDelete, "http://127.0.0.1:2019/config/apps/http/servers/release_"+f.name+"_"+env+"_"+svc, nil)
