@@ -31,6 +31,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/filters"
@@ -217,11 +218,26 @@ func (p push) run(ctx context.Context) (stages.Outputs, error) {
 	out := stages.Outputs{"tags": joinTags(p.tags)}
 	ropts := p.reg.Options(ctx)
 
-	// Probe every tag: which of them already hold this image?
+	// Probe every tag, side by side: which of them already hold this
+	// image? Each is a round trip to the registry that the others need
+	// not wait for.
+	type probed struct {
+		desc   *remote.Descriptor
+		config string
+		err    error
+	}
+	probes := make([]probed, len(p.tags))
+	var wg sync.WaitGroup
+	for i, tag := range p.tags {
+		wg.Go(func() {
+			probes[i].desc, probes[i].config, probes[i].err = p.probe(tag, ropts)
+		})
+	}
+	wg.Wait()
 	var have *remote.Descriptor
 	var missing []name.Tag
-	for _, tag := range p.tags {
-		desc, config, err := p.probe(tag, ropts)
+	for i, tag := range p.tags {
+		desc, config, err := probes[i].desc, probes[i].config, probes[i].err
 		if err != nil {
 			return nil, err
 		}
