@@ -29,7 +29,8 @@ import (
 //     its service at once, every VerifyInterval, until Bake has passed
 //     since the switch (once with no bake).
 //  3. The first check that fails stops the checks: the environment is
-//     deployed again with the digests noted in 1, through the same target,
+//     deployed again with the digests noted in 1, and the environment
+//     variables their containers had, through the same target,
 //     start-first, and the stage fails naming the check. The engine
 //     records both in the environment's history: the release that failed
 //     and the rollback (stages.RolledBack).
@@ -105,6 +106,13 @@ func (v *Verify) validate(spec *stages.Spec) error {
 type previous struct {
 	images   map[string]string
 	versions map[string]string
+	// env is the environment of a container that ran each service, as
+	// its host reports it (the image's variables and the container's):
+	// a rollback restores it, so that a release that changed only the
+	// file's env: goes back too. It is kept in memory only, never in the
+	// progress (it may hold env_from secrets): a resumed attempt rolls
+	// back with the file's configuration.
+	env map[string][]string
 }
 
 // The progress keys of previous: previous[SERVICE] is its digest,
@@ -116,7 +124,7 @@ func prevVerKey(service string) string { return "previousVersion[" + service + "
 // attempt noted it (the environment may run the new release by now),
 // else from the target, recorded in the progress.
 func (d *deployer) previous(ctx context.Context) (*previous, error) {
-	p := &previous{images: map[string]string{}, versions: map[string]string{}}
+	p := &previous{images: map[string]string{}, versions: map[string]string{}, env: map[string][]string{}}
 	names := d.env.Spec.ServiceNames()
 	for _, name := range names {
 		if img := d.env.Prior[prevKey(name)]; img != "" {
@@ -126,12 +134,15 @@ func (d *deployer) previous(ctx context.Context) (*previous, error) {
 	if len(p.images) > 0 || d.env.Prior["previousNone"] == "true" {
 		return p, nil
 	}
+	var lives []target.Live
 	for _, l := range d.target.Inspect(ctx) {
 		if l.Container == "" || l.State != "running" || l.Digest == "" || p.images[l.Service] != "" {
 			continue
 		}
 		p.images[l.Service], p.versions[l.Service] = l.Digest, l.Version
+		lives = append(lives, l)
 	}
+	d.previousEnv(ctx, p, lives)
 	out := stages.Outputs{}
 	for name, img := range p.images {
 		out[prevKey(name)], out[prevVerKey(name)] = img, p.versions[name]
@@ -145,6 +156,38 @@ func (d *deployer) previous(ctx context.Context) (*previous, error) {
 		}
 	}
 	return p, nil
+}
+
+// previousEnv notes the environment of one running container of each
+// service in lives. A container it cannot inspect leaves its service
+// without one: the rollback takes the file's configuration then.
+func (d *deployer) previousEnv(ctx context.Context, p *previous, lives []target.Live) {
+	hosts := map[string]*dockerhost.Host{}
+	defer func() {
+		for _, h := range hosts {
+			h.Close()
+		}
+	}()
+	for _, l := range lives {
+		if l.ID == "" || l.Host == "" {
+			continue
+		}
+		h := hosts[l.Host]
+		if h == nil {
+			var err error
+			if h, err = dockerhost.Open(l.Host, engine.Bounds(d.env.Spec.Timeouts)); err != nil {
+				d.logf("note the configuration of %s before the rollout: %v", l.Service, err)
+				continue
+			}
+			hosts[l.Host] = h
+		}
+		st, err := h.State(ctx, l.ID, 0)
+		if err != nil {
+			d.logf("note the configuration of %s before the rollout: %v", l.Service, err)
+			continue
+		}
+		p.env[l.Service] = slices.Clone(st.Env)
+	}
 }
 
 // verify runs the checks of v (see Verify); the error names the check
@@ -285,9 +328,12 @@ func (d *deployer) rollback(ctx context.Context, prev *previous, cause error) er
 			return s, nil
 		}
 		images[name] = img
-		vars, _, err := containerEnv(s.Config, env, prev.versions[name], d.stage.lookupEnv)
-		if err != nil {
-			return s, err
+		vars := prev.env[name]
+		if vars == nil {
+			var err error
+			if vars, _, err = containerEnv(s.Config, env, prev.versions[name], d.stage.lookupEnv); err != nil {
+				return s, err
+			}
 		}
 		s.Image, s.Env = img, vars
 		s.Labels[LabelDigest], s.Labels[LabelVersion] = img, prev.versions[name]
