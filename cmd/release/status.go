@@ -25,9 +25,10 @@ func NewCmdStatus(f *Factory, runF func(*StatusOptions) error) *cobra.Command {
 		Short: "What each environment runs: version, digests, health, drift from the record",
 		Long: `For each environment (or ENV), the release recorded as live and the containers
 actually running on its hosts: the digest of each, its health, and drift where the
-running digest is not the recorded one or a container is missing. With -o json:
-environments (each name, version, runId, deployedAt, services (each name, digest,
-healthy, drift)).
+running digest is not the recorded one or a container is missing, and the commit
+of each repo the environment's code is at (the commits its release pinned). With
+-o json: environments (each name, version, runId, deployedAt, commits (by repo),
+services (each name, digest, healthy, drift); a branch deployment adds refs).
 
 It exits 9 when an environment drifts from its record or runs a service that is
 not healthy (an environment never deployed to, with nothing running, does not),
@@ -57,9 +58,11 @@ type envStatusView struct {
 	RunID      string              `json:"runId"`
 	DeployedAt *time.Time          `json:"deployedAt"`
 	Services   []serviceStatusView `json:"services"`
-	// Refs and Commits are what a branch deployment built, by repo (the
-	// environment runs no release: version is ""); absent otherwise.
-	Refs    map[string]string `json:"refs,omitempty"`
+	// Refs are what a branch deployment built, by repo (the environment
+	// runs no release: version is ""); absent otherwise.
+	Refs map[string]string `json:"refs,omitempty"`
+	// Commits are the commit of each repo the environment's code is at:
+	// its release's pinned commits, or a branch deployment's.
 	Commits map[string]string `json:"commits,omitempty"`
 }
 
@@ -112,6 +115,9 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 			fmt.Fprintf(w, "%s: nothing deployed yet\n", ev.Name)
 		default:
 			fmt.Fprintf(w, "%s: %s (run %s, %s)\n", ev.Name, ev.Version, ev.RunID, fmtTime(ev.DeployedAt))
+			if len(ev.Commits) > 0 {
+				fmt.Fprintf(w, "commits: %s\n", commitsLabel(ev.Commits))
+			}
 		}
 		t := newTable(w, f.IO.OutTTY, "SERVICE", "HOST", "DIGEST", "HEALTH", "DRIFT")
 		for _, s := range ev.Services {
@@ -136,6 +142,17 @@ func branchLabel(refs, commits map[string]string) string {
 			s += "@" + c[:min(7, len(c))]
 		}
 		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// commitsLabel is the commit of each repo, for people:
+// "api@1a2b3c4d5e6f, web@…", the first 12 hex digits of each.
+func commitsLabel(commits map[string]string) string {
+	var parts []string
+	for _, repo := range sortedKeys(commits) {
+		c := commits[repo]
+		parts = append(parts, repo+"@"+c[:min(12, len(c))])
 	}
 	return strings.Join(parts, ", ")
 }
@@ -171,6 +188,12 @@ func NewCmdShow(f *Factory, runF func(*ShowOptions) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   "show VERSION",
 		Short: "Show a release: the commit of each repo, the digest of each image, where it ran",
+		Long: `Show a release's record: the commit each repo was built from (the code of every
+environment that runs it is at these commits), the digest of each image, every
+deployment of it (environment, when, kind, run) and the environments that run it
+now. With -o json: version, pipeline, runId, commits, images, createdAt,
+deployments (each seq, environment, version, runId, kind, images, deployedAt),
+live (environment names).`,
 		Example: `  release show 1.4.0
   release show v1.4.0 -o json`,
 		Args: exactArgs(1),
@@ -187,6 +210,9 @@ func NewCmdShow(f *Factory, runF func(*ShowOptions) error) *cobra.Command {
 type releaseView struct {
 	*pipeline.Release
 	Deployments []*pipeline.Deployment `json:"deployments"`
+	// Live are the environments that run the release now (their newest
+	// deployment is it), in promotion order: their code is at Commits.
+	Live []string `json:"live"`
 }
 
 func showRun(ctx context.Context, opts *ShowOptions) error {
@@ -208,10 +234,19 @@ func showRun(ctx context.Context, opts *ShowOptions) error {
 	if err != nil {
 		return err
 	}
-	view := releaseView{Release: rel, Deployments: []*pipeline.Deployment{}}
+	view := releaseView{Release: rel, Deployments: []*pipeline.Deployment{}, Live: []string{}}
+	newest := map[string]*pipeline.Deployment{}
 	for _, d := range all {
 		if d.Version == rel.Version {
 			view.Deployments = append(view.Deployments, d)
+		}
+		if n := newest[d.Environment]; n == nil || d.Seq > n.Seq {
+			newest[d.Environment] = d
+		}
+	}
+	for _, env := range p.Spec.EnvironmentOrder() {
+		if d := newest[env]; d != nil && d.Version == rel.Version && !d.Branch() {
+			view.Live = append(view.Live, env)
 		}
 	}
 	if f.JSON() {
@@ -230,5 +265,10 @@ func showRun(ctx context.Context, opts *ShowOptions) error {
 	for _, d := range view.Deployments {
 		fmt.Fprintf(w, "  %-12s %s by %s %s\n", d.Environment, fmtTime(&d.At), d.Kind, d.RunID)
 	}
+	live := "nowhere"
+	if len(view.Live) > 0 {
+		live = strings.Join(view.Live, ", ")
+	}
+	fmt.Fprintf(w, "\nlive in %s\n", live)
 	return nil
 }

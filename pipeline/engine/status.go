@@ -16,9 +16,13 @@ type EnvStatus struct {
 	RunID      string          `json:"runId"`
 	DeployedAt *time.Time      `json:"deployedAt"`
 	Services   []ServiceStatus `json:"services"`
-	// Refs and Commits say what a branch deployment built, by repo: the
-	// environment runs no release then (Version is ""). Absent otherwise.
-	Refs    map[string]string `json:"refs,omitempty"`
+	// Refs are the refs a branch deployment built, by repo: the
+	// environment runs no release then (Version is ""); absent otherwise.
+	Refs map[string]string `json:"refs,omitempty"`
+	// Commits say which commit of each repo the environment's code is
+	// at: the commits its release pinned, or the ones a branch
+	// deployment built. Absent when nothing was deployed, or when the
+	// release's record pins none.
 	Commits map[string]string `json:"commits,omitempty"`
 	// Recorded are the digests the newest deployment put there.
 	Recorded map[string]string `json:"-"`
@@ -87,8 +91,17 @@ func (e *Engine) recorded(ctx context.Context, name string) (*EnvStatus, error) 
 	if len(hist) > 0 {
 		d := hist[0]
 		s.Version, s.RunID, s.DeployedAt, s.Recorded = d.Version, d.RunID, &d.At, d.Images
-		if d.Branch() {
+		switch {
+		case d.Branch():
 			s.Refs, s.Commits = d.Refs, d.Commits
+		case d.Version != "":
+			rel, err := e.recordedRelease(ctx, d.Version)
+			if err != nil {
+				return nil, err
+			}
+			if rel != nil && len(rel.Commits) > 0 {
+				s.Commits = rel.Commits
+			}
 		}
 	}
 	return s, nil
