@@ -27,8 +27,9 @@ var Kind = stages.Kind{Name: "exec", New: func() stages.Stage { return &Stage{} 
 // Stage runs Command. Its environment is not the process's own, which holds
 // release's secrets (the serve token, registry and store passwords, tokens):
 // it is the variables of Allowed that are set, the RELEASE_* variables that
-// describe the node, the variables EnvFrom names, with this process's
-// values, and Env. What the command prints reaches the run log with every
+// describe the node (with RELEASE_COMMIT_<REPO>, the commit the run pinned
+// for each repo: see CommitVar), the variables EnvFrom names, with this
+// process's values, and Env. What the command prints reaches the run log with every
 // secret release knows hidden, including one it was given through EnvFrom.
 type Stage struct {
 	Command []string          `yaml:"command"` // argv; the first element is looked up in PATH
@@ -49,6 +50,21 @@ var Allowed = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"
 // validName is what env and env_from accept as a variable name: what a
 // POSIX shell accepts, so that a command's script can read it.
 var validName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// CommitVar is the variable that gives a command the commit the run pinned
+// for repo: RELEASE_COMMIT_ and the repo's name in upper case, each
+// character that is no letter or digit as _ ("web-code" gives
+// RELEASE_COMMIT_WEB_CODE). So a command checks out the code a release
+// was built from, for instance to refresh a service that mounts it.
+func CommitVar(repo string) string {
+	b := []byte(strings.ToUpper(repo))
+	for i, c := range b {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	return "RELEASE_COMMIT_" + string(b)
+}
 
 // Validate checks the command before anything runs.
 func (s *Stage) Validate(*stages.Spec) error {
@@ -102,6 +118,9 @@ func (s *Stage) environ(env *stages.Env, own []string) ([]string, error) {
 		"RELEASE_ITEM="+env.Item,
 		"RELEASE_ENVIRONMENT="+env.Environment,
 	)
+	for _, repo := range slices.Sorted(maps.Keys(env.Commits)) {
+		out = append(out, CommitVar(repo)+"="+env.Commits[repo])
+	}
 	for _, k := range s.EnvFrom {
 		v, ok := vars[k]
 		if !ok {
