@@ -373,9 +373,6 @@ func (v *validator) services() {
 	}
 }
 
-// DeployTargets are the deploy targets an environment may name.
-var DeployTargets = []string{"docker", "swarm"}
-
 var (
 	dockerName    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 	restartPolicy = regexp.MustCompile(`^(no|always|unless-stopped|on-failure(:[0-9]+)?)$`)
@@ -421,8 +418,8 @@ func (v *validator) environments() {
 			v.errorf(append(at, "approval"), "environments.%s.approval: %q is not \"required\"", name, e.Approval)
 		}
 		switch {
-		case e.Target != "" && !slices.Contains(DeployTargets, e.Target):
-			v.errorf(append(at, "target"), "environments.%s.target: unknown deploy target %q (known: %s)", name, e.Target, strings.Join(DeployTargets, ", "))
+		case e.Target != "" && !slices.Contains(v.reg.Targets(), e.Target):
+			v.errorf(append(at, "target"), "environments.%s.target: unknown deploy target %q (known: %s)", name, e.Target, strings.Join(v.reg.Targets(), ", "))
 		case e.Target == "docker" && e.Swarm:
 			v.errorf(append(at, "swarm"), "environments.%s.swarm: true, but target is docker", name)
 		}

@@ -64,6 +64,9 @@ func FileSchema(reg *stages.Registry) *JSONSchema {
 		{Required: []string{"from", "to"}, Not: &JSONSchema{Required: []string{"weekly"}}},
 	}
 
+	env := s.Properties["environments"].AdditionalProperties.(*JSONSchema)
+	env.Properties["target"].Enum = reg.Targets()
+
 	stage := s.Properties["stages"].AdditionalProperties.(*JSONSchema)
 	names := reg.Names()
 	stage.Properties["uses"].Enum = names
@@ -255,7 +258,7 @@ var schemaKeys = map[string]schemaKey{
 	"environments.*.proxy.caddy":         {desc: "The Caddy admin API address.", examples: []any{"http://127.0.0.1:2019"}},
 	"environments.*.proxy.listen":        {desc: "The address the proxy serves each service on, by service name."},
 	"environments.*.approval":            {desc: "required: a person approves (`release approve`) before any stage of this environment runs.", enum: []string{"required"}},
-	"environments.*.target":              {desc: "The deploy target: docker (plain containers on each host; the default) or swarm (Swarm services).", enum: []string{"docker", "swarm"}},
+	"environments.*.target":              {desc: "The deploy target: docker (plain containers on each host; the default) or swarm (Swarm services).", enum: []string{}},
 	"environments.*.network":             {desc: "The environment's network, where each container answers to its service's name (http://api:8080); default release-PIPELINE-ENVIRONMENT."},
 	"environments.*.services":            {desc: "This environment's settings of each service (keys of services), merged over the service's own."},
 	"environments.*.services.*":          {desc: "One service in this environment."},

@@ -286,30 +286,6 @@ type Proxy struct {
 	Listen map[string]string `yaml:"listen"`
 }
 
-// DeployOrder returns the services in depends_on order, each after the ones
-// it depends on; ties are broken by name. The loader has rejected cycles.
-func (s *Spec) DeployOrder() []string {
-	var order []string
-	seen := map[string]bool{}
-	var visit func(string)
-	visit = func(n string) {
-		if seen[n] {
-			return
-		}
-		seen[n] = true
-		deps := slices.Clone(s.Services[n].DependsOn)
-		slices.Sort(deps)
-		for _, d := range deps {
-			visit(d)
-		}
-		order = append(order, n)
-	}
-	for _, n := range s.ServiceNames() {
-		visit(n)
-	}
-	return order
-}
-
 // EnvironmentOrder returns the environments in promotion order: each after
 // the one it is promoted from; ties are broken by name.
 func (s *Spec) EnvironmentOrder() []string {

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -199,6 +200,10 @@ type Kind struct {
 	// New returns a fresh zero stage; its exported fields with yaml tags
 	// are its `with:` configuration.
 	New func() Stage
+	// Targets are the deploy targets an environment's `target:` may name,
+	// for a kind that deploys through them; the loader and the file's
+	// schema ask the registry for them.
+	Targets []string
 }
 
 // Registry maps kind names to kinds. The zero value is empty and usable.
@@ -228,6 +233,20 @@ func (r *Registry) Lookup(name string) (Kind, error) {
 		return k, nil
 	}
 	return Kind{}, fmt.Errorf("unknown stage kind %q (known: %s)", name, joinQuoted(r.Names()))
+}
+
+// Targets returns the deploy targets of the registered kinds, sorted.
+func (r *Registry) Targets() []string {
+	var names []string
+	for _, k := range r.kinds {
+		for _, t := range k.Targets {
+			if !slices.Contains(names, t) {
+				names = append(names, t)
+			}
+		}
+	}
+	sortStrings(names)
+	return names
 }
 
 // Names returns the registered kind names, sorted.

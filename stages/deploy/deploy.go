@@ -44,7 +44,7 @@ import (
 )
 
 // Kind registers the stage.
-var Kind = stages.Kind{Name: "deploy", New: func() stages.Stage { return &Stage{} }}
+var Kind = stages.Kind{Name: "deploy", New: func() stages.Stage { return &Stage{} }, Targets: Targets.Names()}
 
 // Defaults of the stage's `with:` fields.
 const (
