@@ -37,9 +37,12 @@
 // containers at once on a host: its old container stops right before the
 // new one starts, and starts again when the new one is not healthy.
 //
-// A limit of the engine: an old container leaves the network to lose its
-// name (an endpoint's aliases cannot change), which cuts a request in
-// flight to its address on the network at that instant.
+// The engine cannot change an endpoint's aliases: a container gains or
+// loses its name by leaving the network and joining it again, at the
+// address it had (dockerhost.Host.Alias, Unalias). The network is made
+// with a subnet of its own, so that the engine lets it keep the address;
+// its connections over the network, in flight or idle in a client's pool,
+// outlive the gap of a few hundred milliseconds as TCP sends again.
 package docker
 
 import (

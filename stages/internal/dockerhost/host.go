@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -39,6 +40,8 @@ type Host struct {
 	// reached from this machine (health checks, proxy upstreams).
 	bindIP string
 	dialIP string
+	// joins makes the host's network joins one at a time (see rejoin).
+	joins sync.Mutex
 }
 
 // Open connects to the Docker engine at addr, negotiating the API version.
@@ -303,6 +306,10 @@ func restartPolicy(s string) (container.RestartPolicy, error) {
 
 // Start starts a created or stopped container.
 func (h *Host) Start(ctx context.Context, c Container) error {
+	// A container takes its addresses as it starts: not while another
+	// one's address is free for a moment (see rejoin).
+	h.joins.Lock()
+	defer h.joins.Unlock()
 	if err := h.cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 		return fmt.Errorf("start container %s on %s: %w", c.Name, h.addr, err)
 	}
@@ -342,6 +349,8 @@ type State struct {
 	Health string
 	// Networks are the networks the container is on, each with its aliases.
 	Networks map[string][]string
+	// IPs are the container's IPv4 addresses, by network.
+	IPs map[string]string
 }
 
 // State inspects a container; port is the container port whose published
@@ -374,9 +383,11 @@ func (h *Host) State(ctx context.Context, id string, port int) (State, error) {
 			}
 		}
 		st.Networks = map[string][]string{}
+		st.IPs = map[string]string{}
 		for name, ep := range c.NetworkSettings.Networks {
 			if ep != nil {
 				st.Networks[name] = slices.Clone(ep.Aliases)
+				st.IPs[name] = ep.IPAddress
 			}
 		}
 	}

@@ -33,11 +33,17 @@ func (h *Host) EnsureNetwork(ctx context.Context, name, driver string, labels ma
 		}
 		return "", err
 	}
-	resp, err := h.cli.NetworkCreate(ctx, name, network.CreateOptions{
+	opts := network.CreateOptions{
 		Driver:     driver,
 		Labels:     labels,
 		Attachable: driver == Overlay, // a probe or job container may join
-	})
+	}
+	if driver == Bridge {
+		if opts.IPAM, err = h.freeSubnet(ctx, name, driver); err != nil {
+			return "", err
+		}
+	}
+	resp, err := h.cli.NetworkCreate(ctx, name, opts)
 	if err != nil && !cerrdefs.IsConflict(err) {
 		return "", fmt.Errorf("create network %s on %s: %w", name, h.addr, err)
 	}
@@ -52,6 +58,28 @@ func (h *Host) EnsureNetwork(ctx context.Context, name, driver string, labels ma
 		_ = h.cli.NetworkRemove(ctx, resp.ID)
 	}
 	return ids[0], nil
+}
+
+// freeSubnet is a subnet the engine's address pools have free, as the
+// IPAM configuration of a network to create. A container keeps its
+// address when it leaves such a network and joins again (see rejoin), and
+// the engine lets a container ask for an address only on a network whose
+// subnet was given when it was made: the engine picks the subnet for a
+// network made and removed at once, and the network is then made with it.
+func (h *Host) freeSubnet(ctx context.Context, name, driver string) (*network.IPAM, error) {
+	probe := name + "-subnet"
+	resp, err := h.cli.NetworkCreate(ctx, probe, network.CreateOptions{Driver: driver})
+	if err != nil {
+		return nil, fmt.Errorf("create network %s on %s: pick a subnet: %w", name, h.addr, err)
+	}
+	n, err := h.cli.NetworkInspect(ctx, resp.ID, network.InspectOptions{})
+	if rmErr := h.cli.NetworkRemove(context.WithoutCancel(ctx), resp.ID); err == nil {
+		err = rmErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create network %s on %s: pick a subnet: %w", name, h.addr, err)
+	}
+	return &network.IPAM{Config: slices.Clone(n.IPAM.Config)}, nil
 }
 
 // findNetworks returns the ids of the networks of that exact name, the
@@ -110,7 +138,8 @@ func (h *Host) Connect(ctx context.Context, net, id string) error {
 // Alias gives a container the DNS name alias on a network, joining it when
 // it is not on it. The engine has no call to change an endpoint's aliases:
 // a container on the network without the alias leaves it and joins again
-// (its published ports, on another network, stay).
+// at the same address (see rejoin; its published ports, on another
+// network, stay).
 func (h *Host) Alias(ctx context.Context, net, id, alias string) error {
 	st, err := h.State(ctx, id, 0)
 	if err != nil {
@@ -120,16 +149,15 @@ func (h *Host) Alias(ctx context.Context, net, id, alias string) error {
 		if slices.Contains(have, alias) {
 			return nil
 		}
-		if err := h.Disconnect(ctx, net, id); err != nil {
-			return err
-		}
+		return h.rejoin(ctx, net, id, st.IPs[net], alias)
 	}
 	return h.connect(ctx, net, id, alias)
 }
 
 // Unalias takes the DNS name alias from a container on a network: it
-// leaves the network and joins again without it, so that it still reaches
-// the other containers there while it drains. A container not on the
+// leaves the network and joins again without it, at the same address, so
+// that it still reaches the other containers there and finishes what it
+// serves while it drains. A container not on the
 // network is left off it.
 func (h *Host) Unalias(ctx context.Context, net, id, alias string) error {
 	st, err := h.State(ctx, id, 0)
@@ -143,13 +171,50 @@ func (h *Host) Unalias(ctx context.Context, net, id, alias string) error {
 	if !on || !slices.Contains(have, alias) {
 		return nil
 	}
+	return h.rejoin(ctx, net, id, st.IPs[net])
+}
+
+// rejoin takes a container off a network and joins it again with the
+// aliases, at the address ip it had there: its connections over the
+// network outlive the gap (the peers' packets meanwhile are sent again),
+// and peers that know its address keep reaching it (on the engine's
+// bridge its MAC address follows from the IP address). On a network made
+// without a subnet of its own (by an older release) the engine refuses an
+// address, and the container joins at a new one.
+//
+// Meanwhile the address is free: the host's joins go one at a time, so
+// that no other container of this deploy takes it. Should one from
+// elsewhere take it all the same, the container joins at a new address.
+func (h *Host) rejoin(ctx context.Context, net, id, ip string, aliases ...string) error {
+	h.joins.Lock()
+	defer h.joins.Unlock()
 	if err := h.Disconnect(ctx, net, id); err != nil {
 		return err
 	}
-	return h.connect(ctx, net, id)
+	if ip != "" {
+		err := h.cli.NetworkConnect(ctx, net, id, &network.EndpointSettings{
+			Aliases:    aliases,
+			IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip},
+		})
+		if err == nil {
+			return nil
+		}
+		if msg := err.Error(); !strings.Contains(msg, "user configured subnets") && !strings.Contains(msg, "Address already in use") {
+			return fmt.Errorf("connect container %s to network %s on %s: %w", id, net, h.addr, err)
+		}
+	}
+	return h.join(ctx, net, id, aliases...)
 }
 
 func (h *Host) connect(ctx context.Context, net, id string, aliases ...string) error {
+	h.joins.Lock()
+	defer h.joins.Unlock()
+	return h.join(ctx, net, id, aliases...)
+}
+
+// join connects a container at an address the engine picks; the caller
+// holds h.joins.
+func (h *Host) join(ctx context.Context, net, id string, aliases ...string) error {
 	err := h.cli.NetworkConnect(ctx, net, id, &network.EndpointSettings{Aliases: aliases})
 	if err != nil {
 		return fmt.Errorf("connect container %s to network %s on %s: %w", id, net, h.addr, err)
