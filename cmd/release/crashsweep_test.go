@@ -245,11 +245,9 @@ func (p *sweepPoint) effects(rel pipeline.Release, deps []*pipeline.Deployment) 
 	return dups, missing
 }
 
-func (p *sweepPoint) removeContainers() {
-	if ids := p.docker("ps", "-aq", "--filter", "label=release.pipeline="+p.name, "--filter", "label=release.environment="+p.env); ids != "" {
-		p.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
-	}
-}
+// removeContainers removes the point's containers and its environment's
+// network.
+func (p *sweepPoint) removeContainers() { parts.RemoveMade(parts.DockerHost, p.name, p.env) }
 
 // manifestStatus is the registry's answer to a HEAD of ref's manifest. A
 // 5xx is asked again for up to 10 s: a push of the killed process that the

@@ -71,12 +71,7 @@ func TestSecretsEnvFrom(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}
 	cleanup := func() {
-		if ids := docker("ps", "-aq", "--filter", "label=release.pipeline="+name); ids != "" {
-			docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
-		}
-		if nets := docker("network", "ls", "-q", "--filter", "label=release.pipeline="+name); nets != "" {
-			docker(append([]string{"network", "rm"}, strings.Fields(nets)...)...)
-		}
+		parts.RemoveMade(parts.DockerHost, name, "")
 		req, _ := http.NewRequest(http.MethodDelete, "http://127.0.0.1:2019/id/release_"+name+"_dev_auth", nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()

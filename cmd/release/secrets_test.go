@@ -583,11 +583,9 @@ func newSecrets(t *testing.T) *secrets {
 	return s
 }
 
-// cleanup removes the pipeline's containers and images.
+// cleanup removes the pipeline's containers, networks and images.
 func (s *secrets) cleanup() {
-	if ids := s.docker("ps", "-aq", "--filter", "label=release.pipeline="+s.name); ids != "" {
-		s.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
-	}
+	parts.RemoveMade(parts.DockerHost, s.name, "")
 	for _, filter := range []string{"label=release.pipeline=" + s.name, "reference=" + s.registry + "/" + s.name + "/*"} {
 		if ids := s.docker("images", "-q", "--filter", filter); ids != "" {
 			s.docker(append([]string{"rmi", "-f"}, strings.Fields(ids)...)...)
