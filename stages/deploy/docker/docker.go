@@ -19,14 +19,17 @@
 //     healthy; stopped or duplicate ones are removed (see sortOut).
 //  2. Boot, start-first: create the new container on the network without
 //     its name, start it beside the old one and wait for its health check;
-//     then it takes the service's name on the network, and with a proxy,
-//     once checked again, the proxy's upstreams are switched to the new
-//     containers, all hosts in one change. A new container that does not
+//     with a proxy, once checked again, the proxy's upstreams are switched
+//     to the new containers, all hosts in one change. Where no old
+//     container runs, the new one takes the service's name now; where one
+//     does, it answers to the name meanwhile, and the new one takes it in
+//     the next step, while the services that depend on this one start. A new container that does not
 //     become healthy is removed and the old ones keep serving, name and
 //     proxy route included.
-//  3. Retire: the old containers lose the name (they stay on the network,
-//     to finish what they do), in-flight requests drain, and they are
-//     stopped with a grace period and removed.
+//  3. Retire: the new containers take the name, the old ones lose it
+//     (they stay on the network, to finish what they do), in-flight
+//     requests drain, and they are stopped with a grace period and
+//     removed.
 //
 // With replicas, a service runs that many containers on each of its hosts,
 // all under its name, and the three steps go replica after replica (see
@@ -399,8 +402,17 @@ func sortOut(list []container, hash string, verify func(container) string) inven
 }
 
 // ensureNew makes p.cur a healthy container with the intended
-// configuration: adopted when one runs already, started otherwise.
+// configuration, named: adopted when one runs already, started otherwise.
 func (t *Target) ensureNew(ctx context.Context, p *onHost, s target.Service) error {
+	if err := t.ensureHealthy(ctx, p, s); err != nil {
+		return err
+	}
+	return t.name(ctx, p, s)
+}
+
+// ensureHealthy makes p.cur a healthy container with the intended
+// configuration, adopted or started, not yet named.
+func (t *Target) ensureHealthy(ctx context.Context, p *onHost, s target.Service) error {
 	if p.cur != nil {
 		t.cfg.Log("%s on %s: found %s", s.Name, p.h.Addr(), p.cur.Name)
 	} else {
@@ -412,10 +424,13 @@ func (t *Target) ensureNew(ctx context.Context, p *onHost, s target.Service) err
 			return err
 		}
 	}
-	if err := t.awaitNew(ctx, p, s); err != nil {
-		return err
-	}
-	return t.name(ctx, p, s)
+	return t.awaitNew(ctx, p, s)
+}
+
+// holdsName says whether an old container on p's host runs, and so holds
+// the service's name there while the new one starts.
+func holdsName(p *onHost) bool {
+	return slices.ContainsFunc(p.old, func(c container) bool { return c.Running })
 }
 
 // name gives p.cur, healthy, the service's name on the network.
@@ -517,6 +532,12 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 		if err := t.inventory(ctx, p, s); err != nil || p.off {
 			return err
 		}
+		if holdsName(p) {
+			// An old container answers to the name meanwhile: the new
+			// one takes it in retire, off the path of the services that
+			// wait for this one (see below).
+			return t.ensureHealthy(ctx, p, s)
+		}
 		return t.ensureNew(ctx, p, s)
 	})
 	routed := t.cfg.Proxy != nil && t.cfg.Proxy.Routes(s.Name) && s.Port() > 0
@@ -569,10 +590,17 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 		return nil, nil
 	}
 	return func(ctx context.Context) error {
-		// The old containers lose the name first: new requests on the
-		// network go to the new ones only, while the old ones finish
-		// theirs.
+		// The new containers take the name (where an old one held it,
+		// they have not yet), then the old ones lose it: new requests on
+		// the network go to the new ones only, while the old ones finish
+		// theirs. The services that depend on this one started
+		// meanwhile, reaching it by name at the old containers.
 		err := eachHost(parts, func(p *onHost) error {
+			if !p.off && p.cur != nil {
+				if err := t.name(ctx, p, s); err != nil {
+					return err
+				}
+			}
 			for _, c := range p.old {
 				if !c.Running {
 					continue

@@ -306,10 +306,6 @@ func restartPolicy(s string) (container.RestartPolicy, error) {
 
 // Start starts a created or stopped container.
 func (h *Host) Start(ctx context.Context, c Container) error {
-	// A container takes its addresses as it starts: not while another
-	// one's address is free for a moment (see rejoin).
-	h.joins.Lock()
-	defer h.joins.Unlock()
 	if err := h.cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 		return fmt.Errorf("start container %s on %s: %w", c.Name, h.addr, err)
 	}

@@ -183,8 +183,9 @@ func (h *Host) Unalias(ctx context.Context, net, id, alias string) error {
 // address, and the container joins at a new one.
 //
 // Meanwhile the address is free: the host's joins go one at a time, so
-// that no other container of this deploy takes it. Should one from
-// elsewhere take it all the same, the container joins at a new address.
+// that no other join takes it. A container that starts meanwhile may take
+// it (starts are not held up, they are on every service's critical path);
+// then the container joins at a new address.
 func (h *Host) rejoin(ctx context.Context, net, id, ip string, aliases ...string) error {
 	h.joins.Lock()
 	defer h.joins.Unlock()
