@@ -97,6 +97,9 @@ type flow struct {
 	token string
 	gh    *fakegithub.Server
 	state string // RELEASE_STATE for the binary; "" for the default SQLite file
+	// listen are the Caddy listen addresses of the file, by environment
+	// and service ("staging/web").
+	listen map[string]string
 }
 
 type result struct {
@@ -180,8 +183,18 @@ func newFlow(t *testing.T, prefix string) *flow {
 		t.Fatal("pipeline.example.yaml has no github api_url: update newFlow")
 	}
 	y = apiURLLine.ReplaceAllString(y, `api_url: "`+apiURL+`"`)
+	// In the file's order: staging's auth, api and web, then prod's.
+	slots := []string{"staging/auth", "staging/api", "staging/web", "prod/auth", "prod/api", "prod/web"}
+	f.listen = map[string]string{}
 	n := 0
-	y = listenAddr.ReplaceAllStringFunc(y, func(string) string { n++; return `"` + parts.ListenAddr(t) + `"` })
+	y = listenAddr.ReplaceAllStringFunc(y, func(string) string {
+		addr := parts.ListenAddr(t)
+		if n < len(slots) {
+			f.listen[slots[n]] = addr
+		}
+		n++
+		return `"` + addr + `"`
+	})
 	if n != 6 {
 		t.Fatalf("pipeline.example.yaml has %d Caddy listen addresses 127.0.0.1:9xxx, want 6: update newFlow", n)
 	}
@@ -223,6 +236,28 @@ func (f *flow) cleanup() {
 			f.docker(append([]string{"rmi", "-f"}, strings.Fields(ids)...)...)
 		}
 	}
+}
+
+// getChain GETs /chain at addr (for up to 10 s while it does not answer
+// 200) and returns the body, or the last error as text.
+func getChain(t *testing.T, addr string) string {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	var last string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := hc.Get("http://" + addr + "/chain")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return string(body)
+		}
+		last = fmt.Sprintf("%s: %s", resp.Status, body)
+	}
+	return last
 }
 
 // docker runs the docker CLI; errors are the caller's to see in the output.
@@ -566,6 +601,15 @@ func TestFlow(t *testing.T) {
 		}
 		for _, env := range []string{"dev", "staging", "prod"} {
 			f.checkStatus(st, env, first.Version, first.Images)
+		}
+
+		// Through each environment's Caddy, web calls api and api calls
+		// auth by their names on the environment network.
+		want := fmt.Sprintf("web %[1]s\napi %[1]s\nauth %[1]s\n", first.Version)
+		for _, env := range []string{"staging", "prod"} {
+			if got := getChain(t, f.listen[env+"/web"]); got != want {
+				t.Errorf("GET /chain through %s's Caddy: %q, want %q", env, got, want)
+			}
 		}
 
 		// The approval given up front is recorded as such.
