@@ -234,8 +234,14 @@ func chainSpec(tb testing.TB, environment string, hosts []string) (*stages.Spec,
 // network answers with every service.
 func TestDeployChain(t *testing.T) {
 	needParts(t, host1)
+	needReloadSafety(t)
 	environment := envName("t-chain")
 	spec, names := chainSpec(t, environment, []string{host1})
+	// Caddy in front of front, as in staging and prod.
+	e := spec.Environments[environment]
+	front := parts.ListenAddr(t)
+	e.Proxy = &stages.Proxy{Caddy: caddyAdmin, Listen: map[string]string{"front": front}}
+	spec.Environments[environment] = e
 	refs := map[string]string{}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -262,6 +268,15 @@ func TestDeployChain(t *testing.T) {
 	if code != 0 || out != strings.TrimSpace(want.String()) {
 		t.Errorf("GET http://front:8080/chain from the network: exit %d\n%s\nwant\n%s", code, out, want.String())
 	}
+	if resp, err := http.Get("http://" + front + "/chain"); err != nil {
+		t.Errorf("GET /chain through Caddy: %v", err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := strings.TrimSpace(string(body)); got != strings.TrimSpace(want.String()) {
+			t.Errorf("GET /chain through Caddy: %s %q, want %q", resp.Status, got, want.String())
+		}
+	}
 
 	// Every service of the chain again, under load from inside the
 	// network through the whole chain.
@@ -278,10 +293,16 @@ func TestDeployChain(t *testing.T) {
 	}
 	wg.Wait()
 	h, load := startProbe(t, host1, spec, environment, "load", "http://front:8080/chain")
+	viaCaddy := startLoad([]string{"http://" + front + "/chain"}, 2)
 	time.Sleep(time.Second)
 	r := deploy(t, &Stage{Drain: time.Second, StopTimeout: 2 * time.Second}, spec, environment, "2.0.0", v2)
 	time.Sleep(500 * time.Millisecond)
+	viaCaddy.finish()
 	ok, failed, first := loadSummary(t, h, load)
+	t.Logf("redeploy of the chain: %d requests through it via Caddy, %d failed %v", viaCaddy.ok.Load()+viaCaddy.failed.Load(), viaCaddy.failed.Load(), viaCaddy.errs)
+	if viaCaddy.ok.Load() == 0 || viaCaddy.failed.Load() > 0 {
+		t.Errorf("redeploy of the chain: %d of %d requests through it via Caddy failed: %v", viaCaddy.failed.Load(), viaCaddy.ok.Load()+viaCaddy.failed.Load(), viaCaddy.errs)
+	}
 	if r.err != nil {
 		t.Fatalf("deploy 2.0.0: %v", r.err)
 	}
