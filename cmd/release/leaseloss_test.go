@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -173,6 +174,13 @@ func waitEffect(t *testing.T, path string, a *actor, within time.Duration) effec
 // exited before its effect started.
 func waitStart(t *testing.T, path string, a *actor, within time.Duration) (effectLine, bool) {
 	t.Helper()
+	return waitStartUnless(t, path, a, within, func() bool { return false })
+}
+
+// waitStartUnless is waitStart that also gives up, without failing the
+// test, as soon as stop says so.
+func waitStartUnless(t *testing.T, path string, a *actor, within time.Duration, stop func() bool) (effectLine, bool) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		for _, l := range readEffects(t, path) {
@@ -180,14 +188,21 @@ func waitStart(t *testing.T, path string, a *actor, within time.Duration) (effec
 				return l, true
 			}
 		}
-		if a.exited() {
+		if a.exited() || stop() {
 			return effectLine{}, false
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s's effect did not start within %s", a.name, within)
+			t.Fatalf("%s's effect did not start within %s; its stderr so far:\n%s", a.name, within, a.stderrText())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// sqliteHeld says, from what a process printed, that it waits for (or gave
+// up on) a lock of the SQLite store that another process holds.
+func sqliteHeld(stderr string) bool {
+	return strings.Contains(stderr, "database is locked") || strings.Contains(stderr, "locking protocol") ||
+		strings.Contains(stderr, "state store slow: waiting") && strings.Contains(stderr, "state.db")
 }
 
 // actor is one `release` process of a trial.
@@ -196,6 +211,7 @@ type actor struct {
 	args           []string
 	cmd            *exec.Cmd
 	stdout, stderr bytes.Buffer
+	mu             sync.Mutex // guards stderr while the process runs
 	done           chan struct{}
 	err            error
 	exitAt         time.Time
@@ -212,7 +228,7 @@ func startActor(t *testing.T, bin, dir, name, effects string, ticks int, env []s
 		"RELEASE_LEASE_TTL="+leaseTTL.String(), "RELEASE_USER=tester", "NO_COLOR=1",
 		"LEASELOSS_ACTOR="+name, "LEASELOSS_EFFECTS="+effects, "LEASELOSS_TICKS="+strconv.Itoa(ticks), "LEASELOSS_PRINT=")
 	a.cmd.Env = append(a.cmd.Env, env...)
-	a.cmd.Stdout, a.cmd.Stderr = &a.stdout, &a.stderr
+	a.cmd.Stdout, a.cmd.Stderr = &a.stdout, lockedWriter{&a.mu, &a.stderr}
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -229,6 +245,25 @@ func startActor(t *testing.T, bin, dir, name, effects string, ticks int, env []s
 		}
 	})
 	return a
+}
+
+// lockedWriter writes to w under mu.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// stderrText is what the actor printed on stderr so far.
+func (a *actor) stderrText() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stderr.String()
 }
 
 func (a *actor) exited() bool {
@@ -475,15 +510,19 @@ func sigstopTrial(t *testing.T, bin, variant string, trial int) (lossFigures, bo
 		bArgs = []string{"run", "--wait"}
 	}
 	b := startActor(t, bin, dir, "B", effects, newOwnerTicks, nil, bArgs...)
-	if _, ok := waitStart(t, effects, b, 30*time.Second); !ok {
-		if rb := b.result(t); strings.Contains(rb.stderr, "database is locked") || strings.Contains(rb.stderr, "locking protocol") {
+	if _, ok := waitStartUnless(t, effects, b, 30*time.Second, func() bool { return sqliteHeld(b.stderrText()) }); !ok {
+		if sqliteHeld(b.stderrText()) {
 			// A was stopped inside a write of the SQLite store and holds
-			// its lock (SQLITE_BUSY after the busy timeout, or
-			// SQLITE_PROTOCOL when it holds the WAL index's): nobody can
-			// write until A goes on. No takeover, no overlap; the trial
-			// is made again.
+			// its lock: nobody can write until A goes on (B waits for it,
+			// saying the store is slow, or gives up with SQLITE_BUSY or
+			// SQLITE_PROTOCOL). No takeover, no overlap; the trial is made
+			// again.
 			a.signal(t, syscall.SIGCONT)
 			a.waitFor(15 * time.Second)
+			if !b.exited() {
+				_ = b.cmd.Process.Kill()
+				<-b.done
+			}
 			return f, false
 		}
 		t.Fatalf("trial %d: B's effect never started: it ended first: %s", trial, b.result(t))
