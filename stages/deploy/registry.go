@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -34,28 +35,56 @@ func Retag(ctx context.Context, spec *stages.Spec, images map[string]string, tag
 
 func retag(ctx context.Context, reg *registry.Client, images map[string]string, tags []string) error {
 	opts := reg.Options(ctx)
-	for _, svc := range slices.Sorted(maps.Keys(images)) {
-		ref := images[svc]
-		d, err := parseDigestRef(reg, ref)
+	svcs := slices.Sorted(maps.Keys(images))
+	// Every image side by side, and each image's tags too: a retag is a
+	// manifest GET and a PUT per tag, round trips that wait on nothing
+	// but the registry. The first error in service order is returned, as
+	// one image after the other would have.
+	errs := make([]error, len(svcs))
+	var wg sync.WaitGroup
+	for i, svc := range svcs {
+		wg.Go(func() { errs[i] = retagOne(ctx, reg, opts, images[svc], tags) })
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return err
 		}
-		var desc *remote.Descriptor
-		err = reg.Do(ctx, "retag "+ref, func(context.Context) (err error) {
-			desc, err = remote.Get(d, opts...)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("retag %s: %w", ref, reg.Error(d.RegistryStr(), err))
-		}
-		for _, tag := range tags {
-			t := d.Context().Tag(tag)
+	}
+	return nil
+}
+
+// retagOne gives one image the tags, by digest.
+func retagOne(ctx context.Context, reg *registry.Client, opts []remote.Option, ref string, tags []string) error {
+	d, err := parseDigestRef(reg, ref)
+	if err != nil {
+		return err
+	}
+	var desc *remote.Descriptor
+	err = reg.Do(ctx, "retag "+ref, func(context.Context) (err error) {
+		desc, err = remote.Get(d, opts...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("retag %s: %w", ref, reg.Error(d.RegistryStr(), err))
+	}
+	errs := make([]error, len(tags))
+	var wg sync.WaitGroup
+	for i, tag := range tags {
+		t := d.Context().Tag(tag)
+		wg.Go(func() {
 			err := reg.Do(ctx, "tag "+ref+" as "+t.String(), func(context.Context) error {
 				return remote.Tag(t, desc, opts...)
 			})
 			if err != nil {
-				return fmt.Errorf("tag %s as %s: %w", ref, t, reg.Error(d.RegistryStr(), err))
+				errs[i] = fmt.Errorf("tag %s as %s: %w", ref, t, reg.Error(d.RegistryStr(), err))
 			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
 	}
 	return nil
