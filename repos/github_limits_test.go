@@ -64,14 +64,20 @@ func TestReleasesRateLimits(t *testing.T) {
 		reason string        // in the log
 		posts  int           // api's POSTs, the one that created included
 		least  time.Duration // the wait at least
+		// orPosts, when set, is another count of api's POSTs that is right
+		// too: web's and worker's answers, read by the same client at the
+		// same time, may come in after the one that spent the limit and
+		// make go-github send api's create anyway (GitHub then refuses it,
+		// and it is waited out the same way).
+		orPosts int
 	}{
-		{"429 primary", fakegithub.Fault{Kind: fakegithub.PrimaryLimit429, Method: "POST", Path: "/api/", Reset: time.Second}, "primary rate limit (429)", 2, time.Second},
-		{"429 secondary without Retry-After", fakegithub.Fault{Kind: fakegithub.SecondaryLimit429, Method: "POST", Path: "/api/"}, "secondary rate limit (429)", 2, 300 * time.Millisecond},
-		{"403 primary, X-RateLimit-Remaining 0", fakegithub.Fault{Kind: fakegithub.PrimaryLimit, Method: "POST", Path: "/api/", Reset: time.Second}, "primary rate limit (403)", 2, time.Second},
-		{"403 secondary with Retry-After", fakegithub.Fault{Kind: fakegithub.RateLimit, Method: "POST", Path: "/api/", RetryAfter: 1}, "secondary rate limit (403)", 2, time.Second},
+		{"429 primary", fakegithub.Fault{Kind: fakegithub.PrimaryLimit429, Method: "POST", Path: "/api/", Reset: time.Second}, "primary rate limit (429)", 2, time.Second, 0},
+		{"429 secondary without Retry-After", fakegithub.Fault{Kind: fakegithub.SecondaryLimit429, Method: "POST", Path: "/api/"}, "secondary rate limit (429)", 2, 300 * time.Millisecond, 0},
+		{"403 primary, X-RateLimit-Remaining 0", fakegithub.Fault{Kind: fakegithub.PrimaryLimit, Method: "POST", Path: "/api/", Reset: time.Second}, "primary rate limit (403)", 2, time.Second, 0},
+		{"403 secondary with Retry-After", fakegithub.Fault{Kind: fakegithub.RateLimit, Method: "POST", Path: "/api/", RetryAfter: 1}, "secondary rate limit (403)", 2, time.Second, 0},
 		// The answer before the create spends the limit: go-github then
 		// refuses the create itself, without a request, until the reset.
-		{"primary limit spent, refused by the client", fakegithub.Fault{Kind: fakegithub.Exhaust, Method: "GET", Path: "/api/releases/latest", Reset: time.Second}, "primary rate limit (403)", 1, time.Second},
+		{"primary limit spent, refused by the client", fakegithub.Fault{Kind: fakegithub.Exhaust, Method: "GET", Path: "/api/releases/latest", Reset: time.Second}, "primary rate limit (403)", 1, time.Second, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,7 +93,7 @@ func TestReleasesRateLimits(t *testing.T) {
 			}
 			checkOneReleaseEach(t, fake)
 			api := rels[0]
-			if api.Outcome != Created || posts(fake, "api") != tt.posts {
+			if n := posts(fake, "api"); api.Outcome != Created || n != tt.posts && (tt.orPosts == 0 || n != tt.orPosts) {
 				t.Errorf("api: %s after %d POSTs, want created after %d", api.Outcome, posts(fake, "api"), tt.posts)
 			}
 			if api.RateLimited < tt.least || api.Waited != api.RateLimited || took < tt.least {
