@@ -58,7 +58,7 @@ func TestCaddyDoctor(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.reloadsErr == "" {
 				if err := caddy.CheckMigrateReq(tt.admin); err != nil {
-					t.Skipf("this machine: %v", err)
+					parts.Missing(t, "net.ipv4.tcp_migrate_req=1 (fixtures/up.sh sets it)", err)
 				}
 			}
 			spec := &stages.Spec{Environments: map[string]stages.Environment{"dev": {Proxy: &stages.Proxy{Caddy: tt.admin}}}}
