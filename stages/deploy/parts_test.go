@@ -17,7 +17,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,7 +33,6 @@ import (
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
 	"github.com/sweepboard/release/fixtures/parts"
@@ -283,39 +281,7 @@ func buildPush(tb testing.TB, tag, auth string, files map[string][]byte) string 
 	if err != nil {
 		tb.Fatalf("build %s: %v", tag, err)
 	}
-	if auth == "" {
-		auth = base64.URLEncoding.EncodeToString([]byte("{}"))
-	}
-	rc, err := cli.ImagePush(ctx, tag, image.PushOptions{RegistryAuth: auth})
-	if err != nil {
-		tb.Fatalf("push %s: %v", tag, err)
-	}
-	defer rc.Close()
-	digest := ""
-	dec := json.NewDecoder(rc)
-	for {
-		var m struct {
-			Error string `json:"error"`
-			Aux   struct {
-				Digest string `json:"Digest"`
-			} `json:"aux"`
-		}
-		if err := dec.Decode(&m); err == io.EOF {
-			break
-		} else if err != nil {
-			tb.Fatalf("push %s: %v", tag, err)
-		}
-		if m.Error != "" {
-			tb.Fatalf("push %s: %s", tag, m.Error)
-		}
-		if m.Aux.Digest != "" {
-			digest = m.Aux.Digest
-		}
-	}
-	if digest == "" {
-		tb.Fatalf("push %s: no digest in the engine's answer", tag)
-	}
-	ref := tag[:strings.LastIndex(tag, ":")] + "@" + digest
+	ref := parts.Push(ctx, tb, cli, tag, auth)
 	tb.Logf("built and pushed %s in %s", ref, time.Since(began).Round(time.Millisecond))
 	return ref
 }

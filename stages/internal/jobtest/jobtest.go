@@ -14,10 +14,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,7 +25,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
 	"github.com/sweepboard/release/fixtures/parts"
@@ -185,36 +181,7 @@ func buildPush(tb testing.TB, tag string, files map[string][]byte) string {
 
 func push(tb testing.TB, cli *client.Client, ctx context.Context, tag string) string {
 	tb.Helper()
-	rc, err := cli.ImagePush(ctx, tag, image.PushOptions{RegistryAuth: base64.URLEncoding.EncodeToString([]byte("{}"))})
-	if err != nil {
-		tb.Fatalf("push %s: %v", tag, err)
-	}
-	defer rc.Close()
-	digest := ""
-	dec := json.NewDecoder(rc)
-	for {
-		var m struct {
-			Error string `json:"error"`
-			Aux   struct {
-				Digest string `json:"Digest"`
-			} `json:"aux"`
-		}
-		if err := dec.Decode(&m); err == io.EOF {
-			break
-		} else if err != nil {
-			tb.Fatalf("push %s: %v", tag, err)
-		}
-		if m.Error != "" {
-			tb.Fatalf("push %s: %s", tag, m.Error)
-		}
-		if m.Aux.Digest != "" {
-			digest = m.Aux.Digest
-		}
-	}
-	if digest == "" {
-		tb.Fatalf("push %s: no digest in the engine's answer", tag)
-	}
-	return tag[:strings.LastIndex(tag, ":")] + "@" + digest
+	return parts.Push(ctx, tb, cli, tag, "")
 }
 
 // Health is the fixture service's health check, generous for a busy
