@@ -38,9 +38,28 @@ const (
 )
 
 // want is a service as this deploy wants it in its environment.
+//
+// A service that runs its intended image everywhere at one version, with
+// the configuration this deploy would give it under that version, keeps
+// its containers and their RELEASE_VERSION: a release that did not change
+// a service (the same digest, the same settings) does not restart it. The
+// version a container carries is then the release that first deployed
+// what it runs, which `release status` and the history tell apart from
+// the release the environment is at.
 func (d *deployer) want(name string) (target.Service, error) {
+	if running, ok := d.running(name); ok && running.version != d.env.Version {
+		s, err := d.wantAt(name, running.version)
+		if err != nil || s.Hash == running.config || d.env.Version == "" {
+			return s, err
+		}
+	}
+	return d.wantAt(name, d.env.Version)
+}
+
+// wantAt is a service as this deploy wants it, its containers carrying
+// version.
+func (d *deployer) wantAt(name, version string) (target.Service, error) {
 	cfg := d.env.Spec.ServiceIn(d.env.Environment, name)
-	version := d.versionOf(name)
 	env, secrets, err := containerEnv(cfg, d.env.Environment, version, d.stage.lookupEnv)
 	if err != nil {
 		return target.Service{}, err
@@ -66,51 +85,52 @@ func (d *deployer) want(name string) (target.Service, error) {
 	return s, nil
 }
 
-// versionOf is the release version the containers of a service get: the
-// deployment's; without one (a branch deployment), the version the
-// service's running containers carry when they run its intended image, so
-// that a service the deployment did not rebuild keeps its containers (its
-// RELEASE_VERSION, and with it its configuration hash, stays).
-func (d *deployer) versionOf(service string) string {
-	if d.env.Version != "" {
-		return d.env.Version
-	}
+// running is what the running containers of a service share, when they run
+// its intended image everywhere at one version with one configuration. It
+// reads what runs once per deploy; a target that does not answer in time
+// leaves nothing shared, and the services are replaced.
+func (d *deployer) running(service string) (runningService, bool) {
 	d.live.once.Do(func() {
-		// A read of what runs: a target that does not answer in time
-		// leaves every version empty, and the services are replaced.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		d.live.versions = runningVersions(d.target.Inspect(ctx), d.images)
+		d.live.services = runningServices(d.target.Inspect(ctx), d.images)
 	})
-	return d.live.versions[service]
+	r, ok := d.live.services[service]
+	return r, ok
 }
 
-// liveVersions is what a deployment without a version learnt of the versions
-// its environment runs, once.
-type liveVersions struct {
+// liveServices is what a deploy learnt of its environment's running
+// services, once.
+type liveServices struct {
 	once     sync.Once
-	versions map[string]string
+	services map[string]runningService
 }
 
-// runningVersions are the versions that the running containers of each
-// service carry, for the services that run their intended image
-// everywhere at one version.
-func runningVersions(lives []target.Live, images map[string]string) map[string]string {
-	versions := map[string]string{}
+// runningService is the version and configuration hash that every running
+// container of a service carries.
+type runningService struct {
+	version, config string
+}
+
+// runningServices are the services whose running containers all run their
+// intended image at one version with one configuration hash.
+func runningServices(lives []target.Live, images map[string]string) map[string]runningService {
+	services := map[string]runningService{}
 	mixed := map[string]bool{}
 	for _, l := range lives {
 		if l.Container == "" || l.State != "running" || l.Digest != images[l.Service] {
 			continue
 		}
-		if v, seen := versions[l.Service]; seen && v != l.Version {
+		r := runningService{version: l.Version, config: l.Config}
+		if seen, ok := services[l.Service]; ok && seen != r {
 			mixed[l.Service] = true
 		}
-		versions[l.Service] = l.Version
+		services[l.Service] = r
 	}
 	for s := range mixed {
-		delete(versions, s)
+		delete(services, s)
 	}
-	return versions
+	return services
 }
 
 // containerEnv is a service's environment in a container, NAME=VALUE and

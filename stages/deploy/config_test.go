@@ -100,20 +100,23 @@ func TestContainerEnv(t *testing.T) {
 	}
 }
 
-func TestRunningVersions(t *testing.T) {
-	images := map[string]string{"api": "r/api@sha256:2", "web": "r/web@sha256:1", "auth": "r/auth@sha256:1"}
+func TestRunningServices(t *testing.T) {
+	images := map[string]string{"api": "r/api@sha256:2", "web": "r/web@sha256:1", "auth": "r/auth@sha256:1", "db": "r/db@sha256:1"}
 	lives := []target.Live{
-		{Host: "h1", Service: "web", Container: "web-1", Digest: "r/web@sha256:1", Version: "1.2.0", State: "running"},
-		{Host: "h2", Service: "web", Container: "web-2", Digest: "r/web@sha256:1", Version: "1.2.0", State: "running"},
-		// Another image than the intended one: its version is not kept.
-		{Host: "h1", Service: "api", Container: "api-1", Digest: "r/api@sha256:1", Version: "1.2.0", State: "running"},
-		// Two versions of one image: none is kept.
-		{Host: "h1", Service: "auth", Container: "auth-1", Digest: "r/auth@sha256:1", Version: "1.1.0", State: "running"},
-		{Host: "h2", Service: "auth", Container: "auth-2", Digest: "r/auth@sha256:1", Version: "1.2.0", State: "running"},
+		{Host: "h1", Service: "web", Container: "web-1", Digest: "r/web@sha256:1", Version: "1.2.0", State: "running", Config: "c1"},
+		{Host: "h2", Service: "web", Container: "web-2", Digest: "r/web@sha256:1", Version: "1.2.0", State: "running", Config: "c1"},
+		// Another image than the intended one: nothing is kept.
+		{Host: "h1", Service: "api", Container: "api-1", Digest: "r/api@sha256:1", Version: "1.2.0", State: "running", Config: "c1"},
+		// Two versions of one image: nothing is kept.
+		{Host: "h1", Service: "auth", Container: "auth-1", Digest: "r/auth@sha256:1", Version: "1.1.0", State: "running", Config: "c1"},
+		{Host: "h2", Service: "auth", Container: "auth-2", Digest: "r/auth@sha256:1", Version: "1.2.0", State: "running", Config: "c1"},
+		// One version, two configurations (a rollout that stopped half way).
+		{Host: "h1", Service: "db", Container: "db-1", Digest: "r/db@sha256:1", Version: "1.2.0", State: "running", Config: "c1"},
+		{Host: "h2", Service: "db", Container: "db-2", Digest: "r/db@sha256:1", Version: "1.2.0", State: "running", Config: "c2"},
 		{Host: "h1", Service: "stock", State: "missing"},
 	}
-	want := map[string]string{"web": "1.2.0"}
-	if diff := cmp.Diff(want, runningVersions(lives, images)); diff != "" {
-		t.Errorf("runningVersions (-want +got):\n%s", diff)
+	want := map[string]runningService{"web": {version: "1.2.0", config: "c1"}}
+	if diff := cmp.Diff(want, runningServices(lives, images), cmp.AllowUnexported(runningService{})); diff != "" {
+		t.Errorf("runningServices (-want +got):\n%s", diff)
 	}
 }

@@ -292,7 +292,7 @@ type deployer struct {
 	log     io.Writer
 	secrets []string // env_from values: never in the log
 
-	live liveVersions // the versions that run, for a deployment without one
+	live liveServices // what runs, so that an unchanged service keeps its containers
 }
 
 // addSecrets adds values the log must hide.
