@@ -255,6 +255,18 @@ type Store interface {
 	// owner observes it. ErrAlreadyCancelled when one was made before,
 	// ErrNotFound when there is no run id.
 	RequestCancel(ctx context.Context, id string, c Cancel) error
+	// CreateInstance records instance name of template once, its Caddy
+	// listen addresses chosen by pick from those no instance of the store
+	// holds (taken); an instance recorded already is returned unchanged,
+	// and no two instances ever hold one address.
+	CreateInstance(ctx context.Context, pipeline, name, template string, pick func(taken []string) (map[string]string, error)) (*Instance, error)
+	// Instance returns an instance's record; ErrNotFound without one.
+	Instance(ctx context.Context, pipeline, name string) (*Instance, error)
+	// Instances lists a pipeline's instances, by name.
+	Instances(ctx context.Context, pipeline string) ([]*Instance, error)
+	// RemoveInstance deletes an instance's record and frees its
+	// addresses; a missing one is fine.
+	RemoveInstance(ctx context.Context, pipeline, name string) error
 	// Fenced returns a view of the store whose writes of runs, nodes,
 	// releases and deployments commit only while l is still held with its
 	// fence, checked in the same transaction; otherwise they fail with
@@ -302,6 +314,18 @@ type Deployment struct {
 	// pointed at. Refs is empty for a release.
 	Refs    map[string]string `json:"refs,omitempty"`
 	Commits map[string]string `json:"commits,omitempty"`
+}
+
+// Instance is an environment made from a template for a branch
+// (dev-login of dev-*), recorded from its first deployment until release
+// env rm or prune removes it.
+type Instance struct {
+	Pipeline string `json:"-"`
+	Name     string `json:"name"`
+	Template string `json:"template"`
+	// Listen are the Caddy listen addresses picked for it, by service.
+	Listen    map[string]string `json:"listen"`
+	CreatedAt time.Time         `json:"createdAt"`
 }
 
 // Branch reports whether d is a branch deployment: no release, never

@@ -398,6 +398,17 @@ CREATE INDEX runs_status ON runs (status, started_at);`,
 ALTER TABLE runs ADD COLUMN refs TEXT NOT NULL DEFAULT '';
 ALTER TABLE deployments ADD COLUMN refs TEXT NOT NULL DEFAULT '';
 ALTER TABLE deployments ADD COLUMN commits TEXT NOT NULL DEFAULT '';`,
+	// 6: environments per branch. An instance of a template (dev-login of
+	// dev-*) is recorded while it exists, with the Caddy listen addresses
+	// picked for it; an address is held by one instance of any pipeline
+	// of the store at a time, which the primary key makes sure of.
+	`
+CREATE TABLE instances (
+	pipeline TEXT NOT NULL, name TEXT NOT NULL, template TEXT NOT NULL,
+	listen TEXT NOT NULL, created_at TEXT NOT NULL,
+	PRIMARY KEY (pipeline, name));
+CREATE TABLE instance_addresses (
+	address TEXT PRIMARY KEY, pipeline TEXT NOT NULL, name TEXT NOT NULL);`,
 }
 
 // migrationSteps are the parts of migrations that SQL alone cannot do in
@@ -1231,6 +1242,133 @@ func uniqueViolation(err error) bool {
 func (s *DB) FreeVersion(ctx context.Context, pipe, version, runID string) error {
 	return s.tx(ctx, "give back version "+version+" of "+pipe, func(ctx context.Context, tx *sql.Tx) error {
 		return s.exec(ctx, tx, `DELETE FROM versions WHERE pipeline = ? AND version = ? AND run_id = ? AND NOT EXISTS (SELECT 1 FROM runs WHERE id = ?)`, pipe, version, runID, runID)
+	})
+}
+
+// CreateInstance records an instance once: an instance recorded already
+// is returned as it is; otherwise pick chooses its listen addresses, given
+// those every instance of the store holds, and a second taker of one of
+// them (another process, at the same time) makes pick be asked again.
+func (s *DB) CreateInstance(ctx context.Context, pipe, name, template string, pick func(taken []string) (map[string]string, error)) (*pipeline.Instance, error) {
+	for attempt := 0; ; attempt++ {
+		var got *pipeline.Instance
+		err := s.tx(ctx, "record environment "+name, func(ctx context.Context, tx *sql.Tx) error {
+			if in, err := s.instanceTx(ctx, tx, pipe, name); err == nil {
+				got = in
+				return nil
+			} else if !errors.Is(err, pipeline.ErrNotFound) {
+				return err
+			}
+			rows, err := tx.QueryContext(ctx, `SELECT address FROM instance_addresses`)
+			if err != nil {
+				return err
+			}
+			var taken []string
+			for rows.Next() {
+				var a string
+				if err := rows.Scan(&a); err != nil {
+					rows.Close()
+					return err
+				}
+				taken = append(taken, a)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			listen, err := pick(taken)
+			if err != nil {
+				return &pickError{err}
+			}
+			got = &pipeline.Instance{Pipeline: pipe, Name: name, Template: template, Listen: orEmpty(listen), CreatedAt: time.Now().UTC()}
+			if err := s.exec(ctx, tx, `INSERT INTO instances (pipeline, name, template, listen, created_at) VALUES (?, ?, ?, ?, ?)`,
+				pipe, name, template, toJSON(got.Listen), stamp(got.CreatedAt)); err != nil {
+				return err
+			}
+			for _, a := range got.Listen {
+				if err := s.exec(ctx, tx, `INSERT INTO instance_addresses (address, pipeline, name) VALUES (?, ?, ?)`, a, pipe, name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		var pe *pickError
+		switch {
+		case err == nil:
+			return got, nil
+		case errors.As(err, &pe):
+			return nil, pe.err
+		case uniqueViolation(err) && attempt < 20 && ctx.Err() == nil:
+			_ = retry.Sleep(ctx, time.Duration(rand.IntN(5*(attempt+1)))*time.Millisecond)
+			continue
+		}
+		return nil, err
+	}
+}
+
+// Instance returns the record of an instance; ErrNotFound when there is
+// none.
+func (s *DB) Instance(ctx context.Context, pipe, name string) (*pipeline.Instance, error) {
+	return read(ctx, s, "read environment "+name, func(ctx context.Context) (*pipeline.Instance, error) {
+		return s.instanceTx(ctx, nil, pipe, name)
+	})
+}
+
+func (s *DB) instanceTx(ctx context.Context, tx *sql.Tx, pipe, name string) (*pipeline.Instance, error) {
+	list, err := s.instances(ctx, tx, `WHERE pipeline = ? AND name = ?`, pipe, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("environment %s: %w", name, pipeline.ErrNotFound)
+	}
+	return list[0], nil
+}
+
+// Instances returns the instances of a pipeline, by name.
+func (s *DB) Instances(ctx context.Context, pipe string) ([]*pipeline.Instance, error) {
+	return read(ctx, s, "read environments", func(ctx context.Context) ([]*pipeline.Instance, error) {
+		return s.instances(ctx, nil, `WHERE pipeline = ?`, pipe)
+	})
+}
+
+func (s *DB) instances(ctx context.Context, tx *sql.Tx, where string, args ...any) ([]*pipeline.Instance, error) {
+	q := s.rebind(`SELECT pipeline, name, template, listen, created_at FROM instances ` + where + ` ORDER BY name`)
+	var rows *sql.Rows
+	var err error
+	if tx != nil {
+		rows, err = tx.QueryContext(ctx, q, args...)
+	} else {
+		rows, err = s.db.QueryContext(ctx, q, args...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*pipeline.Instance
+	for rows.Next() {
+		var in pipeline.Instance
+		var listen, created string
+		if err := rows.Scan(&in.Pipeline, &in.Name, &in.Template, &listen, &created); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(listen), &in.Listen); err != nil {
+			return nil, fmt.Errorf("environment %s: corrupt record: %w", in.Name, err)
+		}
+		in.CreatedAt = parseStamp(created)
+		out = append(out, &in)
+	}
+	return out, rows.Err()
+}
+
+// RemoveInstance deletes an instance's record and frees its addresses; a
+// missing one is fine.
+func (s *DB) RemoveInstance(ctx context.Context, pipe, name string) error {
+	return s.tx(ctx, "remove environment "+name, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.exec(ctx, tx, `DELETE FROM instance_addresses WHERE pipeline = ? AND name = ?`, pipe, name); err != nil {
+			return err
+		}
+		return s.exec(ctx, tx, `DELETE FROM instances WHERE pipeline = ? AND name = ?`, pipe, name)
 	})
 }
 
