@@ -461,6 +461,30 @@ func (v *validator) environments() {
 				}
 			}
 		}
+		if stages.IsTemplate(name) {
+			v.template(name, e)
+		} else {
+			if strings.Contains(name, "*") {
+				v.errorf(at, "environments.%s: a * is only the end of a template's name, as in dev-*", name)
+			}
+			if e.Expire != 0 {
+				v.errorf(append(at, "expire"), "environments.%s.expire: only a template (a name ending in -*) has instances that expire", name)
+			}
+			if e.From != "" && stages.IsTemplate(e.From) {
+				v.errorf(append(at, "from"), "environments.%s.from: %s is a template, which runs nothing to promote from", name, e.From)
+			}
+		}
+	}
+	// Templates are no environments: they leave the map every other part
+	// reads, for Templates.
+	for _, name := range sortedKeys(envs) {
+		if stages.IsTemplate(name) {
+			if v.p.Spec.Templates == nil {
+				v.p.Spec.Templates = map[string]stages.Environment{}
+			}
+			v.p.Spec.Templates[name] = envs[name]
+			delete(envs, name)
+		}
 	}
 	names := sortedKeys(envs)
 	if c := dag.FindCycle(names, func(n string) []string {
@@ -470,6 +494,52 @@ func (v *validator) environments() {
 		return nil
 	}); c != nil {
 		v.errorf([]string{"environments", c[0], "from"}, "environments: from cycle: %s", strings.Join(c, " → "))
+	}
+}
+
+// template checks what an environment template must be: each instance
+// gets a network, containers and listen addresses of its own, and runs the
+// stages and the release of the template's from environment.
+func (v *validator) template(name string, e stages.Environment) {
+	at := []string{"environments", name}
+	prefix := strings.TrimSuffix(name, "*")
+	if strings.Count(name, "*") > 1 || prefix == "-" || !dockerName.MatchString(strings.TrimSuffix(prefix, "-")) {
+		v.errorf(at, "environments.%s: a template's name is a Docker name followed by -*, as in dev-*", name)
+	}
+	for _, other := range sortedKeys(v.f.Environments) {
+		if other != name && stages.IsTemplate(other) && strings.HasPrefix(strings.TrimSuffix(other, "*"), prefix) {
+			v.errorf(at, "environments.%s: the names of %s's instances are %s's too: give the templates prefixes that do not start one another", name, other, name)
+		}
+	}
+	switch {
+	case e.From == "":
+		v.errorf(at, "environments.%s.from: required: an instance runs the stages of the template's from environment, and the release it runs for every service no --ref names", name)
+	case stages.IsTemplate(e.From):
+		v.errorf(append(at, "from"), "environments.%s.from: %s is a template, which runs nothing", name, e.From)
+	}
+	if e.Network != "" {
+		v.errorf(append(at, "network"), "environments.%s.network: each instance gets a network of its own, release-PIPELINE-NAME; a template cannot name one", name)
+	}
+	if e.Approval != "" {
+		v.errorf(append(at, "approval"), "environments.%s.approval: an instance is a branch environment, deployed by release deploy without an approval gate", name)
+	}
+	if e.Target == "swarm" || e.Swarm {
+		v.errorf(append(at, "target"), "environments.%s: a template's instances run on plain Docker hosts (target: docker); swarm is not supported for them", name)
+	}
+	if e.Expire < 0 {
+		v.errorf(append(at, "expire"), "environments.%s.expire: must not be negative", name)
+	}
+	for _, svc := range sortedKeys(e.Services) {
+		if e.Services[svc].Publish != "" {
+			v.errorf(append(at, "services", svc, "publish"), "environments.%s.services.%s.publish: every instance would bind the same host port; put the service behind the proxy with a listen range instead", name, svc)
+		}
+	}
+	if e.Proxy != nil {
+		for _, svc := range sortedKeys(e.Proxy.Listen) {
+			if _, err := stages.ParseListenRange(e.Proxy.Listen[svc]); err != nil {
+				v.errorf(append(at, "proxy", "listen", svc), "environments.%s.proxy.listen.%s: %v", name, svc, err)
+			}
+		}
 	}
 }
 
@@ -500,7 +570,13 @@ func (v *validator) stages() {
 		default:
 			v.errorf(append(at, "for_each"), "stages.%s.for_each: %q is not \"service\"", name, def.ForEach)
 		}
-		if def.Environment != "" {
+		if _, ok := v.p.Spec.Templates[def.Environment]; ok {
+			msg := "stages.%s.environment: %s is a template, which has no stages: its instances run those of its from environment"
+			if from := v.p.Spec.Templates[def.Environment].From; from != "" {
+				msg += " (" + from + ")"
+			}
+			v.errorf(append(at, "environment"), msg, name, def.Environment)
+		} else if def.Environment != "" {
 			if _, ok := v.p.Spec.Environments[def.Environment]; !ok {
 				v.errorf(append(at, "environment"), "stages.%s.environment: unknown environment %q (known: %s)", name, def.Environment, known(v.p.Spec.Environments))
 			}

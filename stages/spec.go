@@ -2,8 +2,10 @@ package stages
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +29,11 @@ type Spec struct {
 	Repos        map[string]Repo        `yaml:"repos"`
 	Services     map[string]Service     `yaml:"services"`
 	Environments map[string]Environment `yaml:"environments"`
+	// Templates are the environments of the file whose name ends in "-*"
+	// (dev-*), by that name: each is instantiated on demand for a branch
+	// (release deploy dev-login), and is never an environment itself. The
+	// loader moves them out of Environments.
+	Templates map[string]Environment `yaml:"-"`
 	// Timeouts bound every network operation of every stage and of the
 	// store: connect, TLS, first byte, idle. Zero bounds are defaults.
 	Timeouts deadline.Deadlines `yaml:"timeouts"`
@@ -155,6 +162,10 @@ type Environment struct {
 	// Services are this environment's settings of each service, merged
 	// over the service's own (see Spec.ServiceIn).
 	Services map[string]EnvService `yaml:"services"`
+	// Expire, on a template, is how long an instance may go without a
+	// deployment before release env prune removes it; 0 keeps it until its
+	// branches are gone.
+	Expire time.Duration `yaml:"expire"`
 }
 
 // EnvService is one service's settings in one environment.
@@ -249,6 +260,107 @@ func (s *Spec) NetworkName(env string) string {
 	}
 	return "release-" + s.Name + "-" + env
 }
+
+// TemplateSuffix ends the name of an environment template.
+const TemplateSuffix = "-*"
+
+// IsTemplate says whether an environment name is a template's (dev-*).
+func IsTemplate(name string) bool { return strings.HasSuffix(name, TemplateSuffix) }
+
+// instanceSuffix is what an instance's name adds to its template's prefix:
+// lowercase letters, digits, . and -, which the names of its network,
+// containers and Caddy servers keep as they are (target.Sanitize).
+var instanceSuffix = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
+
+// MaxInstanceName bounds an instance's name: it is part of the names of
+// its network, containers and Caddy servers.
+const MaxInstanceName = 48
+
+// TemplateOf returns the template environment name is an instance of: the
+// one whose prefix (its name without "*") it starts with, the longest
+// prefix first. An environment of the file is no instance, whatever its
+// name.
+func (s *Spec) TemplateOf(name string) (string, bool) {
+	if _, ok := s.Environments[name]; ok {
+		return "", false
+	}
+	best := ""
+	for t := range s.Templates {
+		prefix := strings.TrimSuffix(t, "*")
+		if strings.HasPrefix(name, prefix) && len(name) > len(prefix) && len(t) > len(best) {
+			best = t
+		}
+	}
+	return best, best != ""
+}
+
+// CheckInstanceName refuses a name no instance of template may have.
+func CheckInstanceName(name, template string) error {
+	prefix := strings.TrimSuffix(template, "*")
+	rest := strings.TrimPrefix(name, prefix)
+	switch {
+	case len(name) > MaxInstanceName:
+		return fmt.Errorf("environment %s: an instance name has at most %d characters (its network, containers and proxy servers are named after it)", name, MaxInstanceName)
+	case !instanceSuffix.MatchString(rest):
+		return fmt.Errorf("environment %s: what follows %s in an instance of %s is lowercase letters, digits, . and - (starting with a letter or digit)", name, prefix, template)
+	}
+	return nil
+}
+
+// WithInstance returns a copy of s in which environment name is an
+// instance of template: the template's settings, its proxy listening on
+// listen (by service), its network the default release-PIPELINE-NAME.
+// The stages of a deployment to the instance read it like any other
+// environment.
+func (s *Spec) WithInstance(name, template string, listen map[string]string) *Spec {
+	cp := *s
+	cp.Environments = make(map[string]Environment, len(s.Environments)+1)
+	for k, v := range s.Environments {
+		cp.Environments[k] = v
+	}
+	e := s.Templates[template]
+	e.Expire = 0
+	if e.Proxy != nil {
+		px := *e.Proxy
+		px.Listen = make(map[string]string, len(listen))
+		for k, v := range listen {
+			px.Listen[k] = v
+		}
+		e.Proxy = &px
+	}
+	cp.Environments[name] = e
+	return &cp
+}
+
+// ListenRange is a template's listen entry, HOST:LOW-HIGH: each instance
+// takes the first port of the range that no environment and no other
+// Caddy server holds.
+type ListenRange struct {
+	Host      string
+	Low, High int
+}
+
+// ParseListenRange reads HOST:LOW-HIGH.
+func ParseListenRange(text string) (ListenRange, error) {
+	bad := fmt.Errorf("%q is not HOST:LOW-HIGH, a range of ports each instance takes one of (127.0.0.1:9300-9399)", text)
+	i := strings.LastIndex(text, ":")
+	if i < 0 {
+		return ListenRange{}, bad
+	}
+	lo, hi, ok := strings.Cut(text[i+1:], "-")
+	if !ok {
+		return ListenRange{}, bad
+	}
+	low, err1 := strconv.Atoi(lo)
+	high, err2 := strconv.Atoi(hi)
+	if err1 != nil || err2 != nil || low < 1 || high > 65535 || low > high {
+		return ListenRange{}, bad
+	}
+	return ListenRange{Host: strings.Trim(text[:i], "[]"), Low: low, High: high}, nil
+}
+
+// Addr is port's address in the range's host.
+func (r ListenRange) Addr(port int) string { return net.JoinHostPort(r.Host, strconv.Itoa(port)) }
 
 // ParseBytes reads a memory size as Docker takes it: a number with an
 // optional unit b, k, m or g (powers of 1024). "" is 0.
