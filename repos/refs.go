@@ -147,3 +147,26 @@ func (s *Set) Versions(ctx context.Context) ([]string, error) {
 	}
 	return out, nil
 }
+
+// Gone says whether ref of repo names a branch its remote no longer has:
+// the remote answered, and has no branch or tag of that name, and ref is
+// not a commit it holds. A remote that cannot be fetched is an error,
+// never gone.
+func (s *Set) Gone(ctx context.Context, repo, ref string) (bool, error) {
+	r, err := s.Open(ctx, repo)
+	if err != nil {
+		return false, err
+	}
+	if _, err := r.Reference(plumbing.NewBranchReferenceName(ref), true); err == nil {
+		return false, nil
+	}
+	if _, err := r.Reference(plumbing.NewTagReferenceName(ref), true); err == nil {
+		return false, nil
+	}
+	if hexRef.MatchString(ref) {
+		if _, err := commitByPrefix(r, ref); err == nil {
+			return false, nil
+		}
+	}
+	return true, nil
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"syscall"
 	"time"
 
 	"github.com/sweepboard/release/pipeline"
@@ -36,6 +38,7 @@ func (f *Factory) engineFor(p *pipeline.Pipeline, st pipeline.Store) *engine.Eng
 		WorkDir:   f.WorkDir(),
 		Registry:  registryImages{spec: p.Spec, getenv: f.Getenv},
 		Inspector: hostInspector{spec: p.Spec},
+		Resources: hostResources{},
 		LeaseTTL:  f.LeaseTTL(),
 	}
 	if len(p.Spec.Repos) > 0 {
@@ -110,6 +113,38 @@ func (h hostInspector) Inspect(ctx context.Context, env string) ([]engine.Live, 
 		out[i] = engine.Live{Service: l.Service, Host: l.Host, Digest: l.Digest, State: l.State, Healthy: l.Healthy, Health: l.Health}
 	}
 	return out, err
+}
+
+// hostResources are the Docker hosts and Caddy of the environments per
+// branch, through the deploy stage's clients.
+type hostResources struct{}
+
+func (hostResources) Listening(ctx context.Context, spec *stages.Spec, admin, env string) ([]string, error) {
+	return deploy.Listening(ctx, spec, admin, env)
+}
+
+// Bound says whether something on this machine listens on addr: a listen
+// there fails with "address in use". An address of another machine says
+// no, and Caddy refuses it when it is taken there.
+func (hostResources) Bound(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return errors.Is(err, syscall.EADDRINUSE)
+	}
+	l.Close()
+	return false
+}
+
+func (hostResources) Remove(ctx context.Context, spec *stages.Spec, env string) (engine.Removed, error) {
+	r, err := deploy.RemoveEnvironment(ctx, spec, env)
+	return engine.Removed{Containers: orNone(r.Containers), Networks: orNone(r.Networks), Routes: orNone(r.Routes)}, err
+}
+
+func orNone(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // watch is how the command line shows an execution: the run id first on

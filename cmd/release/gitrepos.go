@@ -47,7 +47,12 @@ func (g gitRepos) Versions(ctx context.Context) ([]string, error) {
 	return repos.New(g.spec, g.workDir).Versions(ctx)
 }
 
+func (g gitRepos) Gone(ctx context.Context, repo, ref string) (bool, error) {
+	return repos.New(g.spec, g.workDir).Gone(ctx, repo, ref)
+}
+
 var (
-	_ engine.Repos    = gitRepos{}
-	_ engine.Branches = gitRepos{}
+	_ engine.Repos      = gitRepos{}
+	_ engine.Branches   = gitRepos{}
+	_ engine.BranchGone = gitRepos{}
 )

@@ -154,6 +154,7 @@ in a state store, and can resume, promote, roll back and report.
 		NewCmdTag(f, nil),
 		NewCmdVersion(f, nil),
 		NewCmdDeploy(f, nil),
+		NewCmdEnv(f),
 		NewCmdPromote(f, nil),
 		NewCmdRollback(f, nil),
 		NewCmdStatus(f, nil),

@@ -102,12 +102,25 @@ func withBranches(p *pipeline.Pipeline, branches map[string]string) *pipeline.Pi
 }
 
 // pipelineOf is the pipeline a recorded run executes: a hotfix run's
-// repos on its branches.
-func (e *Engine) pipelineOf(run *pipeline.Run) *pipeline.Pipeline {
-	if run.Kind == "run" {
-		return withBranches(e.Pipeline, run.Refs)
+// repos on its branches; a deployment to an instance with the instance.
+func (e *Engine) pipelineOf(ctx context.Context, run *pipeline.Run) (*pipeline.Pipeline, error) {
+	switch {
+	case run.Kind == "run":
+		return withBranches(e.Pipeline, run.Refs), nil
+	case run.Kind == pipeline.KindDeploy:
+		if _, ok := e.templateOf(run.Environment); !ok {
+			break
+		}
+		in, err := e.instanceOf(ctx, run.Environment)
+		if err != nil {
+			return nil, err
+		}
+		if in == nil {
+			return nil, refusedf("run %s: environment %s was removed (release env rm): deploy it anew with release deploy", run.ID, run.Environment)
+		}
+		return instancePipeline(e.Pipeline, in), nil
 	}
-	return e.Pipeline
+	return e.Pipeline, nil
 }
 
 // hotfix is what a hotfix release is made of: the release its branches

@@ -39,7 +39,8 @@ var publishing = []string{"git-tag", "github-release"}
 func (e *Engine) Deploy(ctx context.Context, req DeployRequest, obs Observer) (*pipeline.Run, error) {
 	p := e.Pipeline
 	name := req.Environment
-	if err := e.knownEnvironment(name); err != nil {
+	tpl, err := e.checkInstanceTarget("deploy", name)
+	if err != nil {
 		return nil, err
 	}
 	if len(req.Refs) == 0 {
@@ -60,8 +61,15 @@ func (e *Engine) Deploy(ctx context.Context, req DeployRequest, obs Observer) (*
 		return nil, err
 	}
 
-	// The other services stay at what the environment runs now.
-	images, commits, now, err := e.running(ctx, name)
+	// The other services stay at what the environment runs now; in an
+	// instance, at the release its template's from environment runs.
+	var images, commits map[string]string
+	var now string
+	if tpl == "" {
+		images, commits, now, err = e.running(ctx, name)
+	} else {
+		images, commits, now, err = e.instanceBase(ctx, name, tpl)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +82,10 @@ func (e *Engine) Deploy(ctx context.Context, req DeployRequest, obs Observer) (*
 			missing = append(missing, fmt.Sprintf("%s (repo %s)", svc, p.Spec.Services[svc].Repo))
 		}
 	}
+	if len(missing) > 0 && tpl != "" {
+		from := p.Spec.Templates[tpl].From
+		return nil, refusedf("deploy %s: %s, the from environment of template %s, has run no release, so %s would run nothing of %s: release to %s first, or give those repos a --ref too", name, from, tpl, name, strings.Join(missing, ", "), from)
+	}
 	if len(missing) > 0 {
 		return nil, refusedf("deploy %s: %s runs nothing of %s: deploy a release to it first, or give those repos a --ref too", name, name, strings.Join(missing, ", "))
 	}
@@ -84,6 +96,13 @@ func (e *Engine) Deploy(ctx context.Context, req DeployRequest, obs Observer) (*
 		commits[repo] = r.Commit
 	}
 
+	if tpl != "" {
+		in, err := e.makeInstance(ctx, name, tpl)
+		if err != nil {
+			return nil, err
+		}
+		p = instancePipeline(p, in)
+	}
 	plan, err := p.Plan(pipeline.Slice{Stages: branchStages(p, name), Services: built})
 	if err != nil {
 		return nil, refusedf("deploy %s: %w", name, err)

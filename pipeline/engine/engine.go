@@ -45,6 +45,10 @@ type Engine struct {
 	// Inspector tells what runs in an environment, for Status; nil makes
 	// Status report the record only.
 	Inspector Inspector
+	// Resources reads the proxy addresses in use and removes what an
+	// instance of a template made (release env rm); nil picks addresses
+	// from the store alone and removes records only.
+	Resources Resources
 	// LeaseTTL is how long a run's claim and environment locks outlive an
 	// owner that stopped renewing them; 0 is pipeline.DefaultLeaseTTL.
 	LeaseTTL time.Duration

@@ -148,7 +148,10 @@ func (e *Engine) Resume(ctx context.Context, req ResumeRequest, obs Observer) (*
 	if err != nil {
 		return nil, err
 	}
-	p := e.pipelineOf(run)
+	p, err := e.pipelineOf(ctx, run)
+	if err != nil {
+		return run, err
+	}
 	switch {
 	case run.Status == pipeline.Succeeded:
 		return run, &pipeline.DoneError{RunID: run.ID}
