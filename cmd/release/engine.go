@@ -115,6 +115,12 @@ func (h hostInspector) Inspect(ctx context.Context, env string) ([]engine.Live, 
 	return out, err
 }
 
+// InspectSpec is Inspect of an environment of spec: an instance of a
+// template.
+func (h hostInspector) InspectSpec(ctx context.Context, spec *stages.Spec, env string) ([]engine.Live, error) {
+	return hostInspector{spec: spec}.Inspect(ctx, env)
+}
+
 // hostResources are the Docker hosts and Caddy of the environments per
 // branch, through the deploy stage's clients.
 type hostResources struct{}

@@ -28,7 +28,9 @@ actually running on its hosts: the digest of each, its health, and drift where t
 running digest is not the recorded one or a container is missing, and the commit
 of each repo the environment's code is at (the commits its release pinned). With
 -o json: environments (each name, version, runId, deployedAt, commits (by repo),
-services (each name, digest, healthy, drift); a branch deployment adds refs).
+services (each name, digest, healthy, drift); a branch deployment adds refs, an
+instance of a template (release env list) template and listen). The instances
+follow the file's environments.
 
 It exits 9 when an environment drifts from its record or runs a service that is
 not healthy (an environment never deployed to, with nothing running, does not),
@@ -64,6 +66,10 @@ type envStatusView struct {
 	// Commits are the commit of each repo the environment's code is at:
 	// its release's pinned commits, or a branch deployment's.
 	Commits map[string]string `json:"commits,omitempty"`
+	// Template and Listen are an instance's: the template it was made of,
+	// its Caddy listen addresses by service; absent otherwise.
+	Template string            `json:"template,omitempty"`
+	Listen   map[string]string `json:"listen,omitempty"`
 }
 
 type serviceStatusView struct {
@@ -90,7 +96,7 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	}
 	view := statusView{Environments: []envStatusView{}}
 	for _, s := range envs {
-		ev := envStatusView{Name: s.Name, Version: s.Version, RunID: s.RunID, DeployedAt: s.DeployedAt, Services: []serviceStatusView{}, Refs: s.Refs, Commits: s.Commits}
+		ev := envStatusView{Name: s.Name, Version: s.Version, RunID: s.RunID, DeployedAt: s.DeployedAt, Services: []serviceStatusView{}, Refs: s.Refs, Commits: s.Commits, Template: s.Template, Listen: s.Listen}
 		for _, svc := range s.Services {
 			ev.Services = append(ev.Services, serviceStatusView{Name: svc.Name, Host: svc.Host, Digest: svc.Digest, Healthy: svc.Healthy, Drift: svc.Drift})
 		}
@@ -106,6 +112,17 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	w := f.IO.Out
 	for i, ev := range view.Environments {
 		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		if ev.Template != "" {
+			var listen []string
+			for _, svc := range sortedKeys(ev.Listen) {
+				listen = append(listen, svc+" on "+ev.Listen[svc])
+			}
+			fmt.Fprintf(w, "%s: instance of %s, network %s", ev.Name, ev.Template, e.Pipeline.Spec.NetworkName(ev.Name))
+			if len(listen) > 0 {
+				fmt.Fprintf(w, ", %s", strings.Join(listen, ", "))
+			}
 			fmt.Fprintln(w)
 		}
 		switch {

@@ -37,8 +37,10 @@ type ImageChange struct {
 // History is an environment's deployments, newest first, at most limit of
 // them (all when limit is 0).
 func (e *Engine) History(ctx context.Context, env string, limit int) ([]Deployment, error) {
-	if err := e.knownEnvironment(env); err != nil {
-		return nil, err
+	if _, instance := e.templateOf(env); !instance {
+		if err := e.knownEnvironment(env); err != nil {
+			return nil, err
+		}
 	}
 	if limit < 0 {
 		return nil, usagef("--limit %d: want 0 (all) or more", limit)

@@ -3,8 +3,13 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/stages"
 )
 
 // EnvStatus is what an environment runs: its newest recorded deployment and
@@ -26,6 +31,17 @@ type EnvStatus struct {
 	Commits map[string]string `json:"commits,omitempty"`
 	// Recorded are the digests the newest deployment put there.
 	Recorded map[string]string `json:"-"`
+	// Template and Listen are an instance's (release env list): the
+	// template it was made of and its Caddy listen addresses, by service.
+	Template string            `json:"template,omitempty"`
+	Listen   map[string]string `json:"listen,omitempty"`
+}
+
+// SpecInspector is an Inspector that can inspect an environment of
+// another spec than the pipeline's: an instance of a template, which the
+// file does not name.
+type SpecInspector interface {
+	InspectSpec(ctx context.Context, spec *stages.Spec, environment string) ([]Live, error)
 }
 
 // ServiceStatus is one service's container in an environment.
@@ -57,21 +73,48 @@ func (s *EnvStatus) Drifted() bool {
 // Inspector, the live containers and their drift from the record.
 func (e *Engine) Status(ctx context.Context, names ...string) ([]*EnvStatus, error) {
 	p := e.Pipeline
+	instances := map[string]*pipeline.Instance{}
+	if len(p.Spec.Templates) > 0 {
+		list, err := e.Store.Instances(ctx, p.Spec.Name)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range list {
+			instances[in.Name] = in
+		}
+	}
 	if len(names) == 0 {
 		names = p.Spec.EnvironmentOrder()
+		names = append(names, slices.Sorted(maps.Keys(instances))...)
 	}
 	var out []*EnvStatus
 	for _, name := range names {
-		env, ok := p.Spec.Environments[name]
+		spec := p.Spec
+		in := instances[name]
+		if in != nil {
+			spec = p.Spec.WithInstance(name, in.Template, in.Listen)
+		}
+		env, ok := spec.Environments[name]
 		if !ok {
-			return nil, usagef("unknown environment %q (known: %s)", name, strings.Join(p.Spec.EnvironmentOrder(), ", "))
+			known := p.Spec.EnvironmentOrder()
+			known = append(known, slices.Sorted(maps.Keys(instances))...)
+			return nil, usagef("unknown environment %q (known: %s)", name, strings.Join(known, ", "))
 		}
 		s, err := e.recorded(ctx, name)
 		if err != nil {
 			return nil, err
 		}
-		if e.Inspector != nil {
-			live, err := e.Inspector.Inspect(ctx, name)
+		inspect := func(ctx context.Context, name string) ([]Live, error) { return e.Inspector.Inspect(ctx, name) }
+		if in != nil {
+			s.Template, s.Listen = in.Template, in.Listen
+			if si, ok := e.Inspector.(SpecInspector); ok {
+				inspect = func(ctx context.Context, name string) ([]Live, error) { return si.InspectSpec(ctx, spec, name) }
+			} else {
+				inspect = nil
+			}
+		}
+		if e.Inspector != nil && inspect != nil {
+			live, err := inspect(ctx, name)
 			if err != nil && len(live) == 0 && len(env.Hosts) > 0 {
 				return nil, fmt.Errorf("status of %s: %w", name, err)
 			}
