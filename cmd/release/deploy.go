@@ -37,10 +37,19 @@ no release notes are written, and it is never promoted: release promote takes th
 newest release of its from environment and says which branch deployment it
 skipped. release status and release history show the ref and commit of each repo
 it built. Refs are checked before anything is made. A CI job on every push to a
-feature branch can call it with --yes; exit codes are those of release run.`,
+feature branch can call it with --yes; exit codes are those of release run.
+
+ENV may be an instance of a template of the file (an environment named dev-*):
+release deploy dev-login --ref api=feature/login makes environment dev-login on
+its first deployment, with its own network and containers and, for each service
+of the template's proxy.listen range, a Caddy address of its own (see release env
+list). It runs the stages of the template's from environment, and every service
+no --ref names (now or before) at the release that environment runs, by digest.
+A template itself is never deployed; release env rm NAME removes an instance.`,
 		Example: `  release deploy dev --ref api=feature/login
   release deploy dev --ref api=feature/login --ref web=feature/login --yes
-  release deploy dev --ref api=3fa9c1e`,
+  release deploy dev --ref api=3fa9c1e
+  release deploy dev-login --ref api=feature/login --yes   # an instance of dev-*`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Environment = args[0]
