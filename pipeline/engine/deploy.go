@@ -66,43 +66,25 @@ func (e *Engine) Deploy(ctx context.Context, req DeployRequest, obs Observer) (*
 	var images, commits map[string]string
 	var now string
 	if tpl == "" {
-		images, commits, now, err = e.running(ctx, name)
-	} else {
-		images, commits, now, err = e.instanceBase(ctx, name, tpl)
-	}
-	if err != nil {
-		return nil, err
-	}
-	for _, svc := range built {
-		delete(images, svc)
-	}
-	var missing []string
-	for _, svc := range p.Spec.ServiceNames() {
-		if !slices.Contains(built, svc) && images[svc] == "" {
-			missing = append(missing, fmt.Sprintf("%s (repo %s)", svc, p.Spec.Services[svc].Repo))
+		if images, commits, now, err = e.running(ctx, name); err != nil {
+			return nil, err
 		}
-	}
-	if len(missing) > 0 && tpl != "" {
-		from := p.Spec.Templates[tpl].From
-		return nil, refusedf("deploy %s: %s, the from environment of template %s, has run no release, so %s would run nothing of %s: release to %s first, or give those repos a --ref too", name, from, tpl, name, strings.Join(missing, ", "), from)
-	}
-	if len(missing) > 0 {
-		return nil, refusedf("deploy %s: %s runs nothing of %s: deploy a release to it first, or give those repos a --ref too", name, name, strings.Join(missing, ", "))
-	}
-	if err := e.checkImages(ctx, images, "deploy "+name+" keeps what it runs"); err != nil {
-		return nil, err
+		if err := e.keeping(ctx, name, images, built, func(missing string) error {
+			return refusedf("deploy %s: %s runs nothing of %s: deploy a release to it first, or give those repos a --ref too", name, name, missing)
+		}); err != nil {
+			return nil, err
+		}
+	} else {
+		var in *pipeline.Instance
+		if images, commits, now, in, err = e.prepareInstance(ctx, name, tpl, built, req.Wait); err != nil {
+			return nil, err
+		}
+		p = instancePipeline(p, in)
 	}
 	for repo, r := range refs {
 		commits[repo] = r.Commit
 	}
 
-	if tpl != "" {
-		in, err := e.makeInstance(ctx, name, tpl)
-		if err != nil {
-			return nil, err
-		}
-		p = instancePipeline(p, in)
-	}
 	plan, err := p.Plan(pipeline.Slice{Stages: branchStages(p, name), Services: built})
 	if err != nil {
 		return nil, refusedf("deploy %s: %w", name, err)
@@ -124,6 +106,26 @@ func (e *Engine) Deploy(ctx context.Context, req DeployRequest, obs Observer) (*
 		obs.Created(run.ID)
 	}
 	return run, e.execute(ctx, p, plan, run, true, req.Exec, obs)
+}
+
+// keeping drops the services a deployment builds from images, and checks
+// that the registry still has the image of every other one; refuse says
+// why when a service has none.
+func (e *Engine) keeping(ctx context.Context, name string, images map[string]string, built []string, refuse func(missing string) error) error {
+	for _, svc := range built {
+		delete(images, svc)
+	}
+	spec := e.Pipeline.Spec
+	var missing []string
+	for _, svc := range spec.ServiceNames() {
+		if !slices.Contains(built, svc) && images[svc] == "" {
+			missing = append(missing, fmt.Sprintf("%s (repo %s)", svc, spec.Services[svc].Repo))
+		}
+	}
+	if len(missing) > 0 {
+		return refuse(strings.Join(missing, ", "))
+	}
+	return e.checkImages(ctx, images, "deploy "+name+" keeps what it runs")
 }
 
 // servicesOf are the services built from the repos, sorted.

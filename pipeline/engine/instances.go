@@ -196,6 +196,37 @@ func (e *Engine) instanceBase(ctx context.Context, name, tpl string) (images, co
 	return images, commits, what, nil
 }
 
+// prepareInstance is what a deployment to instance name of tpl starts
+// from (instanceBase), checked, and the instance's record, made on its
+// first deployment. It holds the instance's lock meanwhile, and gives it
+// back for the run to take: a removal of the instance (env rm) running
+// now is waited for, and the instance is then made anew, never deployed
+// with the addresses the removal freed.
+func (e *Engine) prepareInstance(ctx context.Context, name, tpl string, built []string, wait bool) (images, commits map[string]string, now string, in *pipeline.Instance, err error) {
+	l, err := e.lockInstance(ctx, name, wait, deployRun)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	defer e.unlock(ctx, l)
+	if images, commits, now, err = e.instanceBase(ctx, name, tpl); err != nil {
+		return nil, nil, "", nil, err
+	}
+	from := e.Pipeline.Spec.Templates[tpl].From
+	if err := e.keeping(ctx, name, images, built, func(missing string) error {
+		return refusedf("deploy %s: %s, the from environment of template %s, has run no release, so %s would run nothing of %s: release to %s first, or give those repos a --ref too", name, from, tpl, name, missing, from)
+	}); err != nil {
+		return nil, nil, "", nil, err
+	}
+	in, err = e.makeInstance(ctx, name, tpl)
+	return images, commits, now, in, err
+}
+
+func (e *Engine) unlock(ctx context.Context, l *pipeline.Lease) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pipeline.DefaultGrace)
+	defer cancel()
+	_ = e.Store.ReleaseLease(rctx, l)
+}
+
 // makeInstance records instance name of tpl, picking its listen addresses,
 // or reads it back when it is recorded already.
 func (e *Engine) makeInstance(ctx context.Context, name, tpl string) (*pipeline.Instance, error) {
@@ -307,9 +338,14 @@ type RemoveRequest struct {
 	Wait bool
 }
 
-// rmRun is the run id lease holders of release env rm carry: another rm
-// is waited for whatever Wait says, since it does the same.
-const rmRun = "env-rm"
+// The run ids the holders of an instance's lock carry outside a run:
+// release env rm's, and a deployment's while it records the instance. A
+// holder of either is waited for whatever Wait says: it is done in
+// seconds.
+const (
+	rmRun     = "env-rm"
+	deployRun = "env-deploy"
+)
 
 // RemoveEnvironment takes away an instance: every container, network and
 // Caddy server its deployments made, then its record. It holds the
@@ -336,15 +372,11 @@ func (e *Engine) RemoveEnvironment(ctx context.Context, req RemoveRequest) (remo
 	if err != nil {
 		return removed, false, err
 	}
-	l, err := e.lockInstance(ctx, name, req.Wait)
+	l, err := e.lockInstance(ctx, name, req.Wait, rmRun)
 	if err != nil {
 		return removed, false, err
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pipeline.DefaultGrace)
-		defer cancel()
-		_ = e.Store.ReleaseLease(rctx, l)
-	}()
+	defer e.unlock(ctx, l)
 	listen := map[string]string{}
 	if in != nil {
 		listen = in.Listen
@@ -361,9 +393,10 @@ func (e *Engine) RemoveEnvironment(ctx context.Context, req RemoveRequest) (remo
 	return removed, in == nil, nil
 }
 
-// lockInstance takes the lock a deployment of the instance holds.
-func (e *Engine) lockInstance(ctx context.Context, name string, wait bool) (*pipeline.Lease, error) {
-	owner := pipeline.NewOwner(rmRun)
+// lockInstance takes the lock a deployment of the instance holds, for
+// the holder of run id as.
+func (e *Engine) lockInstance(ctx context.Context, name string, wait bool, as string) (*pipeline.Lease, error) {
+	owner := pipeline.NewOwner(as)
 	ttl := e.LeaseTTL
 	if ttl <= 0 {
 		ttl = pipeline.DefaultLeaseTTL
@@ -374,7 +407,7 @@ func (e *Engine) lockInstance(ctx context.Context, name string, wait bool) (*pip
 		if err == nil || !errors.As(err, &held) {
 			return l, err
 		}
-		if !wait && pipeline.ParseHolder(held.Holder).RunID != rmRun {
+		if by := pipeline.ParseHolder(held.Holder).RunID; !wait && by != rmRun && by != deployRun {
 			return nil, err
 		}
 		select {
