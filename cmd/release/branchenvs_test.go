@@ -9,7 +9,8 @@ package main
 // someone else hold, whose routes stay as they were; release env rm takes
 // away every container, network and Caddy server it made (counted with the
 // docker CLI and Caddy's admin API before and after) and nothing else, run
-// twice at once from two processes.
+// twice at once from two processes; release env prune does the same for
+// an instance whose branches were deleted from their remotes.
 //
 //	eval "$(fixtures/up.sh | grep ^export)"
 //	CI=1 go test -count=1 -run TestBranchEnvironments -v ./cmd/release
@@ -129,6 +130,18 @@ func TestBranchEnvironments(t *testing.T) {
 		t.Errorf("env list:\n%s", text)
 	}
 
+	var st statusView
+	p.jsonOf(&st, "status", "dev-a")
+	if len(st.Environments) != 1 || st.Environments[0].Template != "dev-*" || st.Environments[0].Listen["web"] != wantListen["dev-a"] || len(st.Environments[0].Services) != 3 {
+		t.Fatalf("status dev-a: %+v", st)
+	}
+	for _, s := range st.Environments[0].Services {
+		if !s.Healthy || s.Drift != "" {
+			t.Errorf("status dev-a: %+v, want healthy without drift", s)
+		}
+	}
+	p.want(0, "status")
+
 	// Each instance's web calls api and api calls auth by name on its own
 	// network: its own branch's builds answer.
 	for _, b := range []string{"a", "b"} {
@@ -195,6 +208,27 @@ func TestBranchEnvironments(t *testing.T) {
 	}
 	checkChain(t, "dev", devAddr, releaseChain)
 	checkForeign(t, foreignAddr)
+
+	// prune: an instance all of whose branches are gone from their
+	// remotes goes the same way.
+	p.want(0, "deploy", "dev-c", "--ref", "api=feature/a", "--ref", "auth=feature/a", "--yes")
+	if got := madeIn(t, p.name, "dev-c"); len(got.containers) != 3 || len(got.networks) != 1 || len(got.servers) != 1 {
+		t.Errorf("dev-c: %+v", got)
+	}
+	if pr := p.want(0, "env", "prune"); pr.stdout != "" {
+		t.Errorf("env prune with every branch there: %s", pr)
+	}
+	for _, svc := range []string{"api", "auth"} {
+		if out, err := exec.Command("git", "--git-dir", filepath.Join(p.repos, svc+".git"), "branch", "-D", "feature/a").CombinedOutput(); err != nil {
+			t.Fatalf("delete feature/a of %s: %v\n%s", svc, err, out)
+		}
+	}
+	if pr := p.want(0, "env", "prune"); !strings.HasPrefix(pr.stdout, "dev-c: its branches are gone: api=feature/a, auth=feature/a\n") || !strings.HasSuffix(pr.stdout, "dev-c: removed\n") {
+		t.Errorf("env prune once feature/a is gone: %s", pr)
+	}
+	if got := madeIn(t, p.name, "dev-c"); len(got.containers)+len(got.networks)+len(got.servers) > 0 {
+		t.Errorf("after env prune, dev-c left: %+v", got)
+	}
 
 	again := p.want(0, "env", "rm", "dev-a")
 	if again.stdout != "dev-a: no record (removed before)\n" {
