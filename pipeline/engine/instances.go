@@ -93,6 +93,18 @@ func (e *Engine) checkInstanceTarget(verb, name string) (tpl string, err error) 
 	return tpl, nil
 }
 
+// branchEnvironment refuses verb (promote, rollback) of a template or an
+// instance of one: they get branches from release deploy, never releases.
+func (e *Engine) branchEnvironment(verb, name string) error {
+	if _, ok := e.Pipeline.Spec.Templates[name]; ok {
+		return usagef("%s %s: %s is a template, which runs nothing and is never promoted to: its instances are deployed with release deploy", verb, name, name)
+	}
+	if tpl, ok := e.templateOf(name); ok {
+		return usagef("%s %s: %s is an instance of template %s, an environment per branch: it is deployed with release deploy, never promoted to or rolled back", verb, name, name, tpl)
+	}
+	return nil
+}
+
 // instancePipeline is the pipeline as a deployment to instance in sees it:
 // the instance among the environments, and the stages of the template's
 // from environment (but its approval gate) acting in the instance.

@@ -33,6 +33,9 @@ func (e *Engine) Promote(ctx context.Context, req PromoteRequest, obs Observer) 
 	name := req.Environment
 	env, ok := p.Spec.Environments[name]
 	if !ok {
+		if err := e.branchEnvironment("promote", name); err != nil {
+			return nil, err
+		}
 		return nil, usagef("unknown environment %q (known: %s)", name, strings.Join(slices.Sorted(maps.Keys(p.Spec.Environments)), ", "))
 	}
 	if env.From == "" {
@@ -156,6 +159,9 @@ func (e *Engine) Rollback(ctx context.Context, req RollbackRequest, obs Observer
 	p := e.Pipeline
 	name := req.Environment
 	if _, ok := p.Spec.Environments[name]; !ok {
+		if err := e.branchEnvironment("rollback", name); err != nil {
+			return nil, err
+		}
 		return nil, usagef("unknown environment %q (known: %s)", name, strings.Join(slices.Sorted(maps.Keys(p.Spec.Environments)), ", "))
 	}
 	history, err := e.Store.Deployments(ctx, name, 0)
