@@ -90,13 +90,37 @@ func (d *deployer) wantAt(name, version string) (target.Service, error) {
 // reads what runs once per deploy; a target that does not answer in time
 // leaves nothing shared, and the services are replaced.
 func (d *deployer) running(service string) (runningService, bool) {
+	d.inspect()
+	r, ok := d.live.services[service]
+	return r, ok
+}
+
+// allServing says whether every one of services has a healthy running
+// container in the environment, as the deploy found it.
+func (d *deployer) allServing(services []string) bool {
+	d.inspect()
+	for _, s := range services {
+		if !d.live.serving[s] {
+			return false
+		}
+	}
+	return true
+}
+
+// inspect reads what the environment runs, once per deploy.
+func (d *deployer) inspect() {
 	d.live.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		d.live.services = runningServices(d.target.Inspect(ctx), d.images)
+		lives := d.target.Inspect(ctx)
+		d.live.services = runningServices(lives, d.images)
+		d.live.serving = map[string]bool{}
+		for _, l := range lives {
+			if l.Container != "" && l.State == "running" && l.Healthy {
+				d.live.serving[l.Service] = true
+			}
+		}
 	})
-	r, ok := d.live.services[service]
-	return r, ok
 }
 
 // liveServices is what a deploy learnt of its environment's running
@@ -104,6 +128,7 @@ func (d *deployer) running(service string) (runningService, bool) {
 type liveServices struct {
 	once     sync.Once
 	services map[string]runningService
+	serving  map[string]bool // a healthy container of the service runs
 }
 
 // runningService is the version and configuration hash that every running

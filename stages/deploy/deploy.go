@@ -195,8 +195,13 @@ func (d *deployer) rollout(ctx context.Context, wantOf func(string) (target.Serv
 			prep, canPrepare := d.target.(target.Preparer)
 			if len(deps) > 0 && canPrepare {
 				// Its dependencies come up first: meanwhile its image is
-				// pulled and its containers are created, not started.
-				prep.Prepare(ctx, want)
+				// pulled and its containers are created. Where every
+				// dependency serves already (a redeploy), they also start
+				// and get healthy, reaching the dependencies by name at
+				// their old containers: what waits for the dependencies is
+				// only the switch, so the new versions take traffic in
+				// depends_on order while all of them start at once.
+				prep.Prepare(ctx, want, d.allServing(deps))
 			}
 			for _, dep := range deps {
 				<-done[dep]

@@ -424,10 +424,13 @@ func TestDeployUnhealthyUnderLoad(t *testing.T) {
 	if st.failed != 0 {
 		t.Errorf("%d requests failed during the deploy: %v", st.failed, st.errs)
 	}
-	// web's new container was created while api came up; api failed, so
-	// it went again (checkDeployed counts every container, started or not).
-	if !regexp.MustCompile(`web on \S+: created \S+ ahead`).MatchString(r.log) {
-		t.Errorf("web's container was not created ahead; log:\n%s", r.log)
+	// web's new container was started while api came up (api's old
+	// container served meanwhile); api failed, so it went again, never
+	// named or routed (checkDeployed counts every container, started or
+	// not).
+	if !regexp.MustCompile(`web on \S+: started \S+ ahead`).MatchString(r.log) ||
+		!regexp.MustCompile(`web on \S+: removed \S+, started ahead`).MatchString(r.log) {
+		t.Errorf("web's container was not started ahead and removed; log:\n%s", r.log)
 	}
 	// auth went on to v3; api stayed at v1, and web, which depends on it,
 	// was not touched.

@@ -18,18 +18,17 @@
 //     the intended configuration (see target.Service.Hash) is adopted once
 //     healthy; stopped or duplicate ones are removed (see sortOut).
 //  2. Boot, start-first: create the new container on the network without
-//     its name, start it beside the old one and wait for its health check;
-//     with a proxy, once checked again, the proxy's upstreams are switched
-//     to the new containers, all hosts in one change. Where no old
-//     container runs, the new one takes the service's name now; where one
-//     does, it answers to the name meanwhile, and the new one takes it in
-//     the next step, while the services that depend on this one start. A new container that does not
+//     its name, start it beside the old one and wait for its health check.
+//     Where the services it depends on serve already, Prepare does this
+//     ahead, while they deploy. Then the new container takes the service's
+//     name (beside the old one, which still has it), and with a proxy,
+//     checked again, the proxy's upstreams are switched to the new
+//     containers, all hosts in one change. A new container that does not
 //     become healthy is removed and the old ones keep serving, name and
 //     proxy route included.
-//  3. Retire: the new containers take the name, the old ones lose it
-//     (they stay on the network, to finish what they do), in-flight
-//     requests drain, and they are stopped with a grace period and
-//     removed.
+//  3. Retire: the old containers lose the name (they stay on the network,
+//     to finish what they do), in-flight requests drain, and they are
+//     stopped with a grace period and removed.
 //
 // With replicas, a service runs that many containers on each of its hosts,
 // all under its name, and the three steps go replica after replica (see
@@ -118,8 +117,14 @@ type onHost struct {
 	known bool       // the inventory below is taken: inventory does not list again
 	cur   *container // the container with the intended configuration
 	ready *container // created ahead for the intended configuration, not started
-	addr  string     // where cur is reached, when it publishes a port
-	old   []container
+	// warm says cur was started ahead (Prepare) and is not yet named or
+	// routed: until the deploy takes it, a failure elsewhere removes it.
+	warm bool
+	// failed is why the container started ahead did not get healthy; the
+	// deploy reports it.
+	failed error
+	addr   string // where cur is reached, when it publishes a port
+	old    []container
 	// off is a host of the environment that does not run the service
 	// (environments.ENV.services.NAME.hosts): what runs there of it goes.
 	off bool
@@ -214,6 +219,12 @@ func (t *Target) Deploy(ctx context.Context, s target.Service) (retire func(cont
 	if parts == nil {
 		parts = t.parts(s)
 	}
+	for _, p := range parts {
+		p.warm = false // the deploy takes what was started ahead
+		if p.failed != nil {
+			return nil, errors.Join(p.failed, t.abandon(context.WithoutCancel(ctx), s, parts, nil))
+		}
+	}
 	switch {
 	case s.Config.Publish != "":
 		err = t.recreate(ctx, s, parts)
@@ -229,12 +240,17 @@ func (t *Target) Deploy(ctx context.Context, s target.Service) (retire func(cont
 
 // Prepare does on every host what a service's deploy can do before its
 // dependencies are up: the inventory, the pull and the creation of its new
-// container, which then only has to start. It is best effort: a host where
-// a step fails is left for the deploy to do again from the start, and the
-// deploy reports what fails then.
-func (t *Target) Prepare(ctx context.Context, s target.Service) {
+// container, which then only has to start. With warm (its dependencies
+// serve already) the container also starts and is awaited healthy, not
+// named: the deploy finds it running with the intended configuration and
+// goes on to the switch. It is best effort: a host where a step fails is
+// left for the deploy to do again from the start, and the deploy reports
+// what fails then; a new container that is not healthy is removed, and
+// the deploy reports that without starting another.
+func (t *Target) Prepare(ctx context.Context, s target.Service, warm bool) {
 	w := t.spec(s)
 	parts := t.parts(s)
+	warm = warm && s.Config.Replicas <= 1 // replicas roll one at a time
 	_ = eachHost(parts, func(p *onHost) error {
 		if err := t.inventory(ctx, p, s); err != nil || p.cur != nil || p.off || s.Config.Publish != "" {
 			return err // or adopted as it runs, or not made ahead
@@ -249,16 +265,32 @@ func (t *Target) Prepare(ctx context.Context, s target.Service) {
 		if err != nil {
 			return err
 		}
-		p.ready = &c
-		deps, verb := s.Config.Service.DependsOn, "is"
-		if len(deps) > 1 {
+		deps, verb := strings.Join(s.Config.Service.DependsOn, ", "), "is"
+		if len(s.Config.Service.DependsOn) > 1 {
 			verb = "are"
 		}
-		t.cfg.Log("%s on %s: created %s ahead; it starts once %s %s up", s.Name, p.h.Addr(), c.Name, strings.Join(deps, ", "), verb)
+		if !warm {
+			p.ready = &c
+			t.cfg.Log("%s on %s: created %s ahead; it starts once %s %s up", s.Name, p.h.Addr(), c.Name, deps, verb)
+			return nil
+		}
+		if err := t.launch(ctx, p, s, c); err != nil {
+			return err
+		}
+		p.warm = true
+		if err := t.awaitNew(ctx, p, s); err != nil {
+			if !t.cfg.IsTransient(err) {
+				p.failed = err
+				return nil
+			}
+			return err
+		}
+		t.cfg.Log("%s on %s: started %s ahead; it takes the traffic once %s %s up", s.Name, p.h.Addr(), p.cur.Name, deps, verb)
 		return nil
 	})
 	for _, p := range parts {
 		if p.err != nil {
+			t.dropAhead(context.WithoutCancel(ctx), s.Name, []*onHost{p})
 			*p = onHost{h: p.h}
 		}
 	}
@@ -277,15 +309,25 @@ func (t *Target) Discard(ctx context.Context, service string) {
 	t.dropAhead(ctx, service, parts)
 }
 
+// dropAhead removes what Prepare made and the deploy did not use: a
+// container created ahead, or started ahead.
 func (t *Target) dropAhead(ctx context.Context, service string, parts []*onHost) {
 	for _, p := range parts {
-		if p.ready == nil {
-			continue
+		if p.ready != nil {
+			if err := p.h.Remove(ctx, p.ready.ID); err != nil {
+				t.cfg.Log("%s on %s: %v", service, p.h.Addr(), err)
+			}
+			p.ready = nil
 		}
-		if err := p.h.Remove(ctx, p.ready.ID); err != nil {
-			t.cfg.Log("%s on %s: %v", service, p.h.Addr(), err)
+		if p.warm && p.cur != nil {
+			if err := p.h.Remove(ctx, p.cur.ID); err != nil {
+				t.cfg.Log("%s on %s: %v", service, p.h.Addr(), err)
+			} else {
+				t.cfg.Log("%s on %s: removed %s, started ahead", service, p.h.Addr(), p.cur.Name)
+			}
+			p.cur = nil
 		}
-		p.ready = nil
+		p.warm = false
 	}
 }
 
@@ -427,12 +469,6 @@ func (t *Target) ensureHealthy(ctx context.Context, p *onHost, s target.Service)
 	return t.awaitNew(ctx, p, s)
 }
 
-// holdsName says whether an old container on p's host runs, and so holds
-// the service's name there while the new one starts.
-func holdsName(p *onHost) bool {
-	return slices.ContainsFunc(p.old, func(c container) bool { return c.Running })
-}
-
 // name gives p.cur, healthy, the service's name on the network.
 func (t *Target) name(ctx context.Context, p *onHost, s target.Service) error {
 	if err := p.h.Alias(ctx, t.cfg.Network, p.cur.ID, s.Name); err != nil {
@@ -532,12 +568,6 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 		if err := t.inventory(ctx, p, s); err != nil || p.off {
 			return err
 		}
-		if holdsName(p) {
-			// An old container answers to the name meanwhile: the new
-			// one takes it in retire, off the path of the services that
-			// wait for this one (see below).
-			return t.ensureHealthy(ctx, p, s)
-		}
 		return t.ensureNew(ctx, p, s)
 	})
 	routed := t.cfg.Proxy != nil && t.cfg.Proxy.Routes(s.Name) && s.Port() > 0
@@ -590,17 +620,10 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 		return nil, nil
 	}
 	return func(ctx context.Context) error {
-		// The new containers take the name (where an old one held it,
-		// they have not yet), then the old ones lose it: new requests on
-		// the network go to the new ones only, while the old ones finish
-		// theirs. The services that depend on this one started
-		// meanwhile, reaching it by name at the old containers.
+		// The new containers have the name: the old ones lose it, so that
+		// new requests on the network go to the new ones only, while the
+		// old ones finish theirs.
 		err := eachHost(parts, func(p *onHost) error {
-			if !p.off && p.cur != nil {
-				if err := t.name(ctx, p, s); err != nil {
-					return err
-				}
-			}
 			for _, c := range p.old {
 				if !c.Running {
 					continue

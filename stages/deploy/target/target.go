@@ -38,10 +38,13 @@ type Target interface {
 
 // Preparer is a target that can do part of a service's deploy before the
 // services it depends on are up (pull its image, create its containers).
+// With warm, the services it depends on serve already (their old
+// containers run): its new containers also start and are awaited healthy,
+// not yet named or routed, which the deploy does once they are up.
 // Prepare is best effort; Discard undoes what it made when the service is
 // not deployed after all.
 type Preparer interface {
-	Prepare(ctx context.Context, s Service)
+	Prepare(ctx context.Context, s Service, warm bool)
 	Discard(ctx context.Context, service string)
 }
 

@@ -40,8 +40,9 @@ type Host struct {
 	// reached from this machine (health checks, proxy upstreams).
 	bindIP string
 	dialIP string
-	// joins makes the host's network joins one at a time (see rejoin).
-	joins sync.Mutex
+	// joins keeps joins at an address the engine picks apart from rejoins,
+	// which free an address meanwhile (see rejoin).
+	joins sync.RWMutex
 }
 
 // Open connects to the Docker engine at addr, negotiating the API version.
@@ -262,7 +263,9 @@ func (h *Host) Create(ctx context.Context, s Spec) (Container, error) {
 		return Container{}, fmt.Errorf("create container %s on %s: %w", s.Name, h.addr, err)
 	}
 	if s.Network != "" {
-		if err := h.connect(ctx, s.Network, resp.ID); err != nil {
+		// Not started, it gets an address only when it starts: no rejoin
+		// is in the way.
+		if err := h.join(ctx, s.Network, resp.ID); err != nil {
 			_ = h.Remove(context.WithoutCancel(ctx), resp.ID)
 			return Container{}, err
 		}

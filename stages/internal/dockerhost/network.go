@@ -182,13 +182,17 @@ func (h *Host) Unalias(ctx context.Context, net, id, alias string) error {
 // without a subnet of its own (by an older release) the engine refuses an
 // address, and the container joins at a new one.
 //
-// Meanwhile the address is free: the host's joins go one at a time, so
-// that no other join takes it. A container that starts meanwhile may take
-// it (starts are not held up, they are on every service's critical path);
-// then the container joins at a new address.
+// Meanwhile the address is free, and the engine gives the lowest free
+// address to the next container that joins without asking for one. Rejoins
+// ask for theirs, so they go at once, side by side; a join of a running
+// container at an address the engine picks waits until none is under way
+// (see join). A container that starts meanwhile takes its address at the
+// start and may take the free one (starts are not held up, they are on
+// every service's critical path); then the container joins at a new
+// address.
 func (h *Host) rejoin(ctx context.Context, net, id, ip string, aliases ...string) error {
-	h.joins.Lock()
-	defer h.joins.Unlock()
+	h.joins.RLock()
+	defer h.joins.RUnlock()
 	if err := h.Disconnect(ctx, net, id); err != nil {
 		return err
 	}
@@ -207,14 +211,16 @@ func (h *Host) rejoin(ctx context.Context, net, id, ip string, aliases ...string
 	return h.join(ctx, net, id, aliases...)
 }
 
+// connect joins a running container at an address the engine picks, once
+// no rejoin is under way (see rejoin).
 func (h *Host) connect(ctx context.Context, net, id string, aliases ...string) error {
 	h.joins.Lock()
 	defer h.joins.Unlock()
 	return h.join(ctx, net, id, aliases...)
 }
 
-// join connects a container at an address the engine picks; the caller
-// holds h.joins.
+// join connects a container; a running one gets its address now, one only
+// created gets it when it starts.
 func (h *Host) join(ctx context.Context, net, id string, aliases ...string) error {
 	err := h.cli.NetworkConnect(ctx, net, id, &network.EndpointSettings{Aliases: aliases})
 	if err != nil {
