@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -301,7 +302,8 @@ type liveEnv struct {
 
 // serveEnvView is an environment in GET /api/environments: the shape of
 // status -o json, read from the store, with the health of the last
-// inspection of its containers and its freeze windows.
+// inspection of its containers and its freeze windows. The instances of
+// the file's templates (release env list) follow the file's environments.
 type serveEnvView struct {
 	Name        string             `json:"name"`
 	Version     string             `json:"version"`
@@ -313,10 +315,24 @@ type serveEnvView struct {
 	Windows     []pipeline.Window  `json:"windows"`
 	InspectedAt *time.Time         `json:"inspectedAt"`
 	InspectErr  string             `json:"inspectError,omitempty"`
-	// Refs and Commits are what a branch deployment built, by repo, as
-	// release status -o json has them; absent for a release.
+	// Refs and Commits say what a branch deployment runs, by repo, as
+	// release status -o json has them: refs the branch, tag or commit the
+	// newest deployment was given, commits the commit of every repo the
+	// environment's code is at. An instance's refs are every ref its
+	// deployments built, newest per repo, as release env list has them.
+	// Absent for a release.
 	Refs    map[string]string `json:"refs,omitempty"`
 	Commits map[string]string `json:"commits,omitempty"`
+	// Template, Network, Listen (Caddy's listen address of each service),
+	// CreatedAt and Expires (when release env prune removes it unless it
+	// is deployed again) are an instance's, as release env list -o json
+	// has them; absent for the file's environments, and Expires without
+	// the template's expire.
+	Template  string            `json:"template,omitempty"`
+	Network   string            `json:"network,omitempty"`
+	Listen    map[string]string `json:"listen,omitempty"`
+	CreatedAt *time.Time        `json:"createdAt,omitempty"`
+	Expires   *time.Time        `json:"expires,omitempty"`
 }
 
 // Branch is a branch deployment for people, "" for a release.
@@ -338,48 +354,94 @@ func (s *server) environments(ctx context.Context) (serveStatusView, error) {
 	now := s.now()
 	for _, name := range s.p.Spec.EnvironmentOrder() {
 		env := s.p.Spec.Environments[name]
-		ev := serveEnvView{Name: name, From: env.From, Approval: env.Approval == "required", Services: []serveServiceView{}, Windows: s.p.Windows(name, now)}
-		if ev.Windows == nil {
-			ev.Windows = []pipeline.Window{}
-		}
-		var recorded map[string]string
-		hist, err := s.st.Deployments(ctx, name, 1)
+		ev, err := s.envView(ctx, name, time.Time{})
 		if err != nil {
 			return view, err
 		}
-		if len(hist) > 0 {
-			d := hist[0]
-			ev.Version, ev.RunID, ev.DeployedAt, recorded = d.Version, d.RunID, &d.At, d.Images
-			if d.Branch() {
-				ev.Refs, ev.Commits = d.Refs, d.Commits
-			}
+		ev.From, ev.Approval, ev.Windows = env.From, env.Approval == "required", s.windows(name, now)
+		view.Environments = append(view.Environments, ev)
+	}
+	if len(s.p.Spec.Templates) == 0 {
+		return view, nil
+	}
+	instances, err := s.e.Instances(ctx)
+	if err != nil {
+		return view, err
+	}
+	for _, in := range instances {
+		tpl := s.p.Spec.Templates[in.Template]
+		ev, err := s.envView(ctx, in.Name, in.CreatedAt)
+		if err != nil {
+			return view, err
 		}
-		s.mu.Lock()
-		live, inspected := s.live[name]
-		s.mu.Unlock()
-		if inspected {
-			at := live.At
-			ev.InspectedAt, ev.InspectErr = &at, live.Err
-		}
-		if !inspected || len(live.Live) == 0 {
-			for _, svc := range sortedKeys(recorded) {
-				ev.Services = append(ev.Services, serveServiceView{serviceStatusView: serviceStatusView{Name: svc, Digest: recorded[svc]}, Health: "not inspected"})
+		ev.From, ev.Approval, ev.Windows = tpl.From, tpl.Approval == "required", s.windows(in.Name, now)
+		created := in.CreatedAt
+		ev.Template, ev.Network, ev.Listen, ev.CreatedAt, ev.Expires = in.Template, in.Network, in.Listen, &created, in.Expires
+		// The newest deployment names only the refs it was given; the
+		// instance runs what every one of its deployments built.
+		if len(in.Refs) > 0 {
+			ev.Refs = in.Refs
+			commits := maps.Clone(ev.Commits)
+			if commits == nil {
+				commits = map[string]string{}
 			}
-		}
-		for _, l := range engine.Compare(recorded, live.Live) {
-			sv := serviceStatusView{Name: l.Name, Host: l.Host, Digest: l.Digest, Healthy: l.Healthy, Drift: l.Drift}
-			health := "healthy"
-			if !l.Healthy {
-				health = l.Health
-				if health == "" {
-					health = "unhealthy (" + l.State + ")"
-				}
-			}
-			ev.Services = append(ev.Services, serveServiceView{serviceStatusView: sv, Health: health})
+			maps.Copy(commits, in.Commits)
+			ev.Commits = commits
 		}
 		view.Environments = append(view.Environments, ev)
 	}
 	return view, nil
+}
+
+// windows are the freeze windows of environment name at now, [] for none.
+func (s *server) windows(name string, now time.Time) []pipeline.Window {
+	if w := s.p.Windows(name, now); w != nil {
+		return w
+	}
+	return []pipeline.Window{}
+}
+
+// envView is environment name as its newest deployment since since
+// records it (an instance's name may be an earlier instance's, removed),
+// with its containers as the last inspection saw them.
+func (s *server) envView(ctx context.Context, name string, since time.Time) (serveEnvView, error) {
+	ev := serveEnvView{Name: name, Services: []serveServiceView{}}
+	var recorded map[string]string
+	hist, err := s.st.Deployments(ctx, name, 1)
+	if err != nil {
+		return ev, err
+	}
+	if len(hist) > 0 && !hist[0].At.Before(since) {
+		d := hist[0]
+		ev.Version, ev.RunID, ev.DeployedAt, recorded = d.Version, d.RunID, &d.At, d.Images
+		if d.Branch() {
+			ev.Refs, ev.Commits = d.Refs, d.Commits
+		}
+	}
+	s.mu.Lock()
+	live, inspected := s.live[name]
+	s.mu.Unlock()
+	if inspected {
+		at := live.At
+		ev.InspectedAt, ev.InspectErr = &at, live.Err
+	}
+	if !inspected || len(live.Live) == 0 {
+		for _, svc := range sortedKeys(recorded) {
+			ev.Services = append(ev.Services, serveServiceView{serviceStatusView: serviceStatusView{Name: svc, Digest: recorded[svc]}, Health: "not inspected"})
+		}
+	}
+	for _, l := range engine.Compare(recorded, live.Live) {
+		sv := serviceStatusView{Name: l.Name, Host: l.Host, Digest: l.Digest, Healthy: l.Healthy, Drift: l.Drift}
+		health := "healthy"
+		if !l.Healthy {
+			health = l.Health
+			if health == "" {
+				health = "unhealthy (" + l.State + ")"
+			}
+		}
+		ev.Services = append(ev.Services, serveServiceView{serviceStatusView: sv, Health: health})
+	}
+	return ev, nil
 }
 
 func (s *server) apiEnvironments(w http.ResponseWriter, r *http.Request) {
@@ -394,23 +456,57 @@ func (s *server) apiEnvironments(w http.ResponseWriter, r *http.Request) {
 	apiJSON(w, http.StatusOK, view)
 }
 
-// inspect looks at the containers of every environment that has hosts.
+// inspect looks at the containers of every environment that has hosts,
+// and of every instance of a template that has.
 func (s *server) inspect(ctx context.Context, timeout time.Duration) {
 	for _, name := range s.p.Spec.EnvironmentOrder() {
 		if len(s.p.Spec.Environments[name].Hosts) == 0 {
 			continue
 		}
-		ictx, cancel := context.WithTimeout(ctx, timeout)
-		live, err := s.e.Inspector.Inspect(ictx, name)
-		cancel()
-		le := liveEnv{At: time.Now().UTC(), Live: live}
-		if err != nil {
-			le.Err = err.Error()
-		}
-		s.mu.Lock()
-		s.live[name] = le
-		s.mu.Unlock()
+		s.inspectOne(ctx, timeout, name, s.e.Inspector.Inspect)
 	}
+	si, ok := s.e.Inspector.(engine.SpecInspector)
+	if !ok || len(s.p.Spec.Templates) == 0 {
+		return
+	}
+	instances, err := s.st.Instances(ctx, s.p.Spec.Name)
+	if err != nil {
+		s.log.Warn("list the instances to inspect", "err", err)
+		return
+	}
+	made := map[string]bool{}
+	for _, in := range instances {
+		made[in.Name] = true
+		if len(s.p.Spec.Templates[in.Template].Hosts) == 0 {
+			continue
+		}
+		spec := s.p.Spec.WithInstance(in.Name, in.Template, in.Listen)
+		s.inspectOne(ctx, timeout, in.Name, func(ctx context.Context, name string) ([]engine.Live, error) {
+			return si.InspectSpec(ctx, spec, name)
+		})
+	}
+	// What was seen of an instance removed since is no longer its.
+	s.mu.Lock()
+	for name := range s.live {
+		if _, ok := s.p.Spec.Environments[name]; !ok && !made[name] {
+			delete(s.live, name)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// inspectOne keeps what inspect saw in environment name.
+func (s *server) inspectOne(ctx context.Context, timeout time.Duration, name string, inspect func(context.Context, string) ([]engine.Live, error)) {
+	ictx, cancel := context.WithTimeout(ctx, timeout)
+	live, err := inspect(ictx, name)
+	cancel()
+	le := liveEnv{At: time.Now().UTC(), Live: live}
+	if err != nil {
+		le.Err = err.Error()
+	}
+	s.mu.Lock()
+	s.live[name] = le
+	s.mu.Unlock()
 }
 
 func (s *server) inspectEvery(ctx context.Context, every time.Duration) {

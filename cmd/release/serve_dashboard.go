@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -92,7 +93,39 @@ type dashGate struct {
 
 type dashEnv struct {
 	serveEnvView
+	// Code is what a branch deployment runs, a row per repo; none for a
+	// release.
+	Code    []dashRepo
 	History []dashDeployment
+}
+
+// dashRepo is one repo of a branch deployment: the ref it was given, ""
+// for a repo it kept at what ran before, and the commit.
+type dashRepo struct {
+	Repo, Ref, Commit string
+}
+
+// Short is the commit's first 12 hex digits.
+func (r dashRepo) Short() string { return r.Commit[:min(12, len(r.Commit))] }
+
+// codeOf is a row per repo of what a branch deployment runs: every repo
+// it has a ref or a commit of, sorted.
+func codeOf(refs, commits map[string]string) []dashRepo {
+	if len(refs) == 0 {
+		return nil
+	}
+	repos := maps.Clone(commits)
+	if repos == nil {
+		repos = map[string]string{}
+	}
+	for repo := range refs {
+		repos[repo] = commits[repo]
+	}
+	var out []dashRepo
+	for _, repo := range sortedKeys(repos) {
+		out = append(out, dashRepo{Repo: repo, Ref: refs[repo], Commit: commits[repo]})
+	}
+	return out
 }
 
 type dashDeployment struct {
@@ -246,8 +279,9 @@ func (s *server) dashWaiting(ctx context.Context) ([]dashWaiting, int, []string)
 	return out, more, errs
 }
 
-// dashEnvironments is each environment as GET /api/environments has it,
-// with its last deployments.
+// dashEnvironments is each environment as GET /api/environments has it
+// (the instances of templates after the file's), with what a branch
+// deployment runs and its last deployments.
 func (s *server) dashEnvironments(ctx context.Context) ([]dashEnv, error) {
 	envs, err := s.environments(ctx)
 	if err != nil {
@@ -255,12 +289,15 @@ func (s *server) dashEnvironments(ctx context.Context) ([]dashEnv, error) {
 	}
 	var out []dashEnv
 	for _, e := range envs.Environments {
-		de := dashEnv{serveEnvView: e}
+		de := dashEnv{serveEnvView: e, Code: codeOf(e.Refs, e.Commits)}
 		hist, err := s.st.Deployments(ctx, e.Name, dashHistory)
 		if err != nil {
 			return out, err
 		}
 		for _, h := range hist {
+			if e.CreatedAt != nil && h.At.Before(*e.CreatedAt) {
+				break // an earlier instance of the name, removed
+			}
 			de.History = append(de.History, dashDeployment{Version: h.Version, Kind: h.Kind, RunID: h.RunID, At: h.At, Branch: branchLabel(h.Refs, h.Commits)})
 		}
 		out = append(out, de)

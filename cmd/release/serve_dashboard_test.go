@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,11 +10,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/sweepboard/release/pipeline"
+	"github.com/sweepboard/release/pipeline/engine"
 	"github.com/sweepboard/release/stages"
 )
 
@@ -447,5 +450,248 @@ func TestDashboardDurations(t *testing.T) {
 		if got := shortDuration(tt.d); got != tt.want {
 			t.Errorf("shortDuration(%s) = %q, want %q", tt.d, got, tt.want)
 		}
+	}
+}
+
+// branchPipeline is apiPipeline with a template of dev environments per
+// branch.
+var branchPipeline = strings.Replace(apiPipeline, "  prod: {from: staging, approval: required}\n",
+	"  prod: {from: staging, approval: required}\n  dev-*: {from: dev, expire: 72h}\n", 1)
+
+// The commits seedBranches records.
+const (
+	loginSHA = "1a2b3c4d5e6f708192a3b4c5d6e7f80912a3b4c5"
+	cartSHA  = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432"
+	webSHA   = "0123456789abcdef0123456789abcdef01234567"
+)
+
+// seedBranches records, after release 1.0.0 in staging, a branch
+// deployment of api=feature/login to staging, and the instance dev-login
+// of dev-* deployed twice (api=feature/login, then web=feature/cart) with
+// a listen address; an older deployment under its name, of an instance
+// removed before, must not show.
+func seedBranches(t testing.TB, st pipeline.Store, run string) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now().UTC()
+	webDigest := strings.Replace(apiDigest, "api", "web", 1)
+	for _, d := range []*pipeline.Deployment{
+		{Environment: "staging", RunID: run, Kind: pipeline.KindDeploy, Images: map[string]string{"api": apiDigest}, At: now,
+			Refs: map[string]string{"api": "feature/login"}, Commits: map[string]string{"api": loginSHA, "web": webSHA}},
+		{Environment: "dev-login", RunID: "gone", Kind: pipeline.KindDeploy, Images: map[string]string{"api": apiDigest}, At: now.Add(-time.Hour),
+			Refs: map[string]string{"api": "feature/old"}, Commits: map[string]string{"api": webSHA}},
+	} {
+		if err := st.RecordDeployment(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.CreateInstance(ctx, "shop", "dev-login", "dev-*", func([]string) (map[string]string, error) {
+		return map[string]string{"web": "127.0.0.1:9301"}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range []*pipeline.Deployment{
+		{Refs: map[string]string{"api": "feature/login"}, Commits: map[string]string{"api": loginSHA, "web": webSHA}},
+		{Refs: map[string]string{"web": "feature/cart"}, Commits: map[string]string{"api": loginSHA, "web": cartSHA}},
+	} {
+		d.Environment, d.RunID, d.Kind, d.At = "dev-login", run, pipeline.KindDeploy, now.Add(time.Duration(i+1)*time.Second)
+		d.Images = map[string]string{"api": apiDigest, "web": webDigest}
+		if err := st.RecordDeployment(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// branchEnvsOf is what GET /api/environments says of staging's branch
+// deployment and of the instance dev-login, as raw JSON, the keys as a
+// client reads them.
+func branchEnvsOf(t *testing.T, body []byte) map[string]map[string]any {
+	t.Helper()
+	var v struct{ Environments []map[string]any }
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]any{}
+	var names []string
+	for _, e := range v.Environments {
+		name, _ := e["name"].(string)
+		names = append(names, name)
+		if name != "staging" && name != "dev-login" {
+			continue
+		}
+		got := map[string]any{}
+		for _, k := range []string{"version", "refs", "commits", "template", "network", "listen", "from"} {
+			if e[k] != nil {
+				got[k] = e[k]
+			}
+		}
+		for _, k := range []string{"deployedAt", "createdAt", "expires"} {
+			if e[k] != nil {
+				got[k] = "set"
+			}
+		}
+		out[name] = got
+	}
+	if diff := cmp.Diff([]string{"dev", "staging", "prod", "dev-login"}, names); diff != "" {
+		t.Errorf("environments, the instances after the file's (-want +got):\n%s", diff)
+	}
+	return out
+}
+
+// wantBranchEnvs is what branchEnvsOf reads after seedBranches.
+var wantBranchEnvs = map[string]map[string]any{
+	"staging": {
+		"version": "", "from": "dev", "deployedAt": "set",
+		"refs":    map[string]any{"api": "feature/login"},
+		"commits": map[string]any{"api": loginSHA, "web": webSHA},
+	},
+	"dev-login": {
+		"version": "", "from": "dev", "deployedAt": "set", "createdAt": "set", "expires": "set",
+		"template": "dev-*", "network": "release-shop-dev-login",
+		"listen":  map[string]any{"web": "127.0.0.1:9301"},
+		"refs":    map[string]any{"api": "feature/login", "web": "feature/cart"},
+		"commits": map[string]any{"api": loginSHA, "web": cartSHA},
+	},
+}
+
+// wantBranchPage is what the dashboard shows of them.
+var wantBranchPage = map[string][]string{
+	"staging": {
+		`data-env="staging" data-version=""`,
+		`<span class="version">branch api=feature/login@1a2b3c4</span>`,
+		`<tr data-repo="api" data-ref="feature/login" data-commit="` + loginSHA + `">`,
+		`<tr data-repo="web" data-ref="" data-commit="` + webSHA + `">`,
+		`title="` + loginSHA + `">1a2b3c4d5e6f</td>`,
+		`<tr data-deployment="1.0.0">`,
+	},
+	"dev-login": {
+		`data-env="dev-login" data-version="" data-template="dev-*"`,
+		`<span class="version">branch api=feature/login@1a2b3c4, web=feature/cart@9f8e7d6</span>`,
+		`instance of <span class="mono">dev-*</span> · network <span class="mono">release-shop-dev-login</span>`,
+		`data-expires=`,
+		`<span data-listen="web">web on <span class="mono">127.0.0.1:9301</span></span>`,
+		`<tr data-repo="api" data-ref="feature/login" data-commit="` + loginSHA + `">`,
+		`<tr data-repo="web" data-ref="feature/cart" data-commit="` + cartSHA + `">`,
+	},
+}
+
+// TestDashboardBranchEnvironments: GET /api/environments and the
+// dashboard show what a branch deployment runs (the refs and the commit
+// of every repo) and, after the file's environments, each instance of a
+// template with its template, network, listen addresses, refs, commits
+// and expiry; nothing of an earlier instance of the same name.
+func TestDashboardBranchEnvironments(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "pipeline.yaml"), branchPipeline)
+	s, _ := newTestServer(t, dir, "", nil)
+	waiting := seedAPIStore(t, s)
+	seedBranches(t, s.st, waiting)
+	hs := httptest.NewServer(s.handler(context.Background()))
+	defer hs.Close()
+	c := apiClient{t: t, url: hs.URL}
+
+	code, body := c.do("GET", "/api/environments", "", "")
+	if code != http.StatusOK {
+		t.Fatalf("GET /api/environments: %d %s", code, body)
+	}
+	if diff := cmp.Diff(wantBranchEnvs, branchEnvsOf(t, []byte(body))); diff != "" {
+		t.Errorf("GET /api/environments (-want +got):\n%s", diff)
+	}
+
+	page := getPage(t, hs.URL+"/")
+	for env, wants := range wantBranchPage {
+		card := envCard(t, page, env)
+		for _, want := range wants {
+			if !strings.Contains(card, want) {
+				t.Errorf("the card of %s has no %s:\n%s", env, want, card)
+			}
+		}
+	}
+	if card := envCard(t, page, "dev-login"); strings.Contains(card, "feature/old") || strings.Count(card, "<tr data-deployment=") != 2 {
+		t.Errorf("dev-login shows a deployment of the instance removed before, or not its own two:\n%s", card)
+	}
+	if card := envCard(t, page, "dev"); strings.Contains(card, `class="code"`) || strings.Contains(card, "data-template") {
+		t.Errorf("dev runs a release, but its card shows a branch's code or a template:\n%s", card)
+	}
+}
+
+// envCard is the card of environment env on the page.
+func envCard(t *testing.T, page, env string) string {
+	t.Helper()
+	i := strings.Index(page, `id="env-`+env+`"`)
+	if i < 0 {
+		t.Fatalf("the page has no card of %s", env)
+	}
+	rest := page[i:]
+	if j := strings.Index(rest[1:], `<div class="card env`); j >= 0 {
+		return rest[:j+1]
+	}
+	if j := strings.Index(rest, "</section>"); j >= 0 {
+		return rest[:j]
+	}
+	return rest
+}
+
+// specInspector is an engine.SpecInspector that reports what want says
+// runs in each environment of the spec it is given, and records which.
+type specInspector struct {
+	want map[string][]engine.Live
+	mu   sync.Mutex
+	seen []string
+}
+
+func (f *specInspector) Inspect(ctx context.Context, env string) ([]engine.Live, error) {
+	return f.InspectSpec(ctx, nil, env)
+}
+
+func (f *specInspector) InspectSpec(_ context.Context, spec *stages.Spec, env string) ([]engine.Live, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if spec != nil {
+		if _, ok := spec.Environments[env]; !ok {
+			return nil, fmt.Errorf("environment %s is not in the spec inspected", env)
+		}
+	}
+	f.seen = append(f.seen, env)
+	return f.want[env], nil
+}
+
+// TestServeInspectsInstances: the server's inspection looks at the
+// containers of each instance of a template with hosts, through the
+// instance's own spec, and GET /api/environments shows their health.
+func TestServeInspectsInstances(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "pipeline.yaml"), strings.Replace(branchPipeline, "dev-*: {from: dev, expire: 72h}", "dev-*: {from: dev, expire: 72h, hosts: [\"tcp://127.0.0.1:9\"]}", 1))
+	s, _ := newTestServer(t, dir, "", nil)
+	waiting := seedAPIStore(t, s)
+	seedBranches(t, s.st, waiting)
+	webDigest := strings.Replace(apiDigest, "api", "web", 1)
+	fake := &specInspector{want: map[string][]engine.Live{"dev-login": {
+		{Service: "api", Host: "tcp://127.0.0.1:9", Digest: apiDigest, State: "running", Healthy: true},
+		{Service: "web", Host: "tcp://127.0.0.1:9", Digest: webDigest, State: "exited", Health: "exited (1)"},
+	}}}
+	s.e.Inspector = fake
+	s.inspect(context.Background(), time.Second)
+	if diff := cmp.Diff([]string{"dev-login"}, fake.seen); diff != "" {
+		t.Errorf("environments inspected (-want +got):\n%s", diff)
+	}
+	view, err := s.environments(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range view.Environments {
+		if e.Name != "dev-login" {
+			continue
+		}
+		if e.InspectedAt == nil {
+			t.Error("dev-login: no inspectedAt")
+		}
+		for _, svc := range e.Services {
+			got = append(got, svc.Name+" "+svc.Health)
+		}
+	}
+	if diff := cmp.Diff([]string{"api healthy", "web exited (1)"}, got); diff != "" {
+		t.Errorf("dev-login's services (-want +got):\n%s", diff)
 	}
 }
