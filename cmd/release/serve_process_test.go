@@ -99,7 +99,10 @@ func dashboardShot() string {
 // headless Chromium, driven over the DevTools protocol, with a run waiting
 // at the prod gate and 30 runs after it: the waiting run is on top of the
 // page with an Approve button though the runs list no longer shows it;
-// every environment shows its version, digests and history; the DAG has
+// every environment shows its version, digests and history, staging the
+// refs and commits of the branch deployment it runs, and the instance
+// dev-login of dev-* (in GET /api/environments too) its template, listen
+// address, refs and commits; the DAG has
 // each node coloured by its status; the page refreshes itself. Then, as a
 // person would: the token is entered once and kept for the tab, Approve
 // is clicked, the page says the run goes on, and the run finishes. A
@@ -108,7 +111,7 @@ func TestDashboardChromium(t *testing.T) {
 	browser := chromium(t)
 	bin := buildRelease(t)
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "pipeline.yaml"), apiPipeline)
+	writeFile(t, filepath.Join(dir, "pipeline.yaml"), branchPipeline)
 	out, err := runIn(dir, bin, "run", "--force", "--reason", "seeding the dashboard")
 	if !strings.Contains(out, "waiting for approval") {
 		t.Fatalf("seed run: %v\n%s", err, out)
@@ -137,10 +140,17 @@ func TestDashboardChromium(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	seedBranches(t, st, newer[5])
 	st.Close()
 
 	const token = "dashboard-test-token"
 	_, url, _ := startServe(t, bin, dir, "RELEASE_SERVE_TOKEN="+token)
+	api := apiClient{t: t, url: url}
+	if code, body := api.do("GET", "/api/environments", "", ""); code != http.StatusOK {
+		t.Errorf("GET /api/environments: %d %s", code, body)
+	} else {
+		checkBranchEnvs(t, body)
+	}
 	page := startDevtools(t, browser, chromiumFlags...).newTab(t, 1400, 1250)
 
 	// The newest runs fill the runs list; the waiting run is on top anyway.
@@ -175,7 +185,6 @@ func TestDashboardChromium(t *testing.T) {
 	page.eval(`document.documentElement.outerHTML`, &dom)
 	for _, want := range []string{
 		`data-env="dev" data-version="1.0.0"`,
-		`data-env="staging" data-version="1.0.0"`,
 		`data-env="prod" data-version=""`,
 		`data-window="holidays"`,
 		`<tr data-service="api">`,
@@ -194,6 +203,7 @@ func TestDashboardChromium(t *testing.T) {
 			t.Errorf("the page has no %s", want)
 		}
 	}
+	checkBranchPage(t, dom)
 	page.waitFor("the page refreshing itself", `document.getElementById("updated").getAttribute("data-refreshes") >= 1`, 20*time.Second)
 
 	// The token, entered once.
@@ -225,7 +235,6 @@ func TestDashboardChromium(t *testing.T) {
 	if got := page.text("#answer"); got != "approved approve-prod of run "+waiting+" as carol; the run goes on" {
 		t.Errorf("the page's answer: %q", got)
 	}
-	api := apiClient{t: t, url: url}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var v serveRunView
