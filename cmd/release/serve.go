@@ -48,6 +48,11 @@ The API answers reads to anyone who can reach --addr (127.0.0.1 by default);
 requests that change state (approve, promote) need Authorization: Bearer TOKEN with
 the token in RELEASE_SERVE_TOKEN, and are refused with 401 when it is unset.
 
+GET /api/environments and the dashboard show each environment of the file, then
+each instance of a template (template, network, listen, createdAt, expires, as
+release env list has them); a branch deployment shows the refs it built and the
+commit of every repo (refs, commits).
+
 SIGTERM or SIGINT stops the schedules and the listener, cancels the runs in flight
 (their nodes are recorded cancelled; release resume continues them) and exits 0.`,
 		Example: `  RELEASE_SERVE_TOKEN=$(cat ~/.release-token) release serve
