@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"runtime"
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline/engine"
@@ -65,7 +64,7 @@ A template itself is never deployed; release env rm NAME removes an instance.`,
 	cmd.Flags().StringArrayVar(&opts.Refs, "ref", nil, "REPO=REF: build the repo's services at this branch, tag or commit (repeatable)")
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "approve the environment's approval gate up front (recorded as such)")
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for a locked environment instead of exiting 4")
-	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", 0, "nodes run at once (0: every node of the run, up to 32)")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "deploy into a frozen environment (needs --reason, recorded)")
 	cmd.Flags().StringVar(&opts.Reason, "reason", "", "why a freeze is overridden, recorded in the run")
 	return cmd

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"runtime"
 
 	"github.com/spf13/cobra"
 	"github.com/sweepboard/release/pipeline"
@@ -43,6 +42,9 @@ waits (exit 5) until release approve RUN approve-ENV, unless --yes.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Environment = args[0]
+			if opts.Parallel < 0 {
+				return usageErrorf("--parallel %d: must be at least 1", opts.Parallel)
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -52,7 +54,7 @@ waits (exit 5) until release approve RUN approve-ENV, unless --yes.`,
 	cmd.Flags().StringVar(&opts.Version, "version", "", "promote this version (it must have been live in the from environment)")
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for a locked environment instead of exiting 4")
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "approve the environment's approval gate up front (recorded as such)")
-	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", 0, "nodes run at once (0: every node of the run, up to 32)")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "promote into a frozen environment (needs --reason, recorded)")
 	cmd.Flags().StringVar(&opts.Reason, "reason", "", "why a freeze is overridden, recorded in the run")
 	return cmd
@@ -101,6 +103,9 @@ the registry no longer has one of the release's images.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Environment = args[0]
+			if opts.Parallel < 0 {
+				return usageErrorf("--parallel %d: must be at least 1", opts.Parallel)
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -109,7 +114,7 @@ the registry no longer has one of the release's images.`,
 	}
 	cmd.Flags().StringVar(&opts.To, "to", "", "the version to go back to (default: the one before the live one)")
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait for a locked environment instead of exiting 4")
-	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes run at once")
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", 0, "nodes run at once (0: every node of the run, up to 32)")
 	return cmd
 }
 

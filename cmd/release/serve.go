@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
@@ -66,7 +65,7 @@ SIGTERM or SIGINT stops the schedules and the listener, cancels the runs in flig
 		},
 	}
 	cmd.Flags().StringVar(&opts.Addr, "addr", "127.0.0.1:8780", "listen address")
-	cmd.Flags().IntVar(&opts.Parallel, "parallel", runtime.NumCPU(), "nodes of one run at once")
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", 0, "nodes of one run at once (0: every node of the run, up to 32)")
 	cmd.Flags().DurationVar(&opts.Inspect, "inspect", 30*time.Second, "refresh the live containers' health this often (0: never)")
 	return cmd
 }
@@ -81,7 +80,7 @@ type server struct {
 	token    string
 	holder   string           // who claims schedule fires in the store
 	now      func() time.Time // the scheduler's clock
-	parallel int
+	parallel int              // nodes of one run at once; 0 sizes it for the run (engine.Exec)
 
 	runs sync.WaitGroup // runs started by the server
 
@@ -108,12 +107,11 @@ func newServer(ctx context.Context, f *Factory, logOut io.Writer) (*server, erro
 	_, _ = rand.Read(b[:])
 	s := &server{
 		f: f, p: p, st: st,
-		log:      slog.New(slog.NewTextHandler(logOut, nil)),
-		token:    f.Getenv("RELEASE_SERVE_TOKEN"),
-		holder:   fmt.Sprintf("serve %s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:])),
-		now:      time.Now,
-		parallel: runtime.NumCPU(),
-		live:     map[string]liveEnv{},
+		log:    slog.New(slog.NewTextHandler(logOut, nil)),
+		token:  f.Getenv("RELEASE_SERVE_TOKEN"),
+		holder: fmt.Sprintf("serve %s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:])),
+		now:    time.Now,
+		live:   map[string]liveEnv{},
 	}
 	s.e = f.engineFor(p, st)
 	// The scheduler's clock, read at each call: tests set s.now.
