@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -311,6 +312,26 @@ func TestDeployChain(t *testing.T) {
 		t.Errorf("redeploy of the chain: %d of %d requests through it from inside the network failed, first: %s", failed, ok+failed, first)
 	}
 	checkNetwork(t, spec, environment, host1, "2.0.0")
+
+	// Every service but the last of the chain started ahead, while the one
+	// it calls deployed; they took their names from the end of the chain
+	// up, so that a new version answers only once the one it calls does.
+	var named []string
+	for _, line := range strings.Split(r.log, "\n") {
+		if m := regexp.MustCompile(`: (\S+) on \S+: \S+ answers to (\S+) on `).FindStringSubmatch(line); m != nil {
+			named = append(named, m[2])
+		}
+	}
+	wantNamed := slices.Clone(names)
+	slices.Reverse(wantNamed)
+	if !slices.Equal(named, wantNamed) {
+		t.Errorf("names taken in the order %v, want %v; log:\n%s", named, wantNamed, r.log)
+	}
+	for _, n := range names[:len(names)-1] {
+		if !regexp.MustCompile(n + ` on \S+: started \S+ ahead`).MatchString(r.log) {
+			t.Errorf("%s did not start ahead in the redeploy; log:\n%s", n, r.log)
+		}
+	}
 }
 
 // TestNameKeepsAddress: a container that gains or loses its name on the
