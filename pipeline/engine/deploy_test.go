@@ -50,17 +50,25 @@ stages:
 
 func newBranchEngine(t *testing.T) *engine.Engine {
 	t.Helper()
+	return newTrainEngine(t, branchPipeline)
+}
+
+// newTrainEngine is an engine on the pipeline file text, its stages no-ops
+// but for push (an image per commit) and deploy, its repos a gitTrain.
+func newTrainEngine(t *testing.T, file string) *engine.Engine {
+	t.Helper()
 	reg := &stages.Registry{}
 	for _, k := range []stages.Kind{
 		{Name: "exec", New: func() stages.Stage { return noop{} }},
 		{Name: "git-tag", New: func() stages.Stage { return noop{} }},
 		{Name: "github-release", New: func() stages.Stage { return noop{} }},
+		{Name: "approval", New: func() stages.Stage { return noop{} }},
 		{Name: "push", New: func() stages.Stage { return pushByCommit{} }},
 		{Name: "deploy", New: func() stages.Stage { return deployNoop{} }},
 	} {
 		reg.Register(k)
 	}
-	p, err := pipeline.Parse("pipeline.yaml", filepath.Join(t.TempDir(), "pipeline.yaml"), []byte(branchPipeline), reg)
+	p, err := pipeline.Parse("pipeline.yaml", filepath.Join(t.TempDir(), "pipeline.yaml"), []byte(file), reg)
 	if err != nil {
 		t.Fatal(err)
 	}

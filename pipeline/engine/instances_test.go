@@ -3,14 +3,12 @@ package engine_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sweepboard/release/pipeline"
 	"github.com/sweepboard/release/pipeline/engine"
-	"github.com/sweepboard/release/stages"
 )
 
 // instancePipeline has a template of staging, which is behind an approval
@@ -48,29 +46,14 @@ stages:
 // not hold; a later deployment keeps what an earlier ref built; status
 // shows the instance; removal takes its record, twice.
 func TestDeployInstance(t *testing.T) {
-	reg := &stages.Registry{}
-	for _, k := range []stages.Kind{
-		{Name: "exec", New: func() stages.Stage { return noop{} }},
-		{Name: "git-tag", New: func() stages.Stage { return noop{} }},
-		{Name: "github-release", New: func() stages.Stage { return noop{} }},
-		{Name: "approval", New: func() stages.Stage { return noop{} }},
-		{Name: "push", New: func() stages.Stage { return pushByCommit{} }},
-		{Name: "deploy", New: func() stages.Stage { return deployNoop{} }},
-	} {
-		reg.Register(k)
-	}
-	p, err := pipeline.Parse("pipeline.yaml", filepath.Join(t.TempDir(), "pipeline.yaml"), []byte(instancePipeline), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newTrainEngine(t, instancePipeline)
+	p := e.Pipeline
 	if _, ok := p.Spec.Environments["pr-*"]; ok || len(p.Spec.Templates) != 1 {
 		t.Fatalf("the template is among the environments: %v, templates %v", p.Spec.EnvironmentOrder(), p.Spec.Templates)
 	}
-	e := &engine.Engine{Pipeline: p, Store: openStore(t), Stages: reg, WorkDir: t.TempDir()}
-	e.Repos, _ = newTrainRepos()
 	ctx := context.Background()
 
-	_, err = e.Deploy(ctx, engine.DeployRequest{Environment: "pr-x", Refs: map[string]string{"api": "feature/x"}}, engine.Observer{})
+	_, err := e.Deploy(ctx, engine.DeployRequest{Environment: "pr-x", Refs: map[string]string{"api": "feature/x"}}, engine.Observer{})
 	var re *engine.RefusedError
 	if !errors.As(err, &re) {
 		t.Errorf("pr-x before staging ran a release: %v, want a refusal", err)
