@@ -648,3 +648,128 @@ func BenchmarkDeployChain(b *testing.B) {
 	}
 	b.ReportMetric(took.Seconds()/float64(b.N), "deploy-s/op")
 }
+
+// TestRejoinWhilePeerStops has a container rejoin the network (to take or
+// lose a name) while a peer it keeps a pooled connection to stops. The
+// peer's closing packets, sent once and never again once its namespace is
+// gone, must not fall into the gap of the rejoin: the caller's next
+// request would then go out on a connection that leads nowhere and hang
+// until its deadline, as one request of TestDeployChain did in CI.
+func TestRejoinWhilePeerStops(t *testing.T) {
+	needParts(t, host1)
+	ctx := context.Background()
+	h, err := dockerhost.Open(host1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	environment := envName("t-rejoin")
+	net := "release-" + environment
+	if _, err := h.EnsureNetwork(ctx, net, "bridge", nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		list, _ := h.List(ctx, map[string]string{labelProbe: environment})
+		for _, c := range list {
+			_ = h.Remove(ctx, c.ID)
+		}
+		_ = h.RemoveNetwork(ctx, net)
+	})
+	ref := pushFixture(t, "rejoin", "v1")
+	if err := h.Pull(ctx, ref, ""); err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, port int, env ...string) dockerhost.Container {
+		t.Helper()
+		c, err := h.Create(ctx, dockerhost.Spec{
+			Name:    fmt.Sprintf("%s-%s", environment, name),
+			Image:   ref,
+			Env:     env,
+			Labels:  map[string]string{labelProbe: environment},
+			Port:    port,
+			Network: net,
+			Restart: "no",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Start(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	caller := run("caller", 8080, "UPSTREAM_URL=http://peer:8080")
+	if err := h.Alias(ctx, net, caller.ID, "caller"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.State(ctx, caller.ID, 8080)
+	if err != nil || st.HostPort == "" {
+		t.Fatalf("caller's published port: %q, %v", st.HostPort, err)
+	}
+	url := "http://" + h.DialIP() + ":" + st.HostPort + "/chain"
+	hc := &http.Client{Timeout: 5 * time.Second}
+	get := func() (string, time.Duration, error) {
+		start := time.Now()
+		resp, err := hc.Get(url)
+		if err != nil {
+			return "", time.Since(start), err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return "", time.Since(start), fmt.Errorf("%s: %s", resp.Status, body)
+		}
+		return string(body), time.Since(start), nil
+	}
+
+	peer := run("peer-0", 0)
+	if err := h.Alias(ctx, net, peer.ID, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 4
+	for i := range rounds {
+		// The caller's pool holds a connection to this peer.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			_, _, err := get()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: caller never reached peer-%d: %v", i, i, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		next := run(fmt.Sprintf("peer-%d", i+1), 0)
+		if err := h.Alias(ctx, net, next.ID, "peer"); err != nil {
+			t.Fatal(err)
+		}
+		// The old peer loses its name, and then stops while the caller
+		// rejoins, taking off and putting back its own name.
+		if err := h.Unalias(ctx, net, peer.ID, "peer"); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.Unalias(ctx, net, caller.ID, "caller"); err != nil {
+				t.Error(err)
+			}
+			if err := h.Alias(ctx, net, caller.ID, "caller"); err != nil {
+				t.Error(err)
+			}
+		}()
+		if err := h.Stop(ctx, peer, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		_, took, err := get()
+		t.Logf("round %d: the caller's next call took %s", i, took.Round(time.Millisecond))
+		if err != nil {
+			t.Errorf("round %d: the caller's next call, once its old peer stopped during its rejoin: %v", i, err)
+		}
+		_ = h.Remove(ctx, peer.ID)
+		peer = next
+	}
+}

@@ -40,8 +40,9 @@ type Host struct {
 	// reached from this machine (health checks, proxy upstreams).
 	bindIP string
 	dialIP string
-	// joins keeps joins at an address the engine picks apart from rejoins,
-	// which free an address meanwhile (see rejoin).
+	// joins keeps joins at an address the engine picks, and stops, apart
+	// from rejoins, which free an address and drop the packets sent to it
+	// meanwhile (see rejoin and Stop).
 	joins sync.RWMutex
 }
 
@@ -317,7 +318,15 @@ func (h *Host) Start(ctx context.Context, c Container) error {
 
 // Stop stops a container, giving its process grace to finish in-flight
 // requests after SIGTERM. A missing one is fine.
+//
+// No rejoin is under way meanwhile (see rejoin): a container that exits
+// closes its connections (a FIN, or a reset) once, and its network
+// namespace goes with it, so nothing sends them again. A peer in the gap of
+// a rejoin would miss them and keep a pooled connection that no longer
+// leads anywhere: its next request on it hangs until its own deadline.
 func (h *Host) Stop(ctx context.Context, c Container, grace time.Duration) error {
+	h.joins.Lock()
+	defer h.joins.Unlock()
 	secs := int(grace / time.Second)
 	err := h.cli.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &secs})
 	if err != nil && !cerrdefs.IsNotFound(err) {
@@ -327,7 +336,10 @@ func (h *Host) Stop(ctx context.Context, c Container, grace time.Duration) error
 }
 
 // Remove force-removes a container by id or name; a missing one is fine.
+// A running one is killed: as with Stop, no rejoin is under way meanwhile.
 func (h *Host) Remove(ctx context.Context, idOrName string) error {
+	h.joins.Lock()
+	defer h.joins.Unlock()
 	err := h.cli.ContainerRemove(ctx, idOrName, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s on %s: %w", idOrName, h.addr, err)

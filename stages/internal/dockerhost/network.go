@@ -189,7 +189,9 @@ func (h *Host) Unalias(ctx context.Context, net, id, alias string) error {
 // (see join). A container that starts meanwhile takes its address at the
 // start and may take the free one (starts are not held up, they are on
 // every service's critical path); then the container joins at a new
-// address.
+// address. A stop waits for the rejoins under way, and rejoins wait for
+// it: a container that exits during a peer's gap would leave that peer's
+// connections to it open for good (see Stop).
 func (h *Host) rejoin(ctx context.Context, net, id, ip string, aliases ...string) error {
 	h.joins.RLock()
 	defer h.joins.RUnlock()
