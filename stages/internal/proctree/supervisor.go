@@ -187,10 +187,20 @@ func (s *supervisor) reap() {
 // group and to every child of this process that left it, and SIGKILL when
 // the grace period ends, or sooner: at the deadline (kill then reports
 // true) or when the caller is gone. Without, SIGKILL at once.
+//
+// A process that left the group and whose parent is still alive is no
+// child of this process yet: it becomes one when its parent dies of the
+// SIGTERM. So SIGTERM goes to every process of the tree that left the
+// group, wherever it hangs, and during the grace period to each one that
+// appears, once each.
 func (s *supervisor) kill(grace time.Duration) (atDeadline bool) {
 	if grace > 0 {
-		s.signal(syscall.SIGTERM)
+		_ = syscall.Kill(-s.pgid, syscall.SIGTERM)
+		termed := map[int]uint64{}
+		s.termLeavers(termed)
 		over := time.After(grace)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
 	wait:
 		for {
 			select {
@@ -198,6 +208,8 @@ func (s *supervisor) kill(grace time.Duration) (atDeadline bool) {
 				break wait
 			case <-over:
 				break wait
+			case <-tick.C:
+				s.termLeavers(termed)
 			case <-s.deadline.C:
 				atDeadline = true
 				break wait
@@ -221,6 +233,36 @@ func (s *supervisor) kill(grace time.Duration) (atDeadline bool) {
 		default:
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// termLeavers sends SIGTERM to each process of the tree under this one
+// that left the group and is not in termed yet (by pid and start time, so
+// that a reused pid counts as new), and notes it there.
+func (s *supervisor) termLeavers(termed map[int]uint64) {
+	ps := procs()
+	parent := make(map[int]int, len(ps))
+	for _, p := range ps {
+		parent[p.pid] = p.ppid
+	}
+	under := func(pid int) bool {
+		for range len(ps) { // a bound, should the table change meanwhile
+			pid = parent[pid]
+			if pid == s.self {
+				return true
+			}
+			if pid <= 1 {
+				return false
+			}
+		}
+		return false
+	}
+	for _, p := range ps {
+		if p.pgrp == s.pgid || p.zombie || termed[p.pid] == p.start+1 || !under(p.pid) {
+			continue
+		}
+		termed[p.pid] = p.start + 1
+		_ = syscall.Kill(p.pid, syscall.SIGTERM)
 	}
 }
 
