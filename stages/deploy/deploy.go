@@ -178,14 +178,29 @@ func (d *deployer) rollout(ctx context.Context, wantOf func(string) (target.Serv
 		done[name] = make(chan struct{})
 	}
 	errs := make([]error, len(order))
+	// The old containers of each service lose their name and drain at
+	// once, and stop only once every service has changed hands: a stop
+	// waits for the rejoins under way and holds them off (see
+	// dockerhost.Host.Stop), and would hold up the services still to go.
+	settled := make(chan struct{})
+	d.settleMu.Lock()
+	d.settled = settled
+	d.settleMu.Unlock()
+	var switching sync.WaitGroup
+	switching.Add(len(order))
+	go func() {
+		switching.Wait()
+		close(settled)
+	}()
 	var wg sync.WaitGroup
 	for i, name := range order {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var once sync.Once
+			var once, switched sync.Once
 			release := func() { once.Do(func() { close(done[name]) }) }
 			defer release()
+			defer switched.Do(switching.Done)
 			want, err := wantOf(name)
 			if err != nil {
 				errs[i] = stages.Permanent(fmt.Errorf("deploy %s to %s: %w", name, d.env.Environment, err))
@@ -233,6 +248,7 @@ func (d *deployer) rollout(ctx context.Context, wantOf func(string) (target.Serv
 			// The new containers take the traffic: services that depend
 			// on this one go on while the old ones drain and stop.
 			release()
+			switched.Do(switching.Done)
 			if retire != nil {
 				if err := d.retrying(ctx, name, func() error { return retire(ctx) }); err != nil {
 					errs[i] = fmt.Errorf("deploy %s to %s: %w", name, d.env.Environment, err)
@@ -298,6 +314,26 @@ type deployer struct {
 	secrets []string // env_from values: never in the log
 
 	live liveServices // what runs, so that an unchanged service keeps its containers
+
+	settleMu sync.Mutex
+	settled  chan struct{} // closed once every service of the rollout under way took the traffic or gave up
+}
+
+// waitSettled waits until every service of the rollout under way has
+// taken the traffic or given up (target.Config.Settled).
+func (d *deployer) waitSettled(ctx context.Context) error {
+	d.settleMu.Lock()
+	ch := d.settled
+	d.settleMu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // addSecrets adds values the log must hide.
@@ -351,6 +387,7 @@ func (s *Stage) deployer(ctx context.Context, env *stages.Env) (*deployer, error
 	cfg.Logf = d.logf
 	cfg.Hook = s.hook
 	cfg.Transient = d.transient
+	cfg.Settled = d.waitSettled
 	if e.Proxy != nil && e.Proxy.Caddy != "" {
 		cfg.Proxy = newProxy(env.Spec, env.Environment, d.pipeline, d.logf)
 		if err := caddy.CheckMigrateReq(e.Proxy.Caddy); err != nil {

@@ -231,7 +231,7 @@ func (t *Target) Deploy(ctx context.Context, s target.Service) (retire func(cont
 	case s.Config.Replicas > 1:
 		retire, err = t.roll(ctx, s, parts)
 	default:
-		retire, err = t.startFirst(ctx, s, parts, nil)
+		retire, err = t.startFirst(ctx, s, parts, nil, true)
 	}
 	// A container made ahead that a failure left unused goes.
 	t.dropAhead(context.WithoutCancel(ctx), s.Name, parts)
@@ -562,8 +562,10 @@ func eachHost(parts []*onHost, f func(p *onHost) error) error {
 
 // startFirst deploys one container per host of s start-first; keep are
 // the upstreams of the service's other containers, which serve on beside
-// the new ones (the other replicas).
-func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHost, keep []string) (retire func(context.Context) error, err error) {
+// the new ones (the other replicas). With settle, retire stops the old
+// containers only once every service of the deploy has changed hands
+// (target.Config.Settled).
+func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHost, keep []string, settle bool) (retire func(context.Context) error, err error) {
 	err = eachHost(parts, func(p *onHost) error {
 		if err := t.inventory(ctx, p, s); err != nil || p.off {
 			return err
@@ -642,6 +644,11 @@ func (t *Target) startFirst(ctx context.Context, s target.Service, parts []*onHo
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-time.After(t.cfg.Drain):
+			}
+		}
+		if settle {
+			if err := t.cfg.WaitSettled(ctx); err != nil {
+				return err
 			}
 		}
 		return eachHost(parts, func(p *onHost) error {
@@ -781,7 +788,10 @@ func (t *Target) roll(ctx context.Context, s target.Service, parts []*onHost) (r
 				keep = append(keep, t.upstream(ctx, p.h, c, s.Port())...)
 			}
 		}
-		retire, err := t.startFirst(ctx, s, step, keep)
+		// The replicas go one at a time: each but the last retires its
+		// old container before the next starts, and cannot wait for the
+		// other services.
+		retire, err := t.startFirst(ctx, s, step, keep, slot == n)
 		for i, q := range step {
 			if q.cur != nil {
 				rolls[i].cur[slot-1] = q.cur

@@ -106,6 +106,10 @@ type Config struct {
 	Hook func(point, service string)
 	// Transient says another attempt at what failed with err may succeed.
 	Transient func(err error) bool
+	// Settled, when set, waits until every service of the deploy under
+	// way has taken the traffic or given up: old containers stop after
+	// that, so that no container exits while another changes hands.
+	Settled func(context.Context) error
 }
 
 // Log writes one line of the deploy's log.
@@ -120,6 +124,14 @@ func (c *Config) At(point, service string) {
 	if c.Hook != nil {
 		c.Hook(point, service)
 	}
+}
+
+// WaitSettled waits for Settled, when there is one.
+func (c *Config) WaitSettled(ctx context.Context) error {
+	if c.Settled != nil {
+		return c.Settled(ctx)
+	}
+	return nil
 }
 
 // CheckFence checks the fence, when there is one.

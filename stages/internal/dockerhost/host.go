@@ -40,10 +40,72 @@ type Host struct {
 	// reached from this machine (health checks, proxy upstreams).
 	bindIP string
 	dialIP string
-	// joins keeps joins at an address the engine picks, and stops, apart
-	// from rejoins, which free an address and drop the packets sent to it
-	// meanwhile (see rejoin and Stop).
+	// joins keeps joins at an address the engine picks apart from
+	// rejoins, which free an address meanwhile (see rejoin).
 	joins sync.RWMutex
+	// exits keeps stops and removals apart from rejoins, which drop the
+	// packets sent to the container meanwhile (see Stop).
+	exits apart
+}
+
+// apart lets any number of holders of one kind (stops) in at once, and
+// of the other kind (rejoins) at once, but never both kinds together. A
+// stop also waits until the last rejoin left settle ago: what fell into
+// the gap of a rejoin is sent again once the sender's retransmission timer
+// fires (200 ms at the least on Linux), and only while the sender lives.
+type apart struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	count  [2]int
+	left   time.Time // when the last rejoin left
+	settle time.Duration
+}
+
+// settleAfterRejoin is how long after the last rejoin a stop waits: five
+// times Linux's least retransmission timeout.
+const settleAfterRejoin = time.Second
+
+const (
+	exiting   = 0 // a stop or removal
+	rejoining = 1
+)
+
+// enter waits until no holder of the other kind is in, and comes in as
+// one of kind; leave(kind) lets it out.
+func (a *apart) enter(kind int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cond == nil {
+		a.cond = sync.NewCond(&a.mu)
+	}
+	for {
+		for a.count[1-kind] > 0 {
+			a.cond.Wait()
+		}
+		if kind != exiting {
+			break
+		}
+		wait := a.settle - time.Since(a.left)
+		if wait <= 0 {
+			break
+		}
+		a.mu.Unlock()
+		time.Sleep(wait)
+		a.mu.Lock()
+	}
+	a.count[kind]++
+}
+
+func (a *apart) leave(kind int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.count[kind]--
+	if kind == rejoining {
+		a.left = time.Now()
+	}
+	if a.count[kind] == 0 && a.cond != nil {
+		a.cond.Broadcast()
+	}
 }
 
 // Open connects to the Docker engine at addr, negotiating the API version.
@@ -63,7 +125,7 @@ func Open(addr string, opts ...engine.Option) (*Host, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cli.NegotiateAPIVersion(ctx)
-	return &Host{addr: addr, cli: cli, bindIP: bindIP, dialIP: dialIP}, nil
+	return &Host{addr: addr, cli: cli, bindIP: bindIP, dialIP: dialIP, exits: apart{settle: settleAfterRejoin}}, nil
 }
 
 // Close closes the connection to the engine.
@@ -319,14 +381,16 @@ func (h *Host) Start(ctx context.Context, c Container) error {
 // Stop stops a container, giving its process grace to finish in-flight
 // requests after SIGTERM. A missing one is fine.
 //
-// No rejoin is under way meanwhile (see rejoin): a container that exits
-// closes its connections (a FIN, or a reset) once, and its network
-// namespace goes with it, so nothing sends them again. A peer in the gap of
-// a rejoin would miss them and keep a pooled connection that no longer
-// leads anywhere: its next request on it hangs until its own deadline.
+// No rejoin is under way meanwhile (see rejoin), while other stops may
+// be: a container that exits closes its connections (a FIN, or a reset)
+// once, and its network namespace goes with it, so nothing sends them
+// again. A peer in the gap of a rejoin would miss them and keep a pooled
+// connection that no longer leads anywhere: its next request on it hangs
+// until its own deadline. A deploy stops old containers once every
+// service changed hands, so that the rejoins do not wait for the stops.
 func (h *Host) Stop(ctx context.Context, c Container, grace time.Duration) error {
-	h.joins.Lock()
-	defer h.joins.Unlock()
+	h.exits.enter(exiting)
+	defer h.exits.leave(exiting)
 	secs := int(grace / time.Second)
 	err := h.cli.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &secs})
 	if err != nil && !cerrdefs.IsNotFound(err) {
@@ -338,8 +402,8 @@ func (h *Host) Stop(ctx context.Context, c Container, grace time.Duration) error
 // Remove force-removes a container by id or name; a missing one is fine.
 // A running one is killed: as with Stop, no rejoin is under way meanwhile.
 func (h *Host) Remove(ctx context.Context, idOrName string) error {
-	h.joins.Lock()
-	defer h.joins.Unlock()
+	h.exits.enter(exiting)
+	defer h.exits.leave(exiting)
 	err := h.cli.ContainerRemove(ctx, idOrName, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s on %s: %w", idOrName, h.addr, err)

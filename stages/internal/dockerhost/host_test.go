@@ -1,7 +1,9 @@
 package dockerhost
 
 import (
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -80,5 +82,61 @@ func TestRestartPolicy(t *testing.T) {
 				t.Errorf("restartPolicy(%q) = %s:%d, want %s:%d", tt.in, p.Name, p.MaximumRetryCount, tt.name, tt.count)
 			}
 		})
+	}
+}
+
+// TestApart has stops and rejoins come in from many goroutines: holders
+// of one kind are in together, never with one of the other kind.
+func TestApart(t *testing.T) {
+	var a apart
+	var mu sync.Mutex
+	in := [2]int{}
+	most := [2]int{}
+	var wg sync.WaitGroup
+	for i := range 64 {
+		kind := i % 2
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.enter(kind)
+			mu.Lock()
+			in[kind]++
+			most[kind] = max(most[kind], in[kind])
+			if in[1-kind] > 0 {
+				t.Errorf("a holder of kind %d came in beside %d of kind %d", kind, in[1-kind], 1-kind)
+			}
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+			mu.Lock()
+			in[kind]--
+			mu.Unlock()
+			a.leave(kind)
+		}()
+	}
+	wg.Wait()
+	t.Logf("most holders in at once: %d stops, %d rejoins", most[exiting], most[rejoining])
+	if most[exiting] < 2 && most[rejoining] < 2 {
+		t.Errorf("holders of one kind never came in together: %v", most)
+	}
+}
+
+// TestApartSettles has a stop come right after a rejoin left: it waits
+// until the rejoin left settle ago.
+func TestApartSettles(t *testing.T) {
+	a := apart{settle: 100 * time.Millisecond}
+	a.enter(rejoining)
+	a.leave(rejoining)
+	start := time.Now()
+	a.enter(exiting)
+	waited := time.Since(start)
+	a.leave(exiting)
+	if waited < 90*time.Millisecond {
+		t.Errorf("a stop right after a rejoin came in after %s, want about %s", waited, a.settle)
+	}
+	start = time.Now()
+	a.enter(rejoining)
+	a.leave(rejoining)
+	if waited := time.Since(start); waited > 50*time.Millisecond {
+		t.Errorf("a rejoin right after a stop waited %s", waited)
 	}
 }

@@ -195,6 +195,8 @@ func (h *Host) Unalias(ctx context.Context, net, id, alias string) error {
 func (h *Host) rejoin(ctx context.Context, net, id, ip string, aliases ...string) error {
 	h.joins.RLock()
 	defer h.joins.RUnlock()
+	h.exits.enter(rejoining)
+	defer h.exits.leave(rejoining)
 	if err := h.Disconnect(ctx, net, id); err != nil {
 		return err
 	}

@@ -2,7 +2,7 @@
 // environment network, where services answer to their names:
 //
 //	netprobe get URL    GET URL until it answers 200 (for up to 20s), print the body
-//	netprobe load URL   GET URL in a loop until SIGTERM, then print ok=N failed=N first-error="…"
+//	netprobe load URL   GET URL in a loop until SIGTERM, then print ok=N failed=N first-error="…" slowest=D
 //
 // Every request of load is on a new connection, so each one asks the
 // network's DNS for the name anew.
@@ -26,7 +26,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: netprobe get|load URL")
 		os.Exit(2)
 	}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	url := os.Args[2]
 	get := func() (string, error) {
 		// What the request went through, told with its error: a failure
@@ -76,8 +76,12 @@ func main() {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
 		ok, failed, first := 0, 0, ""
+		var slowest time.Duration
 		for ctx.Err() == nil {
-			if _, err := get(); err != nil {
+			start := time.Now()
+			_, err := get()
+			slowest = max(slowest, time.Since(start))
+			if err != nil {
 				failed++
 				if first == "" {
 					first = err.Error()
@@ -87,7 +91,7 @@ func main() {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		fmt.Printf("ok=%d failed=%d first-error=%q\n", ok, failed, first)
+		fmt.Printf("ok=%d failed=%d first-error=%q slowest=%s\n", ok, failed, first, slowest.Round(time.Millisecond))
 	default:
 		os.Exit(2)
 	}
