@@ -196,7 +196,7 @@ func (s *supervisor) reap() {
 func (s *supervisor) kill(grace time.Duration) (atDeadline bool) {
 	if grace > 0 {
 		_ = syscall.Kill(-s.pgid, syscall.SIGTERM)
-		termed := map[int]uint64{}
+		termed := map[procID]bool{}
 		s.termLeavers(termed)
 		over := time.After(grace)
 		tick := time.NewTicker(20 * time.Millisecond)
@@ -236,10 +236,15 @@ func (s *supervisor) kill(grace time.Duration) (atDeadline bool) {
 	}
 }
 
+// procID names a process across pid reuse: its pid and start time.
+type procID struct {
+	pid   int
+	start uint64
+}
+
 // termLeavers sends SIGTERM to each process of the tree under this one
-// that left the group and is not in termed yet (by pid and start time, so
-// that a reused pid counts as new), and notes it there.
-func (s *supervisor) termLeavers(termed map[int]uint64) {
+// that left the group and is not in termed yet, and notes it there.
+func (s *supervisor) termLeavers(termed map[procID]bool) {
 	ps := procs()
 	parent := make(map[int]int, len(ps))
 	for _, p := range ps {
@@ -258,10 +263,11 @@ func (s *supervisor) termLeavers(termed map[int]uint64) {
 		return false
 	}
 	for _, p := range ps {
-		if p.pgrp == s.pgid || p.zombie || termed[p.pid] == p.start+1 || !under(p.pid) {
+		id := procID{p.pid, p.start}
+		if p.pgrp == s.pgid || p.zombie || termed[id] || !under(p.pid) {
 			continue
 		}
-		termed[p.pid] = p.start + 1
+		termed[id] = true
 		_ = syscall.Kill(p.pid, syscall.SIGTERM)
 	}
 }
