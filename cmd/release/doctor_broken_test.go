@@ -210,6 +210,7 @@ stages:
 // TestDoctorBrokenPeers: doctor against six broken peers returns within
 // 15 s, every check failed, each naming its peer.
 func TestDoctorBrokenPeers(t *testing.T) {
+	t.Parallel() // it mostly waits (leases, deadlines): beside the others that do
 	needIptables(t)
 	bin := buildRelease(t)
 	dir := t.TempDir()
@@ -487,7 +488,7 @@ name: {{name}}
 registry: {url: "{{registry}}", insecure: true}
 timeouts: {connect: 2s, tls: 2s, first_byte: 2s, idle: 2s}
 repos:
-  app: {url: "http://{{git}}/app.git", token_env: GIT_TOKEN}
+  app: {url: "http://{{git}}/{{repo}}.git", token_env: GIT_TOKEN}
 services:
   app: {repo: app, image: {{name}}/app, port: 8080}
 stages:
@@ -502,6 +503,7 @@ stages:
 // deadline naming the peers, exits 3 (resumable), and a resume after the
 // peers are fixed pushes the image and the tag.
 func TestRunBrokenPeers(t *testing.T) {
+	t.Parallel() // it mostly waits (leases, deadlines): beside the others that do
 	needFlowParts(t)
 	needIptables(t)
 	bin := buildRelease(t)
@@ -547,15 +549,23 @@ func TestRunBrokenPeers(t *testing.T) {
 	t.Cleanup(gitSrv.Close)
 	gitTarget := strings.TrimPrefix(gitSrv.URL, "http://")
 
+	// Each peer is its own world (proxies, pipeline, image names): most of
+	// the time goes to waiting out deadlines, side by side.
 	for i, kind := range peerKinds {
 		t.Run(strings.ReplaceAll(kind, " ", "-"), func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			name := fmt.Sprintf("brokenrun%d-%d", os.Getpid(), i)
+			// A remote of its own, which its run tags.
+			repo := fmt.Sprintf("app-%d", i)
+			if out, err := exec.Command("git", "clone", "-q", "--bare", filepath.Join(remotes, "app.git"), filepath.Join(remotes, repo+".git")).CombinedOutput(); err != nil {
+				t.Fatalf("git clone: %v\n%s", err, out)
+			}
 			regProxy := newModalProxy(t, "127.0.0.1:5000", kind)
 			gitProxy := newModalProxy(t, gitTarget, kind)
 			trigger := filepath.Join(dir, "broken")
 			breakOn(t, trigger, regProxy, gitProxy)
-			y := strings.NewReplacer("{{name}}", name, "{{registry}}", regProxy.addr, "{{git}}", gitProxy.addr, "{{trigger}}", trigger).Replace(brokenRunPipeline)
+			y := strings.NewReplacer("{{name}}", name, "{{registry}}", regProxy.addr, "{{git}}", gitProxy.addr, "{{repo}}", repo, "{{trigger}}", trigger).Replace(brokenRunPipeline)
 			if err := os.WriteFile(filepath.Join(dir, "pipeline.yaml"), []byte(y), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -618,16 +628,12 @@ func TestRunBrokenPeers(t *testing.T) {
 			if st["run"] != "succeeded" || st["push[app]"] != "succeeded" || st["tag"] != "succeeded" {
 				t.Errorf("after the resume: %v, want all succeeded", st)
 			}
-			tags, err := exec.Command("git", "-C", filepath.Join(remotes, "app.git"), "tag", "--list").Output()
+			tags, err := exec.Command("git", "-C", filepath.Join(remotes, repo+".git"), "tag", "--list").Output()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !strings.Contains(string(tags), "v") {
 				t.Errorf("no tag on the remote after the resume: %q", tags)
-			}
-			// The next subtest tags the same repo anew.
-			for _, tag := range strings.Fields(string(tags)) {
-				exec.Command("git", "-C", filepath.Join(remotes, "app.git"), "tag", "-d", tag).Run()
 			}
 		})
 	}

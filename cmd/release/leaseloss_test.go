@@ -466,10 +466,15 @@ func (r shownRun) node(id string) (status string, attempts int, errText string) 
 // the old owner must exit 7 (lease lost), and the record must say its
 // attempt was fenced.
 func TestLeaseLossSIGSTOP(t *testing.T) {
+	t.Parallel() // it mostly waits (leases, deadlines): beside the others that do
 	bin := buildRelease(t)
 	n := leaseLossTrials(t)
+	// The variants are separate worlds (their own stores, directories
+	// and processes), spending most of their time waiting out leases: they
+	// run side by side.
 	for _, variant := range []string{"resume", "other-run"} {
 		t.Run(variant, func(t *testing.T) {
+			t.Parallel()
 			var figs []lossFigures
 			locked := 0
 			for i := 0; len(figs) < n; i++ {
@@ -775,11 +780,16 @@ func viaProxy(t *testing.T, dsn, addr string) (proxied, upstream string) {
 // (the owner speaks the simple protocol there, so that the proxy sees the
 // statement's text). It makes fewer trials: a quarter, at least 2.
 func TestLeaseLossStoreCut(t *testing.T) {
+	t.Parallel() // it mostly waits (leases, deadlines): beside the others that do
 	bin := buildRelease(t)
-	dsn := postgresSchema(t)
 	n := leaseLossTrials(t)
+	// Side by side, as in TestLeaseLossSIGSTOP: each mode has its own
+	// schema (the trials' runs take the same environment) and each trial
+	// its own proxy.
 	for _, mode := range []string{"while-running", "mid-renewal"} {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			dsn := postgresSchema(t)
 			trials := n
 			if mode == "mid-renewal" {
 				trials = max(2, n/4)
