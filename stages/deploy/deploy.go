@@ -206,6 +206,7 @@ func (d *deployer) rollout(ctx context.Context, wantOf func(string) (target.Serv
 				errs[i] = stages.Permanent(fmt.Errorf("deploy %s to %s: %w", name, d.env.Environment, err))
 				return
 			}
+			want.Rank = i
 			deps := d.graph.Needs(name)
 			prep, canPrepare := d.target.(target.Preparer)
 			if len(deps) > 0 && canPrepare {

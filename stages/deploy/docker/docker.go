@@ -76,12 +76,22 @@ type Target struct {
 	mu       sync.Mutex
 	prepared map[string][]*onHost // by service, what Prepare made
 	netMu    sync.Mutex
-	networks map[string]bool // by host address, the network is there
+	networks map[string]bool             // by host address, the network is there
+	starts   map[*dockerhost.Host]*turns // whose start goes next, by host
 }
+
+// startsAtOnce is how many container starts a deploy asks of one engine
+// at a time, the lowest rank waiting first (target.Service.Rank). The
+// engine overlaps about two starts, and a start takes longer the more run
+// beside it: with every start asked at once, the service that depends on
+// nothing could come up last and hold up every handover behind it. With
+// two at a time, the eight chained services of BenchmarkDeployChain
+// redeployed in 6.17–6.32 s against 6.60–6.63 s (one at a time: 6.94 s).
+const startsAtOnce = 2
 
 // Open connects to every host of the environment.
 func Open(_ context.Context, cfg target.Config) (target.Target, error) {
-	t := &Target{cfg: cfg, prepared: map[string][]*onHost{}, networks: map[string]bool{}}
+	t := &Target{cfg: cfg, prepared: map[string][]*onHost{}, networks: map[string]bool{}, starts: map[*dockerhost.Host]*turns{}}
 	for _, addr := range cfg.Hosts {
 		h, err := dockerhost.Open(addr, cfg.Engine...)
 		if err != nil {
@@ -89,6 +99,7 @@ func Open(_ context.Context, cfg target.Config) (target.Target, error) {
 			return nil, err
 		}
 		t.hosts = append(t.hosts, h)
+		t.starts[h] = &turns{width: startsAtOnce}
 	}
 	return t, nil
 }
@@ -510,7 +521,14 @@ func (t *Target) launch(ctx context.Context, p *onHost, s target.Service, c cont
 // startNew starts a created container as p.cur; one that does not start
 // is removed.
 func (t *Target) startNew(ctx context.Context, p *onHost, s target.Service, c container) error {
-	if err := p.h.Start(ctx, c); err != nil {
+	done, err := t.starts[p.h].take(ctx, s.Rank)
+	if err != nil {
+		_ = p.h.Remove(context.WithoutCancel(ctx), c.ID)
+		return err
+	}
+	err = p.h.Start(ctx, c)
+	done()
+	if err != nil {
 		_ = p.h.Remove(context.WithoutCancel(ctx), c.ID)
 		return err
 	}

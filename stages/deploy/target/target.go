@@ -66,6 +66,12 @@ type Service struct {
 	Labels      map[string]string
 	Hash        string // LabelConfig: what makes two containers interchangeable
 	StopTimeout time.Duration
+	// Rank is the service's place in the deploy's depends_on order,
+	// dependencies first. A target whose engine brings containers up one
+	// at a time starts the lowest rank waiting first: the services take
+	// their names in that order, so the first to be named is the first
+	// to be up.
+	Rank int
 }
 
 // Port is the service's port, 0 when it has none.
