@@ -1,7 +1,9 @@
 package docker
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -31,13 +33,8 @@ func (q *turns) take(ctx context.Context, rank int) (done func(), err error) {
 		return q.give, nil
 	}
 	w := &turn{rank: rank, ready: make(chan struct{})}
-	i := 0
-	for i < len(q.waiting) && q.waiting[i].rank <= rank {
-		i++
-	}
-	q.waiting = append(q.waiting, nil)
-	copy(q.waiting[i+1:], q.waiting[i:])
-	q.waiting[i] = w
+	i, _ := slices.BinarySearchFunc(q.waiting, rank+1, func(o *turn, r int) int { return cmp.Compare(o.rank, r) })
+	q.waiting = slices.Insert(q.waiting, i, w)
 	q.mu.Unlock()
 	select {
 	case <-w.ready:
@@ -45,11 +42,9 @@ func (q *turns) take(ctx context.Context, rank int) (done func(), err error) {
 	case <-ctx.Done():
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		for j, o := range q.waiting {
-			if o == w {
-				q.waiting = append(q.waiting[:j], q.waiting[j+1:]...)
-				return nil, ctx.Err()
-			}
+		if j := slices.Index(q.waiting, w); j >= 0 {
+			q.waiting = slices.Delete(q.waiting, j, j+1)
+			return nil, ctx.Err()
 		}
 		// Handed the turn as the context ended: pass it on.
 		q.passLocked()
